@@ -1,0 +1,3 @@
+"""`hashgnn evaluate` commands (placeholder until its stage lands)."""
+
+from hashgnn.cli import app  # noqa: F401

@@ -1,0 +1,5 @@
+"""Stage 5: binary codes and the portable artifacts that hold them."""
+
+from hashgnn.codes.packing import hamming_distance_reference, pack_codes, sign, unpack_codes
+
+__all__ = ["sign", "pack_codes", "unpack_codes", "hamming_distance_reference"]

@@ -1,0 +1,155 @@
+"""Typed configuration, one dataclass per concern, saved with every run as YAML.
+
+A run folder's ``config.yaml`` holds a :class:`RunConfig`; ``RunConfig.load(path)`` rebuilds it, so a
+run can be repeated from its folder alone. Unknown keys are an error (a typo must not be silently
+ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+
+from hashgnn.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Which interaction data to load and how to split it."""
+
+    dataset: str = "ml-1m"  # a registered name, a folder with train.txt/test.txt, or a table file
+    mirror: str | None = None  # folder or file:// / http(s):// base URL; default $HASHGNN_DATA_MIRROR
+    cache_dir: str | None = None  # default $HASHGNN_CACHE or the per-user cache folder
+    user_col: str = "user"
+    item_col: str = "item"
+    rating_col: str | None = None
+    min_rating: float | None = None  # a rating >= this is a positive interaction
+    time_col: str | None = None
+    sep: str | None = None  # None: by extension (.csv ',', .tsv '\t')
+    split: str = "random"  # random | temporal | loo (tables only; txt data sets come split)
+    test_fraction: float = 0.2
+    valid_fraction: float = 0.1  # carved per user from train, for early stopping (0 disables)
+    seed: int = 2020
+    strict: bool = False  # error (not a warning) on test users/items unseen in train
+
+
+@dataclass
+class ModelConfig:
+    """The network: encoder, hash layer and guidance."""
+
+    method: str = "hashgnn"  # hashgnn | hash_ste | hashgnn_nr | hashgnn_sp | continuous | plain | mf | lsh | hashnet | hash_gumbel
+    encoder: str = "sage"  # sage | lightgcn
+    bits: int = 32
+    id_dim: int = 120  # ID embedding width (authors' code)
+    input_dim: int = 68  # dense layer after the ID embedding
+    hidden_dim: int = 68  # GraphSAGE width per depth
+    user_fanouts: list[int] = field(default_factory=lambda: [10, 5])
+    item_fanouts: list[int] = field(default_factory=lambda: [10])
+    lightgcn_layers: int = 3
+    lightgcn_dim: int = 64
+    ste_clip: bool = False  # clip the STE gradient to |z| <= 1 (the authors' code does not)
+    guidance: str = "node"  # node | bit
+    beta_schedule: str = "staircase"  # staircase | linear | constant
+    beta_epochs: int = 100  # linear: epochs to reach 1
+    beta_value: float = 1.0  # constant: the value
+    beta_step: float = 0.02  # staircase: step
+    beta_hold: int = 2  # staircase: epochs each step is held
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, sampling, validation and checkpointing."""
+
+    epochs: int = 20
+    batch_size: int = 256  # positive edges per batch
+    lr: float = 1e-3
+    negatives: int = 10
+    ranking_loss: str = "bpr"  # bpr | margin
+    margin: float = 1.0
+    recon_weight: float = 0.1  # lambda in lambda * reconstruction + ranking
+    use_ranking: bool = True
+    use_reconstruction: bool = True
+    weight_decay: float = 0.0
+    seed: int = 12345
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None
+    eval_every: int = 1
+    patience: int = 0  # epochs without validation improvement before stopping (0: never stop early)
+    pretrain_epochs: int = 10  # hashgnn_sp / lsh: epochs of the continuous stage
+
+
+@dataclass
+class EvalConfig:
+    """Test-time retrieval and metrics."""
+
+    ks: list[int] = field(default_factory=lambda: [20, 50, 100])
+    candidates: int = 500  # C of hierarchical search
+    batch_users: int = 1024
+    modes: list[str] = field(default_factory=lambda: ["hamming", "hierarchical", "continuous"])
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved as ``config.yaml`` in the run folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write YAML atomically (temp file + rename)."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return _build(cls, d, "config")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a mapping with sections data/model/train/eval")
+        return cls.from_dict(d)
+
+
+def _build(cls: type[T], d: dict[str, Any], where: str) -> T:
+    """Build dataclass ``cls`` from a (possibly partial) mapping, checking keys and nesting."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            kwargs[k] = _build(t, v or {}, f"{where}.{k}")  # type: ignore[arg-type]
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def override(cfg: T, **values: Any) -> T:
+    """Return a copy of dataclass ``cfg`` with the non-None ``values`` replaced."""
+    return dataclasses.replace(cfg, **{k: v for k, v in values.items() if v is not None})  # type: ignore[type-var]
