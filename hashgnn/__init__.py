@@ -5,3 +5,12 @@ The package reads like the pipeline: ``data`` -> ``graph`` -> ``model`` -> ``tra
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # Lazy: `import hashgnn` stays cheap; `hashgnn.HammingIndex` loads the index stage on first use.
+    if name in ("HammingIndex", "FloatIndex", "HierarchicalIndex"):
+        from hashgnn import index
+
+        return getattr(index, name)
+    raise AttributeError(f"module 'hashgnn' has no attribute {name!r}")

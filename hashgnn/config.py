@@ -60,6 +60,12 @@ class ModelConfig:
     beta_value: float = 1.0  # constant: the value
     beta_step: float = 0.02  # staircase: step
     beta_hold: int = 2  # staircase: epochs each step is held
+    mf_dim: int = 64  # mf: embedding width
+    hashnet_gamma: float = 1.0  # hashnet: scale of tanh(scale * x) is (1 + gamma * epoch) ** power
+    hashnet_power: float = 0.5
+    gumbel_tau0: float = 1.0  # hash_gumbel: temperature at epoch 0, annealed geometrically ...
+    gumbel_tau_min: float = 0.05  # ... to this value at the last soft epoch
+    gumbel_hard_epochs: int = 1  # hash_gumbel: final epochs trained straight-through with hard bits
 
 
 @dataclass

@@ -33,3 +33,11 @@ class ChecksumError(DataError):
 
 class ConfigError(HashgnnError):
     """An invalid configuration value or combination of options."""
+
+
+class DataWarning(UserWarning):
+    """Something in the input data was dropped (duplicates, test users/items unseen in train).
+
+    Issued with :func:`warnings.warn`; the message names the file and says how many. The CLI prints it
+    as one ``warning:`` line on stderr.
+    """

@@ -7,10 +7,11 @@ are printed as one paragraph on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
-from hashgnn.errors import HashgnnError
+from hashgnn.errors import DataWarning, HashgnnError
 
 app = typer.Typer(
     name="hashgnn",
@@ -27,9 +28,21 @@ def _register() -> None:
     from hashgnn.cli import bench, data, evaluate, recommend, train  # noqa: F401
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    # Data warnings are messages for the user (what was dropped, how many), not code locations.
+    if issubclass(category, DataWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hashgnn`` console script."""
     _register()
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, standalone_mode=True)
     except HashgnnError as e:

@@ -1,3 +1,127 @@
-"""`hashgnn data` commands (placeholder until its stage lands)."""
+"""``hashgnn data``: list the named data sets, fetch one into the cache, describe any data source."""
 
-from hashgnn.cli import app  # noqa: F401
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hashgnn.cli import app
+from hashgnn.cli.common import (
+    CacheOpt,
+    ItemColOpt,
+    MinRatingOpt,
+    MirrorOpt,
+    RatingColOpt,
+    SepOpt,
+    SplitOpt,
+    SplitSeedOpt,
+    StrictOpt,
+    TestFracOpt,
+    TimeColOpt,
+    UserColOpt,
+    data_config,
+    print_json,
+)
+
+data_app = typer.Typer(
+    name="data",
+    help="Named public data sets and your own interaction files: list, fetch, describe.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@data_app.command("list")
+def list_cmd(json_out: JsonOpt = False) -> None:
+    """List the registered data sets with their format, published counts and public address."""
+    from hashgnn.data import REGISTRY
+
+    rows = [spec.summary() for spec in REGISTRY.values()]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(title="registered data sets (published counts)")
+    for col, justify in (("name", "left"), ("format", "left"), ("users", "right"), ("items", "right"),
+                         ("train", "right"), ("test", "right"), ("SHA-256", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("address", overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["format"], f"{r['n_users']:,}", f"{r['n_items']:,}", f"{r['n_train']:,}",
+                      f"{r['n_test']:,}", "registry" if r["verified"] else "first use", r["url"])
+    Console().print(table)
+
+
+@data_app.command("fetch")
+def fetch_cmd(
+    name: Annotated[str, typer.Argument(help="A registered data set name (see `hashgnn data list`).")],
+    mirror: MirrorOpt = None,
+    cache_dir: CacheOpt = None,
+    extras: Annotated[bool, typer.Option(
+        "--extras", help="Also fetch side files (id maps, social links).")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fetch a data set into the cache (verified by SHA-256) and print the folder holding it."""
+    from hashgnn.data import fetch_dataset
+
+    folder = fetch_dataset(name, mirror=mirror, cache_dir=cache_dir, progress=not quiet, extras=extras)
+    if json_out:
+        print_json({"name": name, "path": str(folder), "files": sorted(p.name for p in folder.iterdir()
+                                                                        if not p.name.startswith("."))})
+    else:
+        print(folder)
+
+
+@data_app.command("info")
+def info_cmd(
+    name_or_path: Annotated[str, typer.Argument(
+        metavar="NAME_OR_PATH",
+        help="A registered data set name, a folder holding train.txt and test.txt, or a table file "
+        "(.csv, .tsv, .parquet).")],
+    mirror: MirrorOpt = None,
+    cache_dir: CacheOpt = None,
+    user_col: UserColOpt = "user",
+    item_col: ItemColOpt = "item",
+    rating_col: RatingColOpt = None,
+    min_rating: MinRatingOpt = None,
+    time_col: TimeColOpt = None,
+    sep: SepOpt = None,
+    split: SplitOpt = "random",
+    test_fraction: TestFracOpt = 0.2,
+    valid_fraction: Annotated[float, typer.Option(
+        help="Also carve this fraction of each user's train interactions into a validation split "
+        "(0: none).")] = 0.0,
+    split_seed: SplitSeedOpt = 2020,
+    strict: StrictOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Load a data source and print its counts: users, items, train / test (/ valid) and density."""
+    from hashgnn.data import carve_validation, load_interactions
+
+    cfg = data_config(name_or_path, mirror=mirror, cache_dir=cache_dir, user_col=user_col, item_col=item_col,
+                      rating_col=rating_col, min_rating=min_rating, time_col=time_col, sep=sep, split=split,
+                      test_fraction=test_fraction, valid_fraction=valid_fraction, split_seed=split_seed,
+                      strict=strict)
+    data = load_interactions(cfg, progress=not quiet)
+    if valid_fraction:
+        data = carve_validation(data, valid_fraction, split_seed)
+    stats = data.stats()
+    if json_out:
+        print_json(stats)
+        return
+    table = Table(title=f"{stats['name']}", show_header=False)
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for k, v in stats.items():
+        if k == "name":
+            continue
+        is_count = k.startswith("n_") and isinstance(v, int) and not isinstance(v, bool)
+        table.add_row(k, f"{v:,}" if is_count else f"{v:.6g}" if isinstance(v, float) else str(v))
+    Console().print(table)

@@ -1,3 +1,99 @@
-"""`hashgnn train` commands (placeholder until its stage lands)."""
+"""``hashgnn train``: train a model into a run folder, or resume one."""
 
-from hashgnn.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from hashgnn.cli import app
+from hashgnn.cli.common import (
+    CacheOpt, MirrorOpt, SepOpt, console, print_json,
+)
+from hashgnn.config import RunConfig, override
+from hashgnn.errors import HashgnnError
+
+
+@app.command("train")
+def train(
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Registered name, folder with train.txt/test.txt, or table file.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="hashgnn | hash_ste | hashgnn_nr | hashgnn_sp | continuous | plain | mf (and the baselines lsh, hashnet, hash_gumbel).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="sage | lightgcn")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="Code length K (8..256).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of initialisation, sampling and guidance.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to create.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (sections data/model/train/eval); flags override it.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its newest checkpoint.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Positive edges per batch.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    negatives: Annotated[Optional[int], typer.Option(help="Negatives per positive edge.")] = None,
+    beta_schedule: Annotated[Optional[str], typer.Option(help="staircase | linear | constant")] = None,
+    beta_epochs: Annotated[Optional[int], typer.Option(help="linear schedule: epochs until beta = 1.")] = None,
+    guidance: Annotated[Optional[str], typer.Option(help="node | bit granularity of the guidance draw.")] = None,
+    ranking_loss: Annotated[Optional[str], typer.Option(help="bpr | margin")] = None,
+    valid_fraction: Annotated[Optional[float], typer.Option(help="Share of each user's train items held out for validation (0: none).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after this many validations without improvement (0: never).")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch.")] = None,
+    mirror: MirrorOpt = None,
+    cache_dir: CacheOpt = None,
+    user_col: Annotated[Optional[str], typer.Option(help="Table files: the user id column.")] = None,
+    item_col: Annotated[Optional[str], typer.Option(help="Table files: the item id column.")] = None,
+    rating_col: Annotated[Optional[str], typer.Option(help="Table files: an optional rating column.")] = None,
+    min_rating: Annotated[Optional[float], typer.Option(help="Table files: keep rows with rating >= this.")] = None,
+    time_col: Annotated[Optional[str], typer.Option(help="Table files: an optional timestamp column.")] = None,
+    sep: SepOpt = None,
+    split: Annotated[Optional[str], typer.Option(help="Table files: random | temporal | loo.")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(help="Table files: test share per user.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train HashGNN (or a variant or baseline) and save codes, vectors, weights and metrics in a run folder."""
+    from hashgnn.train.run import resume_run, train_run
+
+    if resume is not None:
+        given = [n for n, v in (("--dataset", dataset), ("--method", method), ("--config", config), ("--out", out)) if v]
+        if given:
+            raise HashgnnError(f"--resume takes its settings from the run folder; drop {', '.join(given)}")
+        final = resume_run(resume, progress=not quiet)
+        run_dir = resume
+    else:
+        if out is None:
+            raise HashgnnError("--out RUN_FOLDER is required (or --resume RUN_FOLDER to continue a run)")
+        cfg = RunConfig.load(config) if config else RunConfig()
+        cfg.data = override(cfg.data, dataset=dataset, mirror=mirror, cache_dir=cache_dir, user_col=user_col,
+                            item_col=item_col, rating_col=rating_col, min_rating=min_rating, time_col=time_col,
+                            sep=sep, split=split, test_fraction=test_fraction, valid_fraction=valid_fraction)
+        cfg.model = override(cfg.model, method=method, encoder=encoder, bits=bits, beta_schedule=beta_schedule,
+                             beta_epochs=beta_epochs, guidance=guidance)
+        cfg.train = override(cfg.train, epochs=epochs, seed=seed, device=device, batch_size=batch_size, lr=lr,
+                             negatives=negatives, ranking_loss=ranking_loss, patience=patience,
+                             eval_every=eval_every, threads=threads)
+        final = train_run(cfg, out, progress=not quiet, overwrite=overwrite)
+        run_dir = out
+    if json_out:
+        print_json({"run": str(run_dir), **final})
+    else:
+        print_summary(final, run_dir, final.get("baseline_popular"))
+
+
+def print_summary(final: dict, run_dir: Path, baseline: dict | None = None) -> None:
+    """A small table of Recall@20 / NDCG@20 per retrieval mode (and an optional baseline row)."""
+    table = Table(title=f"{final['method']} ({final['encoder']}, {final['bits']} bits) on {final['dataset']}: test")
+    table.add_column("mode")
+    table.add_column("Recall@20", justify="right")
+    table.add_column("NDCG@20", justify="right")
+    rows = [(m, v) for m, v in final["test"].items()]
+    if baseline is not None:
+        rows.append(("most popular", baseline))
+    for name, m in rows:
+        table.add_row(name, f"{m.get('recall@20', float('nan')):.4f}", f"{m.get('ndcg@20', float('nan')):.4f}")
+    from rich.console import Console
+
+    Console().print(table)
+    console.print(f"run folder: {run_dir}  ({final['epochs_run']} epochs, {final['train_seconds']:.0f} s training)")

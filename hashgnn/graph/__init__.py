@@ -1,1 +1,6 @@
-"""Stage: graph."""
+"""Stage 2: the user-item bipartite graph in CSR, its normalised adjacency, vectorised samplers."""
+
+from hashgnn.graph.bipartite import BipartiteGraph
+from hashgnn.graph.sampling import sample_negatives, sample_neighbors
+
+__all__ = ["BipartiteGraph", "sample_neighbors", "sample_negatives"]

@@ -1,1 +1,36 @@
-"""Stage: index."""
+"""Stage 6, retrieval: exact Hamming top-k, the continuous baseline, hierarchical search, recommend.
+
+- :class:`HammingIndex`: packed binary codes, exact top-k by Hamming distance (own numba kernel,
+  faiss ``IndexBinaryFlat`` or torch on any device).
+- :class:`FloatIndex`: real vectors, exact top-k by inner product (faiss ``IndexFlatIP`` or torch).
+- :class:`HierarchicalIndex`: Hamming top-C, re-ranked by inner product.
+- :func:`hashgnn.index.recommend.recommend`: top-k items for users of a finished run
+  (``hashgnn recommend``).
+
+Imports are lazy so that ``import hashgnn.index`` does not load numba, faiss or torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hashgnn.index.float_index import FloatIndex
+    from hashgnn.index.hamming import HammingIndex
+    from hashgnn.index.hierarchical import HierarchicalIndex
+
+__all__ = ["HammingIndex", "FloatIndex", "HierarchicalIndex"]
+
+_WHERE = {
+    "HammingIndex": "hashgnn.index.hamming",
+    "FloatIndex": "hashgnn.index.float_index",
+    "HierarchicalIndex": "hashgnn.index.hierarchical",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'hashgnn.index' has no attribute {name!r}")

@@ -1,1 +1,14 @@
-"""Stage: model."""
+"""Stage 3: input encoders, GraphSAGE / LightGCN / MF encoders, hash layer + STE, guidance, losses,
+and the assembled network per method (:func:`build_model`)."""
+
+from hashgnn.model.hash_layer import HashLayer, ste_sign
+from hashgnn.model.inputs import InputEncoder, NodeAttributes
+from hashgnn.model.lightgcn import LightGCN
+from hashgnn.model.mf import MatrixFactorization
+from hashgnn.model.network import ENCODERS, METHODS, HashModel, build_model, train_defaults
+from hashgnn.model.sage import BipartiteSAGE, MeanAggregator
+
+__all__ = [
+    "BipartiteSAGE", "ENCODERS", "HashLayer", "HashModel", "InputEncoder", "LightGCN", "METHODS",
+    "MatrixFactorization", "MeanAggregator", "NodeAttributes", "build_model", "ste_sign", "train_defaults",
+]

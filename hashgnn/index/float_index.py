@@ -1,0 +1,135 @@
+"""Exact inner-product top-k over real vectors: ``FloatIndex``, the continuous baseline.
+
+Same API as :class:`hashgnn.index.HammingIndex`, scores descending. Backends: ``"faiss"``
+(``faiss.IndexFlatIP``) and ``"torch"`` (blocked matrix product + ``topk``, any device). Exact ties
+between float scores are not ordered by id (neither library promises an order); with real-valued
+embeddings they practically never occur.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from hashgnn.errors import HashgnnError
+from hashgnn.index._common import (
+    Exclude,
+    IdMap,
+    check_k,
+    check_vectors,
+    exclusion_csr,
+    faiss_threads,
+    filter_excluded,
+    max_row_length,
+)
+
+BACKENDS = ("auto", "faiss", "torch")
+
+
+class FloatIndex:
+    """Exact maximum-inner-product search over ``dim``-dimensional float32 vectors.
+
+    Args:
+        dim: vector dimension.
+        backend: ``"faiss"`` (``"auto"``) or ``"torch"``.
+        device: torch device for ``backend="torch"``.
+        threads: threads for a search (None: the library's default).
+
+    ``search`` returns ``(scores float32, ids int64)`` of shape (queries, k), scores descending, padded
+    with ``-inf`` and id -1 where fewer than ``k`` items remain after exclusions.
+    """
+
+    def __init__(self, dim: int, backend: str = "faiss", *, device: str = "cpu", threads: int | None = None) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or int(dim) <= 0:
+            raise HashgnnError(f"dim must be a positive integer, got {dim!r}")
+        if backend not in BACKENDS:
+            raise HashgnnError(f"unknown float backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.dim = int(dim)
+        self.backend = "faiss" if backend == "auto" else backend
+        self.device = torch.device(device)
+        self.threads = threads
+        self._vectors = np.zeros((0, self.dim), np.float32)
+        self._idmap = IdMap()
+        self._derived: Any = None
+
+    @property
+    def ntotal(self) -> int:
+        """Number of items."""
+        return self._idmap.n
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The items' vectors in id order."""
+        return self._vectors
+
+    @property
+    def bytes_per_item(self) -> int:
+        """Bytes per item of the stored vectors (float32)."""
+        return 4 * self.dim
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Append float vectors (n, dim); ``ids`` optional unique non-negative ints."""
+        v = check_vectors(vectors, self.dim, "FloatIndex.add")
+        order = self._idmap.merge(len(v), ids)
+        allv = np.concatenate([self._vectors, v])
+        self._vectors = np.ascontiguousarray(allv[order] if order is not None else allv)
+        self._derived = None
+
+    def search(self, queries: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items by inner product: ``(scores, ids)``; ``exclude`` as in HammingIndex.search."""
+        q = check_vectors(queries, self.dim, "FloatIndex.search")
+        k = check_k(k)
+        ex = exclusion_csr(exclude, len(q), self._idmap)
+        n = self.ntotal
+        kk = min(k, n)
+        if n == 0 or len(q) == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if self.backend == "faiss":
+            s, pos = self._search_faiss(q, kk, ex)
+        else:
+            s, pos = self._search_torch(q, kk, ex)
+        if kk < k:
+            s = np.concatenate([s, np.full((len(q), k - kk), -np.inf, np.float32)], axis=1)
+            pos = np.concatenate([pos, np.full((len(q), k - kk), -1, np.int64)], axis=1)
+        return s, self._idmap.to_ids(pos)
+
+    def _search_faiss(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        if self._derived is None:
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(self._vectors)
+            self._derived = index
+        fetch = min(self.ntotal, k + max_row_length(ex))
+        with faiss_threads(self.threads):
+            s, pos = self._derived.search(q, fetch)
+        s = np.where(pos < 0, -np.inf, s).astype(np.float32)
+        if ex is not None:
+            s, pos = filter_excluded(s, pos, ex, self.ntotal, k, -np.inf)
+        return s[:, :k], pos[:, :k]
+
+    def _search_torch(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        from hashgnn.index.torch_search import blocked_topk
+
+        if self._derived is None:
+            self._derived = torch.from_numpy(self._vectors).to(self.device)
+        items = self._derived
+        qt = torch.from_numpy(q).to(self.device)
+
+        def scores(q0: int, q1: int, i0: int, i1: int) -> torch.Tensor:
+            return qt[q0:q1] @ items[i0:i1].T
+
+        old = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(int(self.threads))
+        try:
+            with torch.inference_mode():
+                s, pos = blocked_topk(scores, len(q), self.ntotal, k, self.device, ex, float("-inf"), largest=True)
+        finally:
+            torch.set_num_threads(old)
+        return s.cpu().numpy().astype(np.float32), pos.cpu().numpy().astype(np.int64)

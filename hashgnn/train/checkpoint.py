@@ -1,0 +1,107 @@
+"""Atomic, pickle-free training checkpoints.
+
+A checkpoint is a folder ``ckpt-EEEE`` holding ``model.safetensors`` (weights),
+``optim.safetensors`` + ``optim.json`` (Adam's tensors and its scalar state), ``rng.safetensors``
+(the training generator's state) and ``state.json`` (epoch, best validation score, history). It is
+written under a temporary name and renamed; ``checkpoint.json`` then names the newest one (itself
+replaced atomically), so a process killed at any moment leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+POINTER = "checkpoint.json"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state_dict into tensors (for safetensors) and JSON-able scalars."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for idx, sc in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(sc)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    run_dir: Path,
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+    keep: int = 1,
+) -> Path:
+    """Write checkpoint ``epoch`` atomically and drop older ones beyond ``keep``."""
+    final = run_dir / f"ckpt-{epoch:04d}"
+    tmp = run_dir / f".ckpt-{epoch:04d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    otensors, ometa = _optimizer_to_flat(optimizer)
+    save_file(otensors, tmp / "optim.safetensors")
+    (tmp / "optim.json").write_text(json.dumps(ometa))
+    save_file({"generator": generator.get_state()}, tmp / "rng.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_json(run_dir / POINTER, {"latest": final.name, "epoch": epoch})
+    old = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != final)
+    for p in old[: max(len(old) - (keep - 1), 0)]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The folder named by ``checkpoint.json``, or None when the run has none yet."""
+    ptr = run_dir / POINTER
+    if not ptr.exists():
+        return None
+    return run_dir / json.loads(ptr.read_text())["latest"]
+
+
+def load_checkpoint(
+    ckpt: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Restore model, optimiser and generator in place; return the saved ``state.json``."""
+    device = next(model.parameters()).device
+    model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(device)))
+    meta = json.loads((ckpt / "optim.json").read_text())
+    # Loaded on CPU: Optimizer.load_state_dict moves each tensor next to its parameter (and keeps
+    # Adam's step counter on CPU, where it must stay).
+    _optimizer_from_flat(optimizer, load_file(ckpt / "optim.safetensors", device="cpu"), meta)
+    generator.set_state(load_file(ckpt / "rng.safetensors")["generator"])
+    return json.loads((ckpt / "state.json").read_text())

@@ -1,0 +1,329 @@
+"""A training run: one folder that holds everything needed to repeat, resume and serve it.
+
+Run folder layout::
+
+    config.yaml          the resolved RunConfig (repeat the run with `hashgnn train --config`)
+    metrics.jsonl        one JSON row per epoch: losses, beta, seconds, validation metrics
+    checkpoint.json      names the newest checkpoint folder (see hashgnn.train.checkpoint)
+    ckpt-EEEE/           the newest checkpoint (model, optimiser, generator, state)
+    best.safetensors     weights of the epoch with the best validation Recall@20
+    model.safetensors    the weights the artifacts were exported from
+    codes.json, *.npy    codes and continuous vectors (hashgnn.codes.artifacts)
+    final_metrics.json   test metrics in every retrieval mode, timings
+    training.png         loss and validation Recall@20 against epochs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from hashgnn.codes.artifacts import RunCodes, load_codes, save_codes
+from hashgnn.codes.packing import pack_codes
+from hashgnn.config import RunConfig
+from hashgnn.data import Interactions, carve_validation, load_interactions
+from hashgnn.errors import ConfigError, HashgnnError
+from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+MODES = ("hamming", "hierarchical", "continuous")
+# Methods whose network is trained towards binary codes; they are served (and early-stopped) in
+# Hamming space. The others are continuous models whose codes are only sign(z) for comparison.
+HASHING_METHODS = {"hashgnn", "hash_ste", "hashgnn_nr", "hashgnn_sp", "lsh", "hashnet", "hash_gumbel"}
+CONTINUOUS_METHODS = {"continuous", "plain", "mf"}
+VALID_K = 20
+
+
+def serving_mode(method: str) -> str:
+    """The retrieval mode a method's model is served with: codes for hashing methods."""
+    return "hamming" if method in HASHING_METHODS else "continuous"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _check_config(cfg: RunConfig) -> None:
+    known = HASHING_METHODS | CONTINUOUS_METHODS
+    if cfg.model.method not in known:
+        raise ConfigError(f"unknown method {cfg.model.method!r}; choose one of {sorted(known)}")
+    if not 8 <= cfg.model.bits <= 256:
+        raise ConfigError(f"bits must be between 8 and 256, got {cfg.model.bits}")
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {cfg.train.epochs}")
+
+
+def _eval_generator(seed: int, device: torch.device, salt: int) -> torch.Generator:
+    """A generator for evaluation-time sampling that never touches the training stream."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt)
+
+
+def _scorer(mode: str, codes: RunCodes, candidates: int):
+    from hashgnn.eval import HammingScorer, HierarchicalScorer, InnerProductScorer
+
+    if mode == "hamming":
+        return HammingScorer(codes.user_codes, codes.item_codes, codes.bits)
+    if mode == "hierarchical":
+        return HierarchicalScorer(codes.user_codes, codes.item_codes, codes.bits, codes.user_z, codes.item_z, candidates)
+    if mode == "continuous":
+        return InnerProductScorer(codes.user_z, codes.item_z)
+    raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Generator) -> RunCodes:
+    """Continuous vectors and packed codes (sign of each vector) of every user and item.
+
+    For hashing methods the vectors have ``bits`` dimensions; for continuous models (``plain``,
+    ``mf``) the code length is the embedding width, so their Hamming mode is sign(embedding).
+    """
+    model.eval()
+    with torch.no_grad():
+        user_z, item_z = model.embed(generator)
+    uz = user_z.float().cpu().numpy()
+    iz = item_z.float().cpu().numpy()
+    return RunCodes(
+        bits=int(uz.shape[1]),
+        user_codes=pack_codes(uz),
+        item_codes=pack_codes(iz),
+        user_z=uz,
+        item_z=iz,
+        user_ids=data.user_ids,
+        item_ids=data.item_ids,
+    )
+
+
+def evaluate_codes(codes: RunCodes, train, test, mode: str, ks: list[int], candidates: int,
+                   batch_users: int = 1024, progress: bool = False) -> dict[str, float]:
+    """Metrics of ``codes`` on ``test`` with ``train`` masked, in one retrieval mode."""
+    from hashgnn.eval import evaluate
+
+    return evaluate(_scorer(mode, codes, candidates), train, test, ks, batch_users=batch_users, progress=progress)
+
+
+class _Trainer:
+    """Owns the state of one run while it trains; not part of the public API."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool) -> None:
+        from hashgnn.model import build_model
+
+        _check_config(cfg)
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.data = load_interactions(cfg.data)
+        self.split = (
+            carve_validation(self.data, cfg.data.valid_fraction, cfg.data.seed)
+            if cfg.data.valid_fraction > 0 else self.data
+        )
+        torch.manual_seed(cfg.train.seed)  # parameter initialisation
+        self.model = build_model(cfg.model, self.split.train, self.device, train_cfg=cfg.train)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
+        self.state: dict[str, Any] = {"best_score": None, "best_epoch": None, "bad_evals": 0, "history": [],
+                                      "train_seconds": 0.0}
+        self.start_epoch = 0
+
+    def resume(self) -> None:
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return
+        st = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
+        self.start_epoch = int(st.pop("epoch")) + 1
+        self.state = st
+        # Rows of epochs after the checkpoint belong to the killed attempt: rewrite from history.
+        _rewrite_jsonl(self.run_dir / "metrics.jsonl", self.state["history"])
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        gen = _eval_generator(self.cfg.train.seed, self.device, salt=1)
+        codes = export_codes(self.model, self.split, gen)
+        mode = serving_mode(self.cfg.model.method)
+        return evaluate_codes(codes, self.split.train, self.split.valid, mode, [VALID_K],
+                              self.cfg.eval.candidates, self.cfg.eval.batch_users)
+
+    def fit(self) -> None:
+        from hashgnn.train.loop import train_epoch
+
+        cfg = self.cfg
+        has_valid = self.split.valid is not None and self.split.valid.nnz > 0
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            beta = self.model.on_epoch_start(epoch)
+            self.model.train()
+            stats = train_epoch(self.model, self.optimizer, self.split.train, cfg.train, epoch,
+                                self.generator, beta=beta, progress=self.progress)
+            self.state["train_seconds"] += float(stats.get("seconds", 0.0))
+            row: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in stats.items()}}
+            last = epoch == cfg.train.epochs - 1
+            if has_valid and ((epoch + 1) % cfg.train.eval_every == 0 or last):
+                m = self.validate(epoch)
+                row.update({f"valid_{k}": v for k, v in m.items() if "@" in k})
+                score = m[f"recall@{VALID_K}"]
+                if self.state["best_score"] is None or score > self.state["best_score"]:
+                    self.state.update(best_score=score, best_epoch=epoch, bad_evals=0)
+                    _save_weights(self.model, self.run_dir / "best.safetensors")
+                else:
+                    self.state["bad_evals"] += 1
+            self.state["history"].append(row)
+            _append_jsonl(self.run_dir / "metrics.jsonl", row)
+            stop = cfg.train.patience > 0 and self.state["bad_evals"] >= cfg.train.patience
+            self.state["stopped_early"] = bool(stop and not last)
+            save_checkpoint(self.run_dir, epoch, self.model, self.optimizer, self.generator, self.state)
+            if stop:
+                break
+
+    def finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        best = self.run_dir / "best.safetensors"
+        if best.exists():
+            self.model.load_state_dict(load_file(best, device=str(self.device)))
+        _save_weights(self.model, self.run_dir / "model.safetensors")
+        gen = _eval_generator(cfg.train.seed, self.device, salt=2)
+        codes = export_codes(self.model, self.data, gen)
+        save_codes(self.run_dir, codes)
+        test: dict[str, dict[str, float]] = {}
+        for mode in cfg.eval.modes:
+            test[mode] = evaluate_codes(codes, self.data.train, self.data.test, mode, cfg.eval.ks,
+                                        cfg.eval.candidates, cfg.eval.batch_users, progress=self.progress)
+        from hashgnn.eval import PopularScorer, evaluate
+
+        popular = evaluate(PopularScorer(self.data.train), self.data.train, self.data.test, cfg.eval.ks,
+                           batch_users=cfg.eval.batch_users, progress=False)
+        epochs_run = len(self.state["history"])
+        final = {
+            "method": cfg.model.method,
+            "encoder": cfg.model.encoder,
+            "dataset": cfg.data.dataset,
+            "bits": cfg.model.bits,
+            "seed": cfg.train.seed,
+            "device": str(self.device),
+            "serving_mode": serving_mode(cfg.model.method),
+            "epochs_run": epochs_run,
+            "best_epoch": self.state["best_epoch"],
+            "best_valid_recall@20": self.state["best_score"],
+            "train_seconds": round(self.state["train_seconds"], 3),
+            "seconds_per_epoch": round(self.state["train_seconds"] / max(epochs_run, 1), 3),
+            "test": test,
+            "baseline_popular": popular,
+        }
+        _write_json(self.run_dir / "final_metrics.json", final)
+        plot_training(self.run_dir)
+        return final
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _rewrite_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Train a model as ``cfg`` says, writing everything into the run folder ``out``.
+
+    Returns the final metrics (also in ``out/final_metrics.json``). A folder that already holds a
+    run is refused unless ``overwrite`` (use :func:`resume_run` to continue one).
+    """
+    run_dir = Path(out)
+    if (run_dir / "config.yaml").exists():
+        if not overwrite:
+            raise HashgnnError(
+                f"{run_dir} already holds a run; continue it with `hashgnn train --resume {run_dir}`, "
+                "pick another --out, or pass --overwrite"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = _Trainer(cfg, run_dir, progress)  # validates config and loads data before writing
+    cfg.save(run_dir / "config.yaml")
+    (run_dir / "metrics.jsonl").write_text("")
+    return _fit_and_finish(trainer)
+
+
+def resume_run(run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Continue a run from its newest checkpoint; a finished run is only re-exported."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise HashgnnError(f"{run_dir}: no config.yaml, so this is not a hashgnn run folder")
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    trainer = _Trainer(cfg, run_dir, progress)
+    trainer.resume()
+    return _fit_and_finish(trainer)
+
+
+def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
+    if not trainer.state.get("stopped_early"):
+        trainer.fit()
+    return trainer.finish()
+
+
+def evaluate_run(run_dir: str | Path, mode: str = "hamming", ks: list[int] | None = None,
+                 candidates: int | None = None, progress: bool = True) -> dict[str, float]:
+    """Re-evaluate a finished run's saved codes on its test split (training items masked)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise HashgnnError(f"{run_dir}: no config.yaml, so this is not a hashgnn run folder")
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    codes = load_codes(run_dir)
+    data = load_interactions(cfg.data)
+    if codes.n_users != data.n_users or codes.n_items != data.n_items:
+        raise HashgnnError(f"{run_dir}: codes cover {codes.n_users} users / {codes.n_items} items but the data "
+                           f"set now has {data.n_users} / {data.n_items}; the data changed since training")
+    return evaluate_codes(codes, data.train, data.test, mode, ks or cfg.eval.ks,
+                          candidates or cfg.eval.candidates, cfg.eval.batch_users, progress=progress)
+
+
+def plot_training(run_dir: str | Path) -> Path:
+    """Draw loss and validation Recall@20 against epochs into ``training.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    ep = [r["epoch"] for r in rows]
+    ax[0].plot(ep, [r.get("loss", np.nan) for r in rows], marker="o", ms=3)
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("training loss")
+    vr = [(r["epoch"], r[f"valid_recall@{VALID_K}"]) for r in rows if f"valid_recall@{VALID_K}" in r]
+    if vr:
+        ax[1].plot([a for a, _ in vr], [b for _, b in vr], marker="o", ms=3, color="tab:green")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel(f"validation Recall@{VALID_K}")
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = run_dir / "training.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

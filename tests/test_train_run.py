@@ -1,0 +1,154 @@
+"""End-to-end runs: artifacts, config round trip, re-evaluation, resume after a real kill, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hashgnn.codes.artifacts import load_codes
+from hashgnn.codes.packing import pack_codes
+from hashgnn.config import RunConfig
+from hashgnn.errors import HashgnnError
+from hashgnn.train.checkpoint import latest_checkpoint
+from hashgnn.train.run import evaluate_run, resume_run, train_run
+
+TINY = {
+    "data": {"dataset": "music_toy", "valid_fraction": 0.1},
+    "model": {"method": "hashgnn", "encoder": "sage", "bits": 16, "id_dim": 16, "input_dim": 16,
+              "hidden_dim": 16, "user_fanouts": [4, 2], "item_fanouts": [4],
+              "beta_schedule": "linear", "beta_epochs": 2},
+    "train": {"epochs": 3, "batch_size": 1024, "negatives": 2, "seed": 7, "device": "cpu", "threads": 1},
+    "eval": {"ks": [20, 50], "candidates": 100},
+}
+
+
+def tiny_config(**sections: dict) -> RunConfig:
+    d = json.loads(json.dumps(TINY))
+    for name, values in sections.items():
+        d[name].update(values)
+    return RunConfig.from_dict(d)
+
+
+def test_run_folder_holds_everything(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    final = train_run(tiny_config(), run, progress=False)
+    for name in ("config.yaml", "metrics.jsonl", "final_metrics.json", "model.safetensors", "codes.json",
+                 "user_codes.npy", "item_codes.npy", "user_z.npy", "item_z.npy", "training.png"):
+        assert (run / name).exists(), name
+    assert RunConfig.load(run / "config.yaml") == tiny_config()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert all("valid_recall@20" in r and np.isfinite(r["loss"]) for r in rows)
+    codes = load_codes(run)
+    assert codes.user_codes.dtype == np.uint8 and codes.user_codes.shape == (codes.n_users, 2)
+    assert codes.bits == 16 and codes.user_z.shape == (codes.n_users, 16)
+    # The saved codes are exactly the signs of the saved continuous vectors.
+    np.testing.assert_array_equal(codes.item_codes, pack_codes(codes.item_z))
+    for mode in ("hamming", "hierarchical", "continuous"):
+        m = final["test"][mode]
+        assert all(np.isfinite(v) for v in m.values())
+        again = evaluate_run(run, mode=mode, progress=False)
+        for k in ("recall@20", "ndcg@50", "ndcg_legacy@50"):
+            assert again[k] == pytest.approx(m[k], abs=1e-12)
+    assert final["baseline_popular"]["recall@20"] > 0
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_run(tiny_config(train={"epochs": 1}), run, progress=False)
+    with pytest.raises(HashgnnError, match="already holds a run"):
+        train_run(tiny_config(train={"epochs": 1}), run, progress=False)
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    a = train_run(tiny_config(train={"epochs": 2}), tmp_path / "a", progress=False)
+    b = train_run(tiny_config(train={"epochs": 2}), tmp_path / "b", progress=False)
+    assert a["test"] == b["test"]
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "item_z.npy"), np.load(tmp_path / "b" / "item_z.npy"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashgnn.train.loop as loop
+
+    real = loop.train_epoch
+
+    def poisoned(model, optimizer, train, train_cfg, epoch, generator, **kw):
+        if epoch == 1:
+            orig = model.loss
+
+            def nan_loss(*a, **k):
+                loss, parts = orig(*a, **k)
+                return loss * float("nan"), parts
+
+            monkeypatch.setattr(model, "loss", nan_loss)
+        return real(model, optimizer, train, train_cfg, epoch, generator, **kw)
+
+    monkeypatch.setattr(loop, "train_epoch", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(HashgnnError, match="nan"):
+        train_run(tiny_config(), run, progress=False)
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and json.loads((ckpt / "state.json").read_text())["epoch"] == 0
+
+
+def _hashgnn(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from hashgnn.cli import main; main()", *args]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = tiny_config(train={"epochs": 6})
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg.save(cfg_path)
+    full = train_run(cfg, tmp_path / "full", progress=False)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_hashgnn("train", "--config", str(cfg_path), "--out", str(run), "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = latest_checkpoint(run) if (run / "checkpoint.json").exists() else None
+        if ckpt is not None and json.loads((run / "checkpoint.json").read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed: " + proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "final_metrics.json").exists()
+
+    out = subprocess.run(_hashgnn("train", "--resume", str(run), "--quiet", "--json"),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    resumed = json.loads(out.stdout)
+    assert resumed["test"] == full["test"]
+    rows = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(6))
+
+
+def test_cli_flags_override_config_file(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "cfg.yaml"
+    tiny_config(train={"epochs": 1}).save(cfg_path)
+    run = tmp_path / "run"
+    out = subprocess.run(_hashgnn("train", "--config", str(cfg_path), "--bits", "24", "--out", str(run), "--quiet"),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["bits"] == 24 and saved["model"]["hidden_dim"] == 16
+    assert "Recall@20" in out.stdout and "most popular" in out.stdout
+
+
+def test_bad_config_key_is_a_clear_error(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text("model:\n  bitz: 32\n")
+    out = subprocess.run(_hashgnn("train", "--config", str(cfg_path), "--out", str(tmp_path / "r")),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "bitz" in out.stderr and "Traceback" not in out.stderr
