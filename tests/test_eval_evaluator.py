@@ -147,6 +147,10 @@ def test_readonly_and_integer_blocks_accepted():
 
     r = evaluate(broadcast, train, test, [1], progress=False)
     assert r["recall@1"] == 0.5  # user 0 gets item 2 (degree 2, lower index than 3); user 1 gets item 0
+    fortran = np.asfortranarray(np.tile(degree.astype(np.float32), (2, 1)))
+    r = evaluate(lambda users: fortran[: len(users)], train, test, [1], progress=False)
+    assert r["recall@1"] == 0.5
+    assert fortran.min() > -np.inf  # copied, not masked in place
 
 
 def test_exclude_is_passed_to_scorers_that_ask():

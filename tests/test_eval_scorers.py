@@ -19,6 +19,7 @@ from hashgnn.eval import (
     PopularScorer,
     evaluate,
     metric_keys,
+    topk_items,
 )
 
 
@@ -56,6 +57,7 @@ def test_popular_scorer():
     train = csr_rows([[0, 2], [2], [2, 3], []], 5)
     block = PopularScorer(train)(np.array([0, 3]))
     assert block.tolist() == [[1, 0, 3, 1, 0]] * 2
+    assert topk_items(PopularScorer(train), [0], 3).tolist() == [[2, 0, 3]]  # unmasked, n_items from scorer
     # user 0: item 2 (train) masked; degree ties 0 vs 3 -> lower index first, then 3, 1, 4
     r = evaluate(PopularScorer(train), train, csr_rows([[3], [], [], [1]], 5), [1, 2], progress=False)
     # user 0 list [3, 1, ...] -> hit at 1; user 3 list [2, 0, 3, ...] -> no hit in 2

@@ -34,7 +34,8 @@ from hashgnn.errors import ChecksumError, HashgnnError
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
-_USER_AGENT = "hashgnn-data-fetch (+https://github.com/)"
+_USER_AGENT = "hashgnn-data-fetch"
+_FILE_MODE = 0o644  # mkstemp creates 0600; cached data is not secret and may be shared
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -171,6 +172,7 @@ def _copy_verified(source: str, name: str, file: str, expected: str | None, side
                 "HASHGNN_DATA_MIRROR to use the public address) and try again.",
                 path=source,
             )
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
         if expected is None:
             _write_atomic(sidecar, got + "\n")
@@ -238,6 +240,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

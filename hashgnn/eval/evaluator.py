@@ -43,7 +43,7 @@ def _as_float_tensor(block: Block) -> torch.Tensor:
     """The block as a writable float32 tensor (on its own device), copying only when needed."""
     if isinstance(block, np.ndarray):
         if not block.flags.writeable or not block.flags.c_contiguous:
-            block = np.ascontiguousarray(block).copy()
+            block = np.array(block, order="C", copy=True)
         t = torch.from_numpy(block)
     elif isinstance(block, torch.Tensor):
         t = block.detach()
@@ -93,14 +93,15 @@ def topk_items(
     """The k best items of every user in ``users``, best first: int64 (len(users), k), ``-1`` pads.
 
     ``exclude`` (CSR, all users x all items, typically the training matrix) masks each user's row;
-    ``n_items`` defaults to ``exclude.shape[1]`` and is required without it. Ties go to the lower
-    item index. Users are scored ``batch_users`` at a time.
+    ``n_items`` defaults to ``exclude.shape[1]``, else to the scorer's ``n_items`` attribute (every
+    ready-made scorer has one). Ties go to the lower item index. Users are scored ``batch_users`` at
+    a time.
     """
     users = np.asarray(users, dtype=np.int64)
     if n_items is None:
-        if exclude is None:
-            raise ValueError("give n_items when there is no exclude matrix")
-        n_items = int(exclude.shape[1])
+        n_items = int(exclude.shape[1]) if exclude is not None else getattr(scorer, "n_items", None)
+        if n_items is None:
+            raise ValueError("give n_items (or exclude) for a scorer without an n_items attribute")
     out = np.empty((len(users), k), dtype=np.int64)
     for s in range(0, len(users), batch_users):
         ub = users[s : s + batch_users]

@@ -7,6 +7,7 @@ Users are nodes ``0..n_users-1`` and items ``0..n_items-1`` in their own index s
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,10 +128,13 @@ def _normalised_adjacency(g: BipartiteGraph) -> torch.Tensor:
     values = (row_scale * col_scale).astype(np.float32)
     n = g.n_nodes
     idx_dtype = np.int32 if max(n, len(indices)) < 2**31 - 1 else np.int64
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(indptr.astype(idx_dtype)),
-        torch.from_numpy(indices.astype(idx_dtype)),
-        torch.from_numpy(values),
-        size=(n, n),
-        check_invariants=False,
-    ).to(g.device)
+    return csr_tensor(torch.from_numpy(indptr.astype(idx_dtype)), torch.from_numpy(indices.astype(idx_dtype)),
+                      torch.from_numpy(values), (n, n)).to(g.device)
+
+
+def csr_tensor(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
+               size: tuple[int, int]) -> torch.Tensor:
+    """A torch sparse CSR tensor, without invariant checks and without torch's "beta" warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(indptr, indices, values, size=size, check_invariants=False)

@@ -24,10 +24,12 @@ partial results are merged per query.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
 GROUP = 128  # items whose minimum distance is tested before any of them is looked at one by one
+SAMPLE_PIECES = 64  # runs of contiguous items that make up the sample of a threshold estimate
 
 
 @intrinsic
@@ -52,6 +54,32 @@ def trailing_zeros(typingctx, x):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.cttz(args[0], context.get_constant(types.boolean, True))
+
+    return sig, codegen
+
+
+@intrinsic
+def float32_bits(typingctx, x):  # type: ignore[no-untyped-def]
+    """The IEEE-754 bits of a float32 as int32 (a register bitcast, no memory)."""
+    if x != types.float32:
+        return None
+    sig = types.int32(x)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@intrinsic
+def bits_float32(typingctx, x):  # type: ignore[no-untyped-def]
+    """The float32 whose IEEE-754 bits are the int32 ``x`` (inverse of :func:`float32_bits`)."""
+    if x != types.int32:
+        return None
+    sig = types.float32(x)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.FloatType())
 
     return sig, codegen
 
@@ -184,15 +212,19 @@ def _compact(buf_d, buf_i, n, T, c, k):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True)
-def _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, row0):  # type: ignore[no-untyped-def]
-    """Exact top-k of queries q0..q1 over items i0..i1, written sorted to out rows row0.. ."""
+def _scan_core(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, row0, thr):  # type: ignore[no-untyped-def]
+    """Top-k of queries q0..q1 over items i0..i1 among items at distance < thr[query] (updated in place).
+
+    Writes sorted rows to out rows row0.. and returns, per query, how many items were accepted: when
+    that is below k and the initial thr was below maxd + 1, the result may be incomplete.
+    """
     nb = q1 - q0
     span = i1 - i0
     cap = max(1, min(2 * k + 64, span))
     buf_d = np.empty((nb, cap), np.int32)
     buf_i = np.empty((nb, cap), np.int64)
     nbuf = np.zeros(nb, np.int64)
-    thr = np.full(nb, maxd + 1, np.int64)  # accept d < thr
+    accepted = np.zeros(nb, np.int64)
     below = np.zeros(nb, np.int64)  # accepted items at distance < thr
     hist = np.zeros((nb, maxd + 2), np.int64)
     flags = np.empty(chunk // GROUP + 1, np.bool_)
@@ -239,6 +271,7 @@ def _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, o
                         buf_d[qq, n] = d
                         buf_i[qq, n] = pos
                         nbuf[qq] = n + 1
+                        accepted[qq] += 1
                         hist[qq, d] += 1
                         # T is the smallest t with k accepted items at distance <= t; c counts those < T.
                         c = below[qq] + 1
@@ -271,15 +304,89 @@ def _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, o
         for p in range(n, k):
             out_d[r, p] = -1
             out_i[r, p] = -1
+    return accepted
+
+
+@njit(nogil=True, cache=True)
+def _block_distances(xt, a, j0, L, dbuf):  # type: ignore[no-untyped-def]
+    """dbuf[j] = distance of ``a`` to item j0 + j for j < L (vectorised; unsigned indices as above)."""
+    W = xt.shape[0]
+    b = np.uint64(j0)
+    for j in range(np.uint64(L)):
+        dbuf[j] = 0
+    for w in range(W):
+        aw = a[w]
+        for j in range(np.uint64(L)):
+            dbuf[j] += np.int32(popcount(aw ^ xt[w, b + j]))
+
+
+@njit(nogil=True, cache=True)
+def _estimate_threshold(xt, a, i0, i1, k, n_excluded, maxd, sample, dbuf, hist):  # type: ignore[no-untyped-def]
+    """A starting threshold from a sample: ``t + 1`` where ~2k items (plus the excluded) are within ``t``.
+
+    The sample is SAMPLE_PIECES evenly spaced runs of contiguous items (vectorised, and robust to
+    corpora sorted by popularity). It only speeds the scan up: the caller checks that at least k items
+    were accepted and rescans otherwise, so a bad estimate never changes a result.
+    """
+    span = i1 - i0
+    piece = max(1, sample // SAMPLE_PIECES)
+    hist[:] = 0
+    seen = 0
+    for p in range(SAMPLE_PIECES):
+        j0 = i0 + (span * p) // SAMPLE_PIECES
+        L = min(piece, i1 - j0)
+        if L <= 0:
+            continue
+        _block_distances(xt, a, j0, L, dbuf)
+        for j in range(L):
+            hist[dbuf[j]] += 1
+        seen += L
+    # Expected count within t is cum(t) * span / seen; ask for 2k + excluded, and at least 16 sampled
+    # items, so that an estimate below the true k-th distance (a rescan) is rare.
+    need = max(16.0, (2.0 * k + n_excluded) * seen / span)
+    c = 0
+    for t in range(maxd + 1):
+        c += hist[t]
+        if c >= need:
+            return t + 1
+    return maxd + 1
+
+
+@njit(nogil=True, cache=True)
+def _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, row0, sample):  # type: ignore[no-untyped-def]
+    """Exact top-k of queries q0..q1 over items i0..i1, written sorted to out rows row0.. .
+
+    With ``sample`` > 0, each query starts from a threshold estimated on that many items instead of
+    accepting everything until k items are in; queries whose estimate proved too low are rescanned.
+    """
+    nb = q1 - q0
+    thr = np.full(nb, maxd + 1, np.int64)
+    span = i1 - i0
+    if sample > 0 and span > 4 * sample:
+        dbuf = np.empty(max(1, sample // SAMPLE_PIECES), np.int32)
+        hist = np.zeros(maxd + 2, np.int64)
+        has_ex = ex_indptr.shape[0] > 0
+        for qq in range(nb):
+            q = q0 + qq
+            nex = ex_indptr[q + 1] - ex_indptr[q] if has_ex else 0
+            thr[qq] = _estimate_threshold(xt, qw[q], i0, i1, k, nex, maxd, sample, dbuf, hist)
+    start = thr.copy()
+    accepted = _scan_core(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, row0, thr)
+    for qq in range(nb):
+        if accepted[qq] < k and start[qq] <= maxd:
+            again = np.full(1, maxd + 1, np.int64)
+            _scan_core(xt, qw, q0 + qq, q0 + qq + 1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i,
+                       row0 + qq, again)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk, out_d, out_i):  # type: ignore[no-untyped-def]
+def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk, sample, out_d, out_i):  # type: ignore[no-untyped-def]
     """Exact Hamming top-k of every row of ``qw`` (nq, W) against word-major items ``xt`` (W, n).
 
     ``ex_indptr``/``ex_indices``: CSR (sorted per row) of item positions to skip per query, or an empty
-    ``indptr`` for none. ``chunk`` must be a multiple of ``GROUP``. Output rows are sorted by
-    (distance, position) and padded with -1.
+    ``indptr`` for none. ``chunk`` must be a multiple of ``GROUP``. ``sample``: items per shard used to
+    estimate a starting threshold (0: none). Output rows are sorted by (distance, position) and padded
+    with -1.
     """
     n = xt.shape[1]
     nq = qw.shape[0]
@@ -290,7 +397,7 @@ def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk
         for b in prange(nqb):
             q0 = b * qblock
             q1 = min(q0 + qblock, nq)
-            _scan_block(xt, qw, q0, q1, 0, n, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, q0)
+            _scan_block(xt, qw, q0, q1, 0, n, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, q0, sample)
         return
     part_d = np.empty((n_shards * nq, k), np.int32)
     part_i = np.empty((n_shards * nq, k), np.int64)
@@ -301,7 +408,8 @@ def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk
         q1 = min(q0 + qblock, nq)
         i0 = min(s * shard, n)
         i1 = min(i0 + shard, n)
-        _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, part_d, part_i, s * nq + q0)
+        _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, part_d, part_i, s * nq + q0,
+                    sample)
     for q in prange(nq):
         # Shards hold increasing positions, so a stable counting sort over the shards in order keeps
         # (distance, position) order.
@@ -332,28 +440,53 @@ def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk
             out_i[q, p] = -1
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _descending_key(score, pos):  # type: ignore[no-untyped-def]
+    """uint64 key that sorts by score descending, then position ascending (float32 order as integers)."""
+    if score == 0:
+        score = np.float32(0.0)  # -0.0 == 0.0: one key, so that the position breaks the tie
+    bits = np.int64(float32_bits(score))
+    # Order-preserving map of float32 bits to uint32 (negatives flipped, positives offset by 2^31) ...
+    u = (~bits) & 0xFFFFFFFF if bits < 0 else bits | 0x80000000
+    # ... complemented for descending order, then the position breaks ties.
+    return np.uint64(((0xFFFFFFFF - u) << 32) | pos)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _key_score(key):  # type: ignore[no-untyped-def]
+    """The score a :func:`_descending_key` was made from (exactly)."""
+    u = 0xFFFFFFFF - np.int64(key >> np.uint64(32))
+    bits = u & 0x7FFFFFFF if u >= 0x80000000 else (~u) & 0xFFFFFFFF
+    return bits_float32(np.int32(bits if bits < 0x80000000 else bits - 0x100000000))
+
+
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
 def rerank_ip(item_z, query_z, cand, k, out_s, out_i):  # type: ignore[no-untyped-def]
-    """Top-k of each query's candidates (positions, -1 padded) by inner product, ties by lower position."""
+    """Top-k of each query's candidates (positions, -1 padded) by inner product, ties by lower position.
+
+    One uint64 key per candidate (score bits, then position) makes the order total, so a partition
+    and a sort of the k best replace a stable sort of all C.
+    """
     nq, C = cand.shape
     dim = item_z.shape[1]
     for q in prange(nq):
         n = 0
         while n < C and cand[q, n] >= 0:
             n += 1
-        pos = np.sort(cand[q, :n])
-        scores = np.empty(n, np.float32)
+        keys = np.empty(n, np.uint64)
         for c in range(n):
-            p = pos[c]
+            p = cand[q, c]
             s = np.float32(0.0)
             for t in range(dim):
                 s += item_z[p, t] * query_z[q, t]
-            scores[c] = -s
-        order = np.argsort(scores, kind="mergesort")
+            keys[c] = _descending_key(s, p)
         m = min(n, k)
+        if m < n:
+            keys = np.partition(keys, m - 1)[:m]
+        keys = np.sort(keys[:m])
         for j in range(m):
-            out_s[q, j] = -scores[order[j]]
-            out_i[q, j] = pos[order[j]]
+            out_i[q, j] = np.int64(keys[j] & np.uint64(0xFFFFFFFF))
+            out_s[q, j] = _key_score(keys[j])
         for j in range(m, k):
             out_s[q, j] = -np.inf
             out_i[q, j] = -1

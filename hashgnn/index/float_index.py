@@ -76,8 +76,11 @@ class FloatIndex:
         """Append float vectors (n, dim); ``ids`` optional unique non-negative ints."""
         v = check_vectors(vectors, self.dim, "FloatIndex.add")
         order = self._idmap.merge(len(v), ids)
-        allv = np.concatenate([self._vectors, v])
-        self._vectors = np.ascontiguousarray(allv[order] if order is not None else allv)
+        if self.ntotal == len(v) and order is None:
+            self._vectors = v  # first add without ids: keep the caller's float32 array, no copy
+        else:
+            allv = np.concatenate([self._vectors, v])
+            self._vectors = np.ascontiguousarray(allv[order] if order is not None else allv)
         self._derived = None
 
     def search(self, queries: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:

@@ -64,11 +64,16 @@ def to_words(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows).view(dtype)
 
 
-def _kernel_plan(nq: int, n: int, words: int, itemsize: int, threads: int) -> tuple[int, int, int]:
-    """(query block, item chunk, shards) for the own kernel.
+SAMPLE_MIN_K = 256  # from this k on, a sampled starting threshold pays for itself
+
+
+def _kernel_plan(nq: int, n: int, k: int, words: int, itemsize: int, threads: int) -> tuple[int, int, int, int]:
+    """(query block, item chunk, shards, threshold sample) for the own kernel.
 
     A chunk of items is ~16 KiB (it stays in L1/L2 while the block's queries pass over it); shards
-    split the items only when there are too few query blocks to keep every thread busy.
+    split the items only when there are too few query blocks to keep every thread busy. For large k,
+    a sample of ~8 n / k items gives each query a starting threshold, which saves most of the
+    insertions a cold start makes (about k ln(n / k) of them).
     """
     from hashgnn.index._kernels import GROUP
 
@@ -78,7 +83,10 @@ def _kernel_plan(nq: int, n: int, words: int, itemsize: int, threads: int) -> tu
     shards = 1
     if nqb < 4 * threads:
         shards = int(max(1, min(-(-4 * threads // nqb), n // (4 * chunk))))
-    return qblock, chunk, shards
+    sample = 0
+    if k >= SAMPLE_MIN_K:
+        sample = int(min(1 << 16, max(2048, 8 * (n // shards) // k)))
+    return qblock, chunk, shards, sample
 
 
 class HammingIndex:
@@ -190,14 +198,15 @@ class HammingIndex:
 
         qw = np.ascontiguousarray(to_words(q))
         threads = self.threads or numba.get_num_threads()
-        qblock, chunk, shards = _kernel_plan(len(q), self.ntotal, self._n_words, self._words.dtype.itemsize, threads)
+        qblock, chunk, shards, sample = _kernel_plan(len(q), self.ntotal, k, self._n_words, self._words.dtype.itemsize,
+                                                     threads)
         out_d = np.empty((len(q), k), np.int32)
         out_i = np.empty((len(q), k), np.int64)
         empty = np.zeros(0, np.int64)
         indptr, indices = ex if ex is not None else (empty, empty)
         maxd = self.bytes_per_item * 8
         with numba_threads(self.threads):
-            _kernels.hamming_topk(self._words, qw, k, indptr, indices, maxd, shards, qblock, chunk, out_d, out_i)
+            _kernels.hamming_topk(self._words, qw, k, indptr, indices, maxd, shards, qblock, chunk, sample, out_d, out_i)
         return out_d, out_i
 
     def _faiss_index(self) -> Any:

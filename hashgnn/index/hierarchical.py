@@ -79,10 +79,13 @@ class HierarchicalIndex:
         if len(c) != len(v):
             raise HashgnnError(f"HierarchicalIndex.add: {len(c)} codes but {len(v)} vectors; give one of each per item")
         order = self._idmap.merge(len(c), ids)
-        allc = np.concatenate([self._hamming.codes, c])
-        allv = np.concatenate([self._vectors, v])
-        if order is not None:
-            allc, allv = allc[order], allv[order]
+        if self.ntotal == len(c) and order is None:
+            allc, allv = c, v  # first add without ids: no copy of the (possibly large) vectors
+        else:
+            allc = np.concatenate([self._hamming.codes, c])
+            allv = np.concatenate([self._vectors, v])
+            if order is not None:
+                allc, allv = allc[order], allv[order]
         # Stage 1 works on positions; this index owns the id mapping.
         self._hamming = HammingIndex(self.bits, self._hamming.backend, threads=self.threads, device=self._hamming.device)
         self._hamming.add(np.ascontiguousarray(allc))

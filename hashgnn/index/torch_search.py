@@ -101,15 +101,17 @@ class TorchHammingItems:
         qt = torch.from_numpy(unpack_codes(q, self.kp)).to(self.device, self.dtype)
         n = self.n
         sentinel = (self.kp + 1) * n  # larger than every real key
+        # int32 keys where they fit: half the memory traffic of the key matrix and of topk.
+        kdtype = torch.int32 if sentinel < 2**31 else torch.int64
 
         def keys(q0: int, q1: int, i0: int, i1: int) -> torch.Tensor:
             ip = qt[q0:q1] @ self.items[i0:i1].T
-            d = ((self.kp - ip.float()) * 0.5).round().to(torch.int64)
-            return d * n + torch.arange(i0, i1, device=self.device)
+            d = ((self.kp - ip.float()) * 0.5).round().to(kdtype)
+            return d * n + torch.arange(i0, i1, device=self.device, dtype=kdtype)
 
         with torch.inference_mode():
             key, _ = blocked_topk(keys, len(q), n, k, self.device, ex, sentinel, largest=False)
-        key = key.cpu().numpy()
+        key = key.cpu().numpy().astype(np.int64)
         missing = key >= sentinel
         d = np.where(missing, -1, key // n).astype(np.int32)
         pos = np.where(missing, -1, key % n).astype(np.int64)

@@ -82,8 +82,9 @@ class BipartiteSAGE(nn.Module):
             raise ValueError("with one tower of depth 0, hidden_dim must equal the input width")
         self.out_dim = user_out
 
-    def _tower(self, nodes: torch.Tensor, first_is_user: bool, fanouts: list[int],
-               aggs: nn.ModuleList, generator: torch.Generator) -> torch.Tensor:
+    def _sample(self, nodes: torch.Tensor, first_is_user: bool, fanouts: list[int],
+                generator: torch.Generator) -> list[torch.Tensor]:
+        """Node ids per hop: ``hops[0] = nodes``, ``hops[k]`` (flattened) the samples of hop k-1."""
         g = self.graph
         hops = [nodes]
         is_user = first_is_user
@@ -91,17 +92,23 @@ class BipartiteSAGE(nn.Module):
             indptr, indices = (g.user_indptr, g.user_indices) if is_user else (g.item_indptr, g.item_indices)
             hops.append(sample_neighbors(indptr, indices, hops[-1], f, generator).reshape(-1))
             is_user = not is_user
-        # Encode every hop with its type's input encoder, one call per type.
-        user_hops = [i for i in range(len(hops)) if (i % 2 == 0) == first_is_user]
-        item_hops = [i for i in range(len(hops)) if (i % 2 == 0) != first_is_user]
-        h: list[torch.Tensor] = [None] * len(hops)  # type: ignore[list-item]
-        for idx, enc in ((user_hops, self.user_input), (item_hops, self.item_input)):
-            if not idx:
-                continue
-            ids = torch.cat([hops[i] for i in idx]).clamp(min=0)  # padding rows are masked later
-            out = enc(ids).split([hops[i].numel() for i in idx])
-            for i, o in zip(idx, out):
-                h[i] = o
+        return hops
+
+    @staticmethod
+    def _encode_unique(enc: InputEncoder, id_lists: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Encode several id tensors with one call over their distinct ids (the encoder is a pure
+        function of the id, and sampled neighbourhoods repeat ids many times)."""
+        if not id_lists:
+            return []
+        ids = torch.cat(id_lists).clamp(min=0)  # padding rows (-1) are masked by the aggregators
+        uniq, inverse = torch.unique(ids, return_inverse=True)
+        # index_select, not ``[inverse]``: its backward (index_add) is deterministic on CPU threads,
+        # advanced indexing's (index_put with accumulate) is not.
+        return list(torch.index_select(enc(uniq), 0, inverse).split([t.numel() for t in id_lists]))
+
+    def _aggregate(self, h: list[torch.Tensor], hops: list[torch.Tensor], fanouts: list[int],
+                   aggs: nn.ModuleList) -> torch.Tensor:
+        """The authors' ``aggregate``: depth ``l`` updates every hop that has a hop below it."""
         # Row r of hop i has neighbours at all, or only padding (see sample_neighbors).
         valid = [None] + [hops[i + 1].view(-1, f)[:, 0] >= 0 for i, f in enumerate(fanouts)]
         for layer, agg in enumerate(aggs):
@@ -109,18 +116,41 @@ class BipartiteSAGE(nn.Module):
                  for i in range(len(fanouts) - layer)]
         return h[0]
 
+    def _towers(self, users: torch.Tensor | None, items: torch.Tensor | None,
+                generator: torch.Generator) -> list[torch.Tensor]:
+        """Sample both towers, encode all their nodes at once per type, aggregate each tower."""
+        towers = []
+        if users is not None:
+            towers.append((self._sample(users, True, self.user_fanouts, generator), True,
+                           self.user_fanouts, self.user_aggs))
+        if items is not None:
+            towers.append((self._sample(items, False, self.item_fanouts, generator), False,
+                           self.item_fanouts, self.item_aggs))
+        # (tower, hop) slots per node type; hop k of a tower starting with a user is a user iff k even.
+        slots = {True: [], False: []}
+        for t, (hops, first_user, _, _) in enumerate(towers):
+            for k in range(len(hops)):
+                slots[(k % 2 == 0) == first_user].append((t, k))
+        h: list[list[torch.Tensor]] = [[None] * len(tw[0]) for tw in towers]  # type: ignore[list-item]
+        for is_user, enc in ((True, self.user_input), (False, self.item_input)):
+            encoded = self._encode_unique(enc, [towers[t][0][k] for t, k in slots[is_user]])
+            for (t, k), e in zip(slots[is_user], encoded):
+                h[t][k] = e
+        return [self._aggregate(h[t], hops, f, aggs) for t, (hops, _, f, aggs) in enumerate(towers)]
+
     def encode_users(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(B,) user ids -> (B, out_dim), sampling their neighbourhoods with ``generator``."""
-        return self._tower(users, True, self.user_fanouts, self.user_aggs, generator)
+        return self._towers(users, None, generator)[0]
 
     def encode_items(self, items: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(B,) item ids -> (B, out_dim), sampling their neighbourhoods with ``generator``."""
-        return self._tower(items, False, self.item_fanouts, self.item_aggs, generator)
+        return self._towers(None, items, generator)[0]
 
     def forward(self, users: torch.Tensor, items: torch.Tensor,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Representations of a batch: (len(users), d) and (len(items), d)."""
-        return self.encode_users(users, generator), self.encode_items(items, generator)
+        hu, hi = self._towers(users, items, generator)
+        return hu, hi
 
     def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ID embeddings of the batch's root nodes (for an L2 penalty)."""

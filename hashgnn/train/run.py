@@ -132,8 +132,9 @@ class _Trainer:
         )
         torch.manual_seed(cfg.train.seed)  # parameter initialisation
         self.model = build_model(cfg.model, self.split.train, self.device, train_cfg=cfg.train)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
+        from hashgnn.train.loop import build_optimizer
+
+        self.optimizer = build_optimizer(self.model, cfg.train)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
         self.state: dict[str, Any] = {"best_score": None, "best_epoch": None, "bad_evals": 0, "history": [],
                                       "train_seconds": 0.0}

@@ -1,0 +1,295 @@
+"""Run a suite's grid with :func:`hashgnn.train.run.train_run`, resumably, and rebuild its results file.
+
+For each selected grid point, in order:
+
+- a run folder with ``final_metrics.json`` made with the same config is complete: skipped;
+- a folder with ``config.yaml`` but no final metrics is an interrupted run: continued with
+  :func:`~hashgnn.train.run.resume_run` from its newest checkpoint;
+- a folder made with a different config is an error row (never silently reused or overwritten);
+- with ``reuse``, an identical finished run of another suite under the same ``out`` is copied
+  (``bits.yaml`` shares its 32- and 64-bit points with ``paper.yaml``);
+- otherwise the run is trained. A method the installed model code does not implement, or any failure
+  of training, gives an error row and the grid goes on.
+
+Each run folder gets ``experiment.json`` (status, error, wall seconds); each invocation appends a
+line to ``<out>/<suite>/invocations.jsonl`` (selection, counts, wall time), which the report uses to
+say how long a suite took and what was left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from hashgnn.config import RunConfig, override
+from hashgnn.errors import ConfigError, HashgnnError
+from hashgnn.experiment.results import (
+    RESULTS_FILE, RUN_INFO, collect_rows, read_json, run_dir, stale_diff, stale_message, suite_dir, write_json,
+    write_results,
+)
+from hashgnn.experiment.suite import GridPoint, Suite, comparable
+
+INVOCATIONS_FILE = "invocations.jsonl"
+
+
+@dataclass
+class Selection:
+    """Which part of a suite's grid to run (None: all); the CLI's ``--only-*`` and ``--seeds`` filters."""
+
+    methods: list[str] | None = None
+    datasets: list[str] | None = None
+    bits: list[int] | None = None
+    seeds: list[int] | None = None
+    variants: list[str] | None = None
+
+    def selects(self, p: GridPoint) -> bool:
+        """Whether grid point ``p`` is part of the selection."""
+        return ((self.methods is None or p.method in self.methods)
+                and (self.datasets is None or p.dataset in self.datasets)
+                and (self.bits is None or p.bits in self.bits)
+                and (self.seeds is None or p.seed in self.seeds)
+                and (self.variants is None or (p.variant or "") in self.variants))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The filters that are set."""
+        return {k: v for k, v in (("methods", self.methods), ("datasets", self.datasets), ("bits", self.bits),
+                                  ("seeds", self.seeds), ("variants", self.variants)) if v is not None}
+
+    def describe(self) -> str:
+        """The filters as CLI options, e.g. ``--only-bits 32 --seeds 1``; ``all`` when none is set."""
+        names = {"methods": "--only-methods", "datasets": "--only-datasets", "bits": "--only-bits",
+                 "seeds": "--seeds", "variants": "--only-variants"}
+        parts = [f"{names[k]} {','.join(map(str, v))}" for k, v in self.as_dict().items()]
+        return " ".join(parts) or "all"
+
+    def check(self, suite: Suite) -> None:
+        """Every filter value must be in the suite's grid (a typo must not select nothing)."""
+        for what, given, have in (("--only-methods", self.methods, suite.methods),
+                                  ("--only-datasets", self.datasets, suite.datasets),
+                                  ("--only-bits", self.bits, suite.bits), ("--seeds", self.seeds, suite.seeds),
+                                  ("--only-variants", self.variants, list(suite.variants))):
+            if given is None:
+                continue
+            bad = [v for v in given if v not in have]
+            if bad:
+                raise ConfigError(f"{what} {','.join(map(str, bad))}: not in suite {suite.name!r} ({suite.path}); "
+                                  f"its values are {', '.join(map(str, have)) or '(none)'}")
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one grid point in one invocation."""
+
+    point: GridPoint
+    status: str  # done | resumed | reused | skipped | error | left_out
+    error: str | None = None
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class SuiteOutcome:
+    """The result of :func:`run_suite`."""
+
+    suite: Suite
+    out: Path
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    results_path: Path | None = None
+    wall_seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        """How many grid points ended with ``status``."""
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def errors(self) -> list[RunOutcome]:
+        """The grid points that failed in this invocation."""
+        return [o for o in self.outcomes if o.status == "error"]
+
+
+def implemented_methods() -> set[str]:
+    """Methods the installed model code can build."""
+    from hashgnn.model import METHODS
+
+    return set(METHODS)
+
+
+def _execution(cfg: RunConfig, device: str | None, threads: int | None) -> RunConfig:
+    cfg = RunConfig.from_dict(cfg.to_dict())  # a copy: grid points are shared
+    cfg.train = override(cfg.train, device=device, threads=threads)
+    return cfg
+
+
+def _finished_runs(out: Path) -> dict[str, Path]:
+    """Finished run folders anywhere under ``out`` by their comparable config (for reuse)."""
+    found: dict[str, Path] = {}
+    for fm in sorted(out.glob("*/*/*/bits*/seed*/final_metrics.json")):
+        folder = fm.parent
+        try:
+            cfg = RunConfig.load(folder / "config.yaml")
+        except HashgnnError:
+            continue
+        found.setdefault(json.dumps(comparable(cfg), sort_keys=True), folder)
+    return found
+
+
+def _copy_run(src: Path, dst: Path) -> None:
+    """Copy a finished run's folder (without checkpoints) to ``dst``, atomically by rename."""
+    tmp = dst.with_name(dst.name + ".copying")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("ckpt-*", "checkpoint.json", RUN_INFO, "*.tmp",
+                                                            "experiment_error.txt"))
+    if dst.exists():  # only an unfinished attempt's leftovers (no config.yaml) get here
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+def _record(folder: Path, status: str, error: str | None, wall: float, **extra: Any) -> None:
+    prev = read_json(folder / RUN_INFO) or {}
+    total = float(prev.get("wall_seconds") or 0.0) + wall if prev.get("status") != "ok" else wall
+    write_json(folder / RUN_INFO, {"status": status, "error": error, "wall_seconds": round(total, 3),
+                                   "finished_at": _now(), **extra})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = None, threads: int | None = None,
+              reuse_index: dict[str, Path] | None = None, progress: bool = True,
+              train: Callable[..., Any] | None = None, resume: Callable[..., Any] | None = None) -> RunOutcome:
+    """Bring one grid point to a finished run folder (see the module docstring); never raises a run's error."""
+    from hashgnn.train.run import resume_run, train_run
+
+    train = train or train_run
+    resume = resume or resume_run
+    folder = run_dir(out, suite, p)
+    if (folder / "final_metrics.json").exists():
+        diff = stale_diff(folder, p)
+        if diff:
+            return RunOutcome(p, "error", stale_message(folder, diff))
+        return RunOutcome(p, "skipped")
+    if p.method not in implemented_methods():
+        msg = f"method {p.method!r} is not implemented by this version of hashgnn.model (no run was made)"
+        folder.mkdir(parents=True, exist_ok=True)
+        _record(folder, "error", msg, 0.0)
+        return RunOutcome(p, "error", msg)
+    cfg = _execution(p.config, device, threads)
+    t0 = time.perf_counter()
+    status = "done"
+    extra: dict[str, Any] = {}
+    try:
+        if (folder / "config.yaml").exists():
+            diff = stale_diff(folder, p)
+            if diff:
+                return RunOutcome(p, "error", stale_message(folder, diff))
+            status = "resumed"
+            resume(folder, progress=progress)
+        elif reuse_index is not None and json.dumps(comparable(cfg), sort_keys=True) in reuse_index:
+            src = reuse_index[json.dumps(comparable(cfg), sort_keys=True)]
+            _copy_run(src, folder)
+            status, extra = "reused", {"reused_from": str(src)}
+        else:
+            train(cfg, folder, progress=progress)
+    except KeyboardInterrupt:
+        folder.mkdir(parents=True, exist_ok=True)
+        _record(folder, "interrupted", "interrupted by the user", time.perf_counter() - t0)
+        raise
+    except Exception as e:  # noqa: BLE001 - one failed run must not stop a grid of a hundred
+        wall = time.perf_counter() - t0
+        folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(e, HashgnnError):
+            msg = str(e)
+        else:
+            (folder / "experiment_error.txt").write_text(traceback.format_exc())
+            msg = f"{type(e).__name__}: {e} (traceback in {folder / 'experiment_error.txt'})"
+        _record(folder, "error", msg, wall)
+        return RunOutcome(p, "error", msg, wall)
+    wall = 0.0 if status == "reused" else time.perf_counter() - t0
+    _record(folder, "ok", None, wall, **extra)
+    if reuse_index is not None:
+        reuse_index.setdefault(json.dumps(comparable(cfg), sort_keys=True), folder)
+    return RunOutcome(p, status, None, wall)
+
+
+def run_suite(suite: Suite, out: str | Path, selection: Selection | None = None, *, device: str | None = None,
+              threads: int | None = None, reuse: bool = True, progress: bool = True,
+              train: Callable[..., Any] | None = None, resume: Callable[..., Any] | None = None) -> SuiteOutcome:
+    """Run the selected part of ``suite`` into ``out/<suite name>`` and write its results file.
+
+    Returns the outcome of every grid point (``left_out`` for those outside ``selection``) and the
+    rows written to ``out/<suite>/results.jsonl``. ``train``/``resume`` default to
+    :func:`~hashgnn.train.run.train_run` / :func:`~hashgnn.train.run.resume_run`.
+    """
+    out = Path(out)
+    selection = selection or Selection()
+    selection.check(suite)
+    sdir = suite_dir(out, suite)
+    sdir.mkdir(parents=True, exist_ok=True)
+    reuse_index = _finished_runs(out) if reuse else None
+    result = SuiteOutcome(suite, out)
+    points = suite.points()
+    chosen = [p for p in points if selection.selects(p)]
+    started, t0 = _now(), time.perf_counter()
+    state = "finished"
+    try:
+        for i, p in enumerate(chosen, 1):
+            done_already = (run_dir(out, suite, p) / "final_metrics.json").exists()
+            if not done_already:
+                _say(progress, f"[{suite.name} {i}/{len(chosen)}] {p.run_id}")
+            o = run_point(suite, p, out, device=device, threads=threads, reuse_index=reuse_index, progress=progress,
+                          train=train, resume=resume)
+            result.outcomes.append(o)
+            if o.status == "error":
+                _say(progress, f"[{suite.name} {i}/{len(chosen)}] {p.run_id}: ERROR {o.error}")
+            elif o.status != "skipped":
+                _say(progress, f"[{suite.name} {i}/{len(chosen)}] {p.run_id}: {o.status} in {o.wall_seconds:.1f} s")
+                result.rows, _ = collect_rows(suite, out)  # results so far, for whoever watches the file
+                write_results(result.rows, sdir / RESULTS_FILE)
+    except KeyboardInterrupt:
+        state = "interrupted"
+        raise
+    finally:
+        result.wall_seconds = time.perf_counter() - t0
+        chosen_ids = {p.run_id for p in chosen}
+        result.outcomes += [RunOutcome(p, "left_out") for p in points if p.run_id not in chosen_ids]
+        _log_invocation(sdir, result, selection, started, state)
+    result.rows, _ = collect_rows(suite, out)
+    result.results_path = sdir / RESULTS_FILE
+    write_results(result.rows, result.results_path)
+    return result
+
+
+def _log_invocation(sdir: Path, result: SuiteOutcome, selection: Selection, started: str, state: str) -> None:
+    counts: dict[str, int] = {}
+    for o in result.outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    row = {"started": started, "finished": _now(), "state": state, "wall_seconds": round(result.wall_seconds, 3),
+           "trained_seconds": round(sum(o.wall_seconds for o in result.outcomes), 3),
+           "selection": selection.as_dict(), "selection_cli": selection.describe(), "counts": counts,
+           "suite_file": str(result.suite.path), "host": platform.node(), "argv": sys.argv[1:]}
+    with open(sdir / INVOCATIONS_FILE, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_invocations(sdir: Path) -> list[dict[str, Any]]:
+    """The invocation log of a suite folder (oldest first)."""
+    path = sdir / INVOCATIONS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]

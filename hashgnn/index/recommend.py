@@ -1,0 +1,252 @@
+"""Top-k recommendations for the users of a finished run, in any of the three retrieval modes.
+
+A run folder holds the codes and vectors of every user and item (:mod:`hashgnn.codes.artifacts`) and
+its ``config.yaml``; the items a user already interacted with come from the full train split of the
+run's data (``hashgnn.data.load_interactions(cfg.data).train``) and are excluded.
+
+Modes and their ``score``:
+
+- ``hamming``: items by Hamming distance of codes; score ``<h_u, h_i> = K - 2 * Hamming``.
+- ``hierarchical``: the top-C by Hamming, re-ranked by ``<z_u, z_i>``; score the inner product.
+- ``continuous``: exact inner product of the continuous vectors ``<z_u, z_i>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from hashgnn.codes.artifacts import RunCodes, load_codes
+from hashgnn.errors import HashgnnError
+
+MODES = ("hamming", "hierarchical", "continuous")
+COLUMNS = ("user", "rank", "item", "score")
+
+
+@dataclass
+class Recommendations:
+    """Top-k lists of some users: ``items``/``scores`` of shape (users, k), padded with -1 / -inf.
+
+    ``users`` and ``items`` are indices (0..n-1); ``user_ids``/``item_ids`` map them to the ids of
+    the source data where the run recorded them.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+    mode: str
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
+
+    def to_frame(self) -> Any:
+        """Long table: one row per (user, rank) with columns user, rank, item, score (original ids)."""
+        import pandas as pd
+
+        k = self.items.shape[1]
+        valid = self.items >= 0
+        rows, ranks = np.nonzero(valid)
+        users = self.users[rows]
+        items = self.items[rows, ranks]
+        return pd.DataFrame({
+            "user": self.user_ids[users] if self.user_ids is not None else users,
+            "rank": (ranks + 1).astype(np.int32) if k else ranks,
+            "item": self.item_ids[items] if self.item_ids is not None else items,
+            "score": self.scores[rows, ranks].astype(np.float32),
+        })
+
+
+class Recommender:
+    """A run's artifacts loaded once, with the index of one mode built; answers batches of users.
+
+    Args:
+        run_dir: the run folder.
+        mode: ``hamming`` | ``hierarchical`` | ``continuous``.
+        candidates: C of hierarchical search (default: the run's ``eval.candidates``).
+        exclude_seen: drop each user's training items (needs the run's data set).
+        threads: search threads (None: the libraries' default).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        mode: str = "hamming",
+        candidates: int | None = None,
+        exclude_seen: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        from hashgnn.config import RunConfig
+
+        if mode not in MODES:
+            raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.run_dir = Path(run_dir)
+        self.mode = mode
+        self.codes: RunCodes = load_codes(self.run_dir)
+        cfg_path = self.run_dir / "config.yaml"
+        cfg = RunConfig.load(cfg_path) if cfg_path.exists() else None
+        self.candidates = int(candidates if candidates is not None else (cfg.eval.candidates if cfg else 500))
+        self.seen: sp.csr_matrix | None = None
+        if exclude_seen:
+            if cfg is None:
+                raise HashgnnError(f"{cfg_path}: missing, so the users' training items are unknown; "
+                                   "pass exclude_seen=False (--include-seen) to recommend without excluding them")
+            import warnings
+
+            from hashgnn.data import load_interactions
+            from hashgnn.errors import DataWarning
+
+            with warnings.catch_warnings():
+                # Only train is needed here; warnings about the test split would be noise.
+                warnings.simplefilter("ignore", DataWarning)
+                train = load_interactions(cfg.data, progress=False).train
+            if train.shape != (self.codes.n_users, self.codes.n_items):
+                raise HashgnnError(f"{self.run_dir}: codes cover {self.codes.n_users} users x {self.codes.n_items} "
+                                   f"items but the run's data set has {train.shape[0]} x {train.shape[1]}; "
+                                   "the data changed since training")
+            self.seen = sp.csr_matrix(train)
+        self.index = self._build(threads)
+
+    def _build(self, threads: int | None) -> Any:
+        from hashgnn.index.float_index import FloatIndex
+        from hashgnn.index.hamming import HammingIndex
+        from hashgnn.index.hierarchical import HierarchicalIndex
+
+        c = self.codes
+        if self.mode == "hamming":
+            index = HammingIndex(c.bits, threads=threads)
+            index.add(c.item_codes)
+        elif self.mode == "hierarchical":
+            index = HierarchicalIndex(c.bits, c.item_z.shape[1], self.candidates, threads=threads)
+            index.add(c.item_codes, c.item_z)
+        else:
+            index = FloatIndex(c.item_z.shape[1], threads=threads)
+            index.add(c.item_z)
+        return index
+
+    def user_indices(self, users: Sequence[Any] | np.ndarray, by_original_id: bool = False) -> np.ndarray:
+        """Validate users given as indices (or as the source data's ids) and return indices."""
+        n = self.codes.n_users
+        if by_original_id:
+            ids = self.codes.user_ids
+            if ids is None:
+                raise HashgnnError(f"{self.run_dir}: the run records no original user ids; give user indices 0..{n - 1}")
+            want = np.asarray(users).astype(ids.dtype)
+            order = np.argsort(ids, kind="stable")
+            at = np.minimum(np.searchsorted(ids[order], want), len(ids) - 1)
+            found = ids[order][at] == want
+            if not found.all():
+                raise HashgnnError(f"unknown original user id(s) {want[~found][:5].tolist()} in run {self.run_dir}")
+            return order[at].astype(np.int64)
+        try:
+            u = np.asarray(users, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            raise HashgnnError(f"users must be integer indices 0..{n - 1}, got {users!r}") from None
+        bad = (u < 0) | (u >= n)
+        if bad.any():
+            raise HashgnnError(f"user index {int(u[bad][0])} is out of range: the run has {n} users (0..{n - 1})")
+        return u
+
+    def topk(self, users: np.ndarray, k: int) -> Recommendations:
+        """Top-``k`` items of user indices ``users``."""
+        c = self.codes
+        ex = self.seen[users] if self.seen is not None else None
+        if self.mode == "hamming":
+            d, items = self.index.search(c.user_codes[users], k, exclude=ex)
+            scores = np.where(items >= 0, c.bits - 2 * d.astype(np.float32), -np.inf).astype(np.float32)
+        elif self.mode == "hierarchical":
+            scores, items = self.index.search(c.user_codes[users], c.user_z[users], k, exclude=ex)
+        else:
+            scores, items = self.index.search(c.user_z[users], k, exclude=ex)
+        return Recommendations(users, items, scores, self.mode, c.user_ids, c.item_ids)
+
+    def batches(self, k: int, batch_users: int = 4096, progress: bool = True) -> Iterator[Recommendations]:
+        """Top-``k`` of every user, ``batch_users`` at a time (bounded memory), with a progress bar."""
+        from tqdm.auto import tqdm
+
+        n = self.codes.n_users
+        with tqdm(total=n, unit="user", desc=f"recommend ({self.mode})", disable=not progress, leave=False) as bar:
+            for u0 in range(0, n, batch_users):
+                users = np.arange(u0, min(u0 + batch_users, n), dtype=np.int64)
+                yield self.topk(users, k)
+                bar.update(len(users))
+
+
+def recommend(
+    run_dir: str | Path,
+    users: Sequence[Any] | np.ndarray,
+    k: int = 20,
+    mode: str = "hamming",
+    candidates: int | None = None,
+    exclude_seen: bool = True,
+    by_original_id: bool = False,
+    threads: int | None = None,
+) -> Recommendations:
+    """Top-``k`` items for ``users`` (indices, or original ids with ``by_original_id``) of a run."""
+    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads)
+    return rec.topk(rec.user_indices(users, by_original_id), k)
+
+
+def recommend_all(
+    run_dir: str | Path,
+    out: str | Path,
+    k: int = 20,
+    mode: str = "hamming",
+    candidates: int | None = None,
+    exclude_seen: bool = True,
+    batch_users: int = 4096,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write the top-``k`` of every user to ``out`` (``.parquet`` or ``.csv``), streaming user batches.
+
+    Columns: user, rank (1..k), item, score; original ids where the run has them. Memory stays bounded
+    by one batch of results. Returns a summary (rows written, users, seconds, users per second).
+    """
+    import time
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise HashgnnError(f"{out}: the output must end in .parquet or .csv")
+    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    rows = 0
+    t0 = time.perf_counter()
+    writer = None
+    try:
+        for i, batch in enumerate(rec.batches(k, batch_users, progress)):
+            frame = batch.to_frame()
+            rows += len(frame)
+            if suffix == ".csv":
+                frame.to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+        if writer is not None:
+            writer.close()
+            writer = None
+        if rows == 0 and not tmp.exists():
+            import pandas as pd
+
+            frame = pd.DataFrame({c: [] for c in COLUMNS})
+            frame.to_csv(tmp, index=False) if suffix == ".csv" else frame.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.perf_counter() - t0
+    n = rec.codes.n_users
+    return {"out": str(out), "rows": rows, "users": n, "k": k, "mode": mode,
+            "seconds": round(seconds, 3), "users_per_second": round(n / seconds, 1) if seconds > 0 else None}
