@@ -25,7 +25,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `import hashgnn.cli` stays cheap and each stage owns its commands.
-    from hashgnn.cli import bench, data, evaluate, recommend, train  # noqa: F401
+    from hashgnn.cli import bench, data, evaluate, experiment, recommend, train  # noqa: F401
 
 
 _python_showwarning = warnings.showwarning

@@ -41,6 +41,9 @@ def recommend(
 ) -> None:
     """Recommend items for users of a trained run; seen items are excluded.
 
+    Scores: K - 2 x Hamming distance (the codes' inner product) in hamming mode, the inner product of
+    the continuous vectors in hierarchical and continuous modes. Ties go to the lower item index.
+
     Examples: `hashgnn recommend --run runs/g --users 0 5 17 --k 20 --mode hierarchical`;
     `hashgnn recommend --run runs/g --all --out top20.parquet`.
     """

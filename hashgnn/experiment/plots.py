@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hashgnn.experiment.results import Stat, aggregate
+from hashgnn.experiment.results import aggregate
 from hashgnn.experiment.suite import Suite
 
 _MODE_STYLE = {"hamming": ("-", "o"), "hierarchical": ("--", "s"), "continuous": (":", "^")}
@@ -34,7 +34,7 @@ def _plt():  # type: ignore[no-untyped-def]
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return path
 
@@ -76,8 +76,9 @@ def plot_bits(suite: Suite, rows: list[dict[str, Any]], path: Path, primary: str
         ax.set_ylabel(f"test {_metric_label(primary)}")
         ax.set_title(ds)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{suite.name}: {_metric_label(primary)} against code length (mean ± sd over seeds)", fontsize=10)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.suptitle(f"{suite.name}: {_metric_label(primary)} against code length (mean ± sd over seeds; "
+                 "solid Hamming, dashed hierarchical)", fontsize=10)
     return _save(fig, path)
 
 
@@ -127,6 +128,8 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
         return None
     cols = sorted({(g[0], g[1]) for g in curves}, key=lambda c: (suite.datasets.index(c[0]), c[1]))
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(2, len(cols), figsize=(5.6 * len(cols), 6.2), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
     order = [p.label for p in suite.points()]
@@ -144,7 +147,9 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
         axes[1][ci].set_xlabel("epoch")
         axes[1][ci].set_ylim(-0.05, 1.05)
         axes[1][ci].grid(alpha=0.3)
-        axes[0][ci].legend(fontsize=7, loc="lower right")
+        axes[1][ci].xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ci == len(cols) - 1:
+            axes[0][ci].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle(f"{suite.name}: validation accuracy of the served codes during training (mean over seeds)",
                  fontsize=10)
     return _save(fig, path)
@@ -171,11 +176,6 @@ def plot_qps(points: list[dict[str, Any]], path: Path, primary: str, title: str)
         ax.set_ylabel(f"test {_metric_label(primary)}")
         ax.set_title(ds)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
-
-
-def stat_or_none(agg: dict[Any, dict[str, Stat]], key: Any, metric: str) -> Stat | None:
-    """``agg[key][metric]`` or None."""
-    return agg.get(key, {}).get(metric)

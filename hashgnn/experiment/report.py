@@ -77,12 +77,18 @@ def machine_info() -> dict[str, Any]:
 def _hms(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "n/a"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     s = int(round(seconds))
     if s < 60:
         return f"{s} s"
     h, rem = divmod(s, 3600)
     m = rem // 60
     return f"{h} h {m:02d} min" if h else f"{m} min {s % 60:02d} s"
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _md(s: Any) -> str:
@@ -360,7 +366,8 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
     n_var = len(suite.variants) or 1
     L += [f"- Suite file: `{suite.path}`; runs in `{sdir}`; results: `{sdir / RESULTS_FILE}` "
           f"(one JSON row per run and setting).",
-          f"- Grid: {len(suite.methods)} methods ({', '.join(suite.methods)}) × {len(suite.datasets)} data sets "
+          f"- Grid: {_n(len(suite.methods), 'method')} ({', '.join(suite.methods)}) × "
+          f"{_n(len(suite.datasets), 'data set')} "
           f"({', '.join(suite.datasets)}) × bits {', '.join(map(str, suite.bits))} × seeds "
           f"{', '.join(map(str, suite.seeds))}" + (f" × {n_var} variants" if suite.variants else "")
           + f" = {len(points)} runs.",
@@ -415,7 +422,7 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
                   "\"disagrees\" above.", ""]
     # figures
     figs: list[tuple[str, Path]] = []
-    if "bits" in suite.report.plots and len(suite.bits) > 1:
+    if "bits" in suite.report.plots and len({r["bits"] for r in rows if r["status"] == "ok"}) > 1:
         f = plots.plot_bits(suite, rows, fig_dir / f"{suite.name}-bits.png", primary)
         if f:
             figs.append((f"{primary} against code length", f))

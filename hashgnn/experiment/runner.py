@@ -71,18 +71,31 @@ class Selection:
         parts = [f"{names[k]} {','.join(map(str, v))}" for k, v in self.as_dict().items()]
         return " ".join(parts) or "all"
 
+    @staticmethod
+    def _axes(suite: Suite) -> dict[str, list[Any]]:
+        return {"methods": suite.methods, "datasets": suite.datasets, "bits": suite.bits, "seeds": suite.seeds,
+                "variants": list(suite.variants)}
+
     def check(self, suite: Suite) -> None:
         """Every filter value must be in the suite's grid (a typo must not select nothing)."""
-        for what, given, have in (("--only-methods", self.methods, suite.methods),
-                                  ("--only-datasets", self.datasets, suite.datasets),
-                                  ("--only-bits", self.bits, suite.bits), ("--seeds", self.seeds, suite.seeds),
-                                  ("--only-variants", self.variants, list(suite.variants))):
-            if given is None:
-                continue
+        self.check_any([suite])
+
+    def check_any(self, suites: list[Suite]) -> None:
+        """Every filter value must be in the grid of at least one of ``suites``."""
+        names = {"methods": "--only-methods", "datasets": "--only-datasets", "bits": "--only-bits",
+                 "seeds": "--seeds", "variants": "--only-variants"}
+        for axis, given in self.as_dict().items():
+            have = [v for s in suites for v in self._axes(s)[axis]]
             bad = [v for v in given if v not in have]
             if bad:
-                raise ConfigError(f"{what} {','.join(map(str, bad))}: not in suite {suite.name!r} ({suite.path}); "
-                                  f"its values are {', '.join(map(str, have)) or '(none)'}")
+                where = ", ".join(f"{s.name!r} ({s.path})" for s in suites)
+                raise ConfigError(f"{names[axis]} {','.join(map(str, bad))}: not in the grid of suite {where}; "
+                                  f"its values are {', '.join(map(str, dict.fromkeys(have))) or '(none)'}")
+
+    def restricted_to(self, suite: Suite) -> "Selection":
+        """This selection with each filter cut to the values ``suite`` has (possibly selecting nothing)."""
+        axes = self._axes(suite)
+        return Selection(**{k: [v for v in given if v in axes[k]] for k, given in self.as_dict().items()})
 
 
 @dataclass
@@ -190,6 +203,9 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
         _record(folder, "error", msg, 0.0)
         return RunOutcome(p, "error", msg)
     cfg = _execution(p.config, device, threads)
+    import torch
+
+    torch_threads = torch.get_num_threads()  # a run's train.threads must not leak into the next run
     t0 = time.perf_counter()
     status = "done"
     extra: dict[str, Any] = {}
@@ -207,10 +223,12 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
         else:
             train(cfg, folder, progress=progress)
     except KeyboardInterrupt:
+        torch.set_num_threads(torch_threads)
         folder.mkdir(parents=True, exist_ok=True)
         _record(folder, "interrupted", "interrupted by the user", time.perf_counter() - t0)
         raise
     except Exception as e:  # noqa: BLE001 - one failed run must not stop a grid of a hundred
+        torch.set_num_threads(torch_threads)
         wall = time.perf_counter() - t0
         folder.mkdir(parents=True, exist_ok=True)
         if isinstance(e, HashgnnError):
@@ -220,6 +238,7 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
             msg = f"{type(e).__name__}: {e} (traceback in {folder / 'experiment_error.txt'})"
         _record(folder, "error", msg, wall)
         return RunOutcome(p, "error", msg, wall)
+    torch.set_num_threads(torch_threads)
     wall = 0.0 if status == "reused" else time.perf_counter() - t0
     _record(folder, "ok", None, wall, **extra)
     if reuse_index is not None:

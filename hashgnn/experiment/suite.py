@@ -219,6 +219,25 @@ def _patches(loc: _Loc, d: Any, where: tuple[str, ...], what: str) -> dict[str, 
     return out
 
 
+def _check_patch(loc: _Loc, patch: dict[str, Any], where: tuple[Any, ...], what: str) -> None:
+    """A (partial) RunConfig mapping: known sections, known keys, each error at its own line."""
+    import dataclasses
+
+    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    hints = {n: getattr(RunConfig(), n) for n in sections}
+    for sec, values in patch.items():
+        if sec not in sections:
+            raise loc.error(where + (sec,), f"{what}: unknown section {sec!r}; sections: {', '.join(sections)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise loc.error(where + (sec,), f"{what}.{sec} must be a mapping of {sec} settings")
+        known = [f.name for f in dataclasses.fields(hints[sec])]
+        for k in values:
+            if k not in known:
+                raise loc.error(where + (sec, k), f"{what}.{sec}: unknown key {k!r}; known: {', '.join(known)}")
+
+
 def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """``a`` updated with ``b``, recursively for nested mappings (neither is modified)."""
     out = copy.deepcopy(a)
@@ -329,6 +348,10 @@ def load_suite(path: str | Path) -> Suite:
     settings = [_setting(loc, s, i) for i, s in enumerate(raw_settings)]
     if len({s.name for s in settings}) != len(settings):
         raise loc.error(("settings",), "settings: two settings share a name")
+    _check_patch(loc, base, ("base",), "base")
+    for what, patches in (("dataset_overrides", ds_over), ("overrides", overrides), ("variants", variants)):
+        for key, patch in patches.items():
+            _check_patch(loc, patch, (what, key), f"{what}.{key}")
     report = _report(loc, d.get("report"))
     description = d.get("description", "")
     suite = Suite(name=name, path=path, description=str(description or "").strip(), base=base, methods=methods,
