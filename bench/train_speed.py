@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
         "n_edges": int(train.nnz), "batches_per_epoch": n_batches, "batches_timed": timed,
         "seconds_per_batch": round(per_batch, 5), "seconds_per_epoch": round(per_batch * n_batches, 2),
         "loss": round(stats["loss"], 5), "load_seconds": round(load_s, 2), "build_seconds": round(build_s, 2),
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
     }
     if args.encoder == "lightgcn" and args.method == "plain":
         out["speedup_vs_reference_lightgcn"] = round(REFERENCE_LIGHTGCN_S / out["seconds_per_epoch"], 2)

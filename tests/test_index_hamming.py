@@ -226,6 +226,8 @@ def test_bad_input_errors():
         HammingIndex(64, "gpu")
     with pytest.raises(HashgnnError, match="bits must be a positive integer"):
         HammingIndex(0)
+    with pytest.raises(HashgnnError, match="up to 2048 bits"):
+        HammingIndex(4096)
     with pytest.raises(HashgnnError, match="ids= must be given from the first"):
         index.add(np.zeros((1, 8), np.uint8), ids=np.array([5]))
     other = HammingIndex(8)

@@ -146,7 +146,8 @@ def test_nan_loss_raises_before_the_optimiser_step(music_toy: sp.csr_matrix, mon
 def test_attributes_flow_through_build_model(music_toy: sp.csr_matrix) -> None:
     n_users, n_items = music_toy.shape
     g = torch.Generator().manual_seed(0)
-    ua = NodeAttributes(categorical=torch.randint(0, 5, (n_users, 2), generator=g), numeric=torch.randn(n_users, 3, generator=g))
+    ua = NodeAttributes(categorical=torch.randint(0, 5, (n_users, 2), generator=g),
+                        numeric=torch.randn(n_users, 3, generator=g))
     ia = NodeAttributes(numeric=torch.randn(n_items, 2, generator=g))
     cfg = ModelConfig(**TINY_MODEL, method="hashgnn", encoder="sage")
     tc = dataclasses.replace(TINY_TRAIN, batch_size=4096)

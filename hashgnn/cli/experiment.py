@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -92,7 +91,8 @@ def experiment(
             for r in listing:
                 print(f"{r['suite']}\t{r['run']}\t{r['state']}")
         return
-    command = "hashgnn experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    # How to regenerate a report from the same folders (printed in its header).
+    regen = ["hashgnn", "experiment", *map(str, suites), "--out", str(out), "--report-only"]
     summary = []
     failed = 0
     for s in loaded:
@@ -106,14 +106,15 @@ def experiment(
                               + f" in {res.wall_seconds:.0f} s")
         else:
             counts = {}
-        suite_report = write_report([s], out, out / s.name / "report.md", command=command, qps=qps,
-                                    progress=not quiet, evaluate=not report_only)
+        suite_report = write_report([s], out, out / s.name / "report.md", qps=qps, progress=not quiet,
+                                    command=shlex.join(["hashgnn", "experiment", str(s.path), "--out", str(out),
+                                                        "--report-only"]))
         summary.append({"suite": s.name, "results": str(out / s.name / "results.jsonl"),
                         "report": str(suite_report), "counts": counts})
     combined = None
     if report is not None:
-        combined = write_report(loaded, out, report, command=command, qps=qps, progress=not quiet,
-                                evaluate=not report_only)
+        combined = write_report(loaded, out, report, command=shlex.join([*regen, "--report", str(report)]),
+                                qps=qps, progress=not quiet)
         if not quiet:
             console.print(f"report: {combined}")
     if json_out:

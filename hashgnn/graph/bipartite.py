@@ -43,7 +43,7 @@ class BipartiteGraph:
     _edge_keys: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
-    def from_csr(cls, train: sp.spmatrix, device: torch.device | str = "cpu") -> "BipartiteGraph":
+    def from_csr(cls, train: sp.spmatrix, device: torch.device | str = "cpu") -> BipartiteGraph:
         """Build from a scipy sparse (n_users x n_items) matrix; any stored entry is an edge."""
         if not sp.issparse(train) or train.ndim != 2:
             raise HashgnnError(f"expected a 2-D scipy sparse interaction matrix, got {type(train).__name__}")

@@ -8,9 +8,14 @@ transfer. Nothing here touches the global RNG.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from hashgnn.errors import HashgnnError
+
+if TYPE_CHECKING:
+    from hashgnn.graph.bipartite import BipartiteGraph
 
 
 def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device,
@@ -88,7 +93,7 @@ def sample_neighbors(
 
 
 def sample_negatives(
-    graph: "BipartiteGraph | torch.Tensor",
+    graph: BipartiteGraph | torch.Tensor,
     users: torch.Tensor,
     n_neg: int,
     generator: torch.Generator,
@@ -141,7 +146,7 @@ def sample_negatives(
                        "nearly every item")
 
 
-def _negative_index(graph) -> tuple[torch.Tensor, int, torch.Tensor]:
+def _negative_index(graph: BipartiteGraph | torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(sorted edge keys, n_items, user indptr) from a BipartiteGraph or a sparse CSR tensor."""
     from hashgnn.graph.bipartite import BipartiteGraph
 

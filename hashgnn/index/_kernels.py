@@ -11,9 +11,11 @@ the distances it has accepted and a threshold ``T``: the smallest ``t`` with at 
 items at distance ``<= t``. Items are visited in increasing position, so a later item at distance
 ``>= T`` can never enter the result (``k`` earlier items are at least as close) and is rejected. The
 hot loop only computes, for each group of ``GROUP`` items, whether the group's minimum distance is
-below ``T`` (branch-free, vectorised, nothing stored); the rare groups that pass are recomputed one by
-one and their survivors go into a per-query buffer. A stable counting sort by distance at the end gives
-the exact order (distance, position).
+below ``T`` (branch-free, vectorised, nothing stored); a group that passes yields a 64-bit mask of its
+candidates, whose set bits are visited with ``tzcnt``, and only those items touch the per-query
+buffer. A stable counting sort by distance at the end gives the exact order (distance, position). For
+large k a sampled starting threshold replaces the cold start; a query whose estimate proves too low
+is scanned again from scratch, so the estimate never changes a result.
 
 Blocking: a block of queries walks the items chunk by chunk, so each chunk (a few KiB) comes from memory
 once per block and from L1/L2 for every other query of the block. Work units are (query block, item

@@ -39,6 +39,7 @@ from hashgnn.index._common import (
 )
 
 BACKENDS = ("auto", "own", "faiss", "torch")
+MAX_KERNEL_BITS = 2048  # own kernel: per-query histograms of K + 2 counts; torch: fp16 exact up to here
 FORMAT = "hashgnn.HammingIndex"
 FORMAT_VERSION = 1
 
@@ -93,7 +94,8 @@ class HammingIndex:
     """Exact top-k Hamming search over ``bits``-bit codes packed with ``numpy.packbits``.
 
     Args:
-        bits: code length K (any positive integer; codes are ``ceil(K/8)`` bytes, pad bits zero).
+        bits: code length K (codes are ``ceil(K/8)`` bytes, pad bits zero; up to 2048 bits for the
+            own and torch backends, any length for faiss).
         backend: ``"auto"``/``"own"`` (numba kernel), ``"faiss"`` or ``"torch"``.
         device: torch device for ``backend="torch"`` (``"cpu"``, ``"cuda"``, ...).
         threads: threads for a search (None: the library's default: numba's / faiss's).
@@ -119,6 +121,9 @@ class HammingIndex:
         if backend not in BACKENDS:
             raise HashgnnError(f"unknown Hamming backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.backend = "own" if backend == "auto" else backend
+        if self.backend in ("own", "torch") and self.bits > MAX_KERNEL_BITS:
+            raise HashgnnError(f"the {self.backend} backend supports codes of up to {MAX_KERNEL_BITS} bits, got "
+                               f"{self.bits}; use backend='faiss'")
         self.device = device
         self.threads = threads
         self.faiss_use_heap = faiss_use_heap

@@ -1,6 +1,8 @@
 """Stage 3: input encoders, GraphSAGE / LightGCN / MF encoders, hash layer + STE, guidance, losses,
 and the assembled network per method (:func:`build_model`)."""
 
+from __future__ import annotations
+
 from hashgnn.model.hash_layer import HashLayer, ste_sign
 from hashgnn.model.inputs import InputEncoder, NodeAttributes
 from hashgnn.model.lightgcn import LightGCN

@@ -71,11 +71,11 @@ class BipartiteSAGE(nn.Module):
         self.user_fanouts, self.item_fanouts = list(user_fanouts), list(item_fanouts)
         d0 = user_input.out_dim
         self.user_aggs = nn.ModuleList(
-            MeanAggregator(d0 if l == 0 else hidden_dim, d0 if l == 0 else hidden_dim, hidden_dim)
-            for l in range(len(user_fanouts)))
+            MeanAggregator(d0 if depth == 0 else hidden_dim, d0 if depth == 0 else hidden_dim, hidden_dim)
+            for depth in range(len(user_fanouts)))
         self.item_aggs = nn.ModuleList(
-            MeanAggregator(d0 if l == 0 else hidden_dim, d0 if l == 0 else hidden_dim, hidden_dim)
-            for l in range(len(item_fanouts)))
+            MeanAggregator(d0 if depth == 0 else hidden_dim, d0 if depth == 0 else hidden_dim, hidden_dim)
+            for depth in range(len(item_fanouts)))
         user_out = hidden_dim if user_fanouts else d0
         item_out = hidden_dim if item_fanouts else d0
         if user_out != item_out:
