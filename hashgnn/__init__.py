@@ -4,6 +4,13 @@ The package reads like the pipeline: ``data`` -> ``graph`` -> ``model`` -> ``tra
 ``index`` -> ``eval``; ``cli`` is a thin layer over them.
 """
 
+import os as _os
+
+# OpenMP's default spin-waiting makes 2-thread PyTorch up to 10x slower on a machine whose cores are
+# shared with other work (measured, docs/MODEL.md). It only takes effect if set before torch loads;
+# a user's own setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 

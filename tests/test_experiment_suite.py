@@ -92,7 +92,8 @@ def test_patch_precedence_and_bits_placeholder(tmp_path: Path) -> None:
      "unknown plot 'bitz'"),
     ("  bits: [8, 16]\n", "  bits: [8, sixteen]\n", 10, "'sixteen' is not a int"),
     ("  eval: {ks: [20, 100]}\n", "  eval: {ks: [20, 100]}\n  evaluation: {}\n", 7, "unknown section 'evaluation'"),
-    ("  train: {epochs: 3, lr: 0.01}\n", "  train: {epochs: 3,\n    lr: 0.01, lrr: 1}\n", 6, "base.train: unknown key 'lrr'"),
+    ("  train: {epochs: 3, lr: 0.01}\n", "  train: {epochs: 3,\n    lr: 0.01, lrr: 1}\n", 6,
+     "base.train: unknown key 'lrr'"),
 ])
 def test_bad_suite_is_a_config_error_with_file_and_line(tmp_path: Path, old: str, new: str, line: int,
                                                         match: str) -> None:

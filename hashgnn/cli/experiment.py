@@ -58,10 +58,11 @@ def experiment(
 ) -> None:
     """Run experiment suites (methods x data sets x code lengths x seeds), resumably, and report them.
 
-    Finished runs are skipped and interrupted ones resumed, so the same command continues where it
-    stopped. Each suite writes <out>/<suite>/results.jsonl (one row per run and retrieval setting) and
-    <out>/<suite>/report.md; --report writes one report of all suites. Exit status 1 when a run failed
-    (its error is a row of the results and of the report), 2 for a bad suite file or option.
+    Finished runs are skipped and interrupted ones resumed: the same command continues where it stopped.
+
+    Each suite writes <out>/<suite>/results.jsonl (a row per run and setting) and <out>/<suite>/report.md.
+
+    Exit status 1 when a run failed (its error is a row of the results and the report), 2 for a bad suite.
     """
     from hashgnn.experiment.report import write_report
     from hashgnn.experiment.results import run_dir

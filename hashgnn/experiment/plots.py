@@ -89,7 +89,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return []
 
 
-def training_curves(suite: Suite, out: Path, key: str = "valid_recall@20") -> dict[tuple[str, int, str], dict[str, np.ndarray]]:
+def training_curves(suite: Suite, out: Path,
+                    key: str = "valid_recall@20") -> dict[tuple[str, int, str], dict[str, np.ndarray]]:
     """Per (dataset, bits, label): epochs and the mean over seeds of ``key`` and beta, from metrics.jsonl.
 
     Only finished runs count; an epoch is averaged over the seeds that reached it.

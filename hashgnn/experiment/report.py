@@ -278,7 +278,8 @@ def _protocol(suite: Suite) -> list[str]:
              "linear": f"linear over {m.beta_epochs} epochs", "constant": f"constant {m.beta_value}"}[m.beta_schedule] \
         if m.beta_schedule in ("staircase", "linear", "constant") else m.beta_schedule
     lines = [f"- Shared protocol (first grid point; per-method patches below): encoder `{m.encoder}`, "
-             f"{t.epochs} epochs, batch {t.batch_size} positive edges, {t.negatives} negatives, Adam lr {t.lr}, "
+             f"{_n(t.epochs, 'epoch')}, batch {t.batch_size} positive edges, {_n(t.negatives, 'negative')}, "
+             f"Adam lr {t.lr}, "
              f"{t.ranking_loss} ranking loss + {t.recon_weight} × reconstruction, guidance `{m.guidance}` with "
              f"beta {sched}; validation split {d.valid_fraction} of train, served weights from the best "
              f"validation Recall@20 epoch; test cut-offs {e.ks} (ndcg_legacy depth {max(e.ks)}), C = {e.candidates}."]

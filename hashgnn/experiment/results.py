@@ -57,7 +57,8 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def setting_metrics(folder: Path, final: dict[str, Any], setting: Setting, evaluate: bool = True) -> dict[str, float] | None:
+def setting_metrics(folder: Path, final: dict[str, Any], setting: Setting,
+                    evaluate: bool = True) -> dict[str, float] | None:
     """Test metrics of a finished run in ``setting``.
 
     Taken from ``final_metrics.json`` when the run evaluated that mode (and, for hierarchical, the same

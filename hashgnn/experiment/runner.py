@@ -187,6 +187,8 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
               reuse_index: dict[str, Path] | None = None, progress: bool = True,
               train: Callable[..., Any] | None = None, resume: Callable[..., Any] | None = None) -> RunOutcome:
     """Bring one grid point to a finished run folder (see the module docstring); never raises a run's error."""
+    import torch
+
     from hashgnn.train.run import resume_run, train_run
 
     train = train or train_run
@@ -203,8 +205,6 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
         _record(folder, "error", msg, 0.0)
         return RunOutcome(p, "error", msg)
     cfg = _execution(p.config, device, threads)
-    import torch
-
     torch_threads = torch.get_num_threads()  # a run's train.threads must not leak into the next run
     t0 = time.perf_counter()
     status = "done"

@@ -329,7 +329,8 @@ def load_suite(path: str | Path) -> Suite:
     methods = _list(loc, grid.get("methods"), ("grid", "methods"), str, "grid.methods")
     for i, m in enumerate(methods):
         if m not in KNOWN_METHODS:
-            raise loc.error(("grid", "methods", i), f"grid.methods: unknown method {m!r}; known: {', '.join(KNOWN_METHODS)}")
+            raise loc.error(("grid", "methods", i),
+                            f"grid.methods: unknown method {m!r}; known: {', '.join(KNOWN_METHODS)}")
     datasets = _list(loc, grid.get("datasets"), ("grid", "datasets"), str, "grid.datasets")
     bits = _list(loc, grid.get("bits"), ("grid", "bits"), int, "grid.bits")
     seeds = _list(loc, grid.get("seeds"), ("grid", "seeds"), int, "grid.seeds")

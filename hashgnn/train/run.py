@@ -123,6 +123,7 @@ class _Trainer:
         _check_config(cfg)
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.device = resolve_device(cfg.train.device)
+        self.threads_before = torch.get_num_threads()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.data = load_interactions(cfg.data)
@@ -282,9 +283,13 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
 
 
 def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
-    if not trainer.state.get("stopped_early"):
-        trainer.fit()
-    return trainer.finish()
+    try:
+        if not trainer.state.get("stopped_early"):
+            trainer.fit()
+        return trainer.finish()
+    finally:
+        # A run's thread count must not leak into the caller's process (notebooks, suites).
+        torch.set_num_threads(trainer.threads_before)
 
 
 def evaluate_run(run_dir: str | Path, mode: str = "hamming", ks: list[int] | None = None,
