@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 MIRROR ?= $(if $(wildcard ../shared/data/README.md),$(abspath ../shared/data),)
 export HASHGNN_DATA_MIRROR := $(or $(HASHGNN_DATA_MIRROR),$(MIRROR))
-RUN    ?= runs/ml-1m-hashgnn
+RUN    ?= runs/lastfm-hashgnn
 
 .PHONY: install demo test bench-retrieval clean
 
@@ -18,10 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# The main job: train HashGNN on ml-1m and print test Recall@20/NDCG@20 in the three retrieval modes
+# The main job: train HashGNN on Last.fm and print test Recall@20/NDCG@20 in the three retrieval modes
 # next to the Most-Popular baseline.
 demo: install
-	$(BIN)/hashgnn train --config configs/ml-1m-hashgnn.yaml --out $(RUN) --overwrite
+	$(BIN)/hashgnn train --config configs/lastfm-hashgnn.yaml --out $(RUN) --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 tests

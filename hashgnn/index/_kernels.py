@@ -518,7 +518,9 @@ def stream_probe(x, qs):  # type: ignore[no-untyped-def]
     for t in prange(nt):
         a = qs[t % qs.shape[0]]
         s = np.uint64(0)
-        for j in range(t * step, min(n, (t + 1) * step)):
-            s += popcount(a ^ x[j])
+        j0 = np.uint64(min(n, t * step))
+        j1 = np.uint64(min(n, (t + 1) * step))
+        for j in range(j1 - j0):  # unsigned indices, as in _group_hits
+            s += popcount(a ^ x[j0 + j])
         part[t] = s
     return part.sum()

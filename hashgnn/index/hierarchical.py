@@ -9,6 +9,7 @@ ties by lower id. C = 500 in the authors' code.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from hashgnn.errors import HashgnnError
 from hashgnn.index._common import (
@@ -128,10 +129,8 @@ class HierarchicalIndex:
         return out_s, self._idmap.to_ids(out_i)
 
 
-def _csr_rows(indptr: np.ndarray, indices: np.ndarray, q0: int, q1: int, n: int):  # type: ignore[no-untyped-def]
+def _csr_rows(indptr: np.ndarray, indices: np.ndarray, q0: int, q1: int, n: int) -> sp.csr_matrix:
     """Rows q0..q1 of a (queries x positions) exclusion CSR as a scipy matrix."""
-    import scipy.sparse as sp
-
     ip = indptr[q0 : q1 + 1] - indptr[q0]
     ind = indices[indptr[q0] : indptr[q1]]
     return sp.csr_matrix((np.ones(len(ind), np.int8), ind, ip), shape=(q1 - q0, n))
