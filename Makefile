@@ -28,3 +28,7 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The retrieval speed target of docs/BENCHMARKS.md (10^6 items x 64 bits, k = 100, 1,000 queries).
+bench-retrieval: install
+	$(BIN)/hashgnn bench retrieval --items 1000000 --bits 64 --queries 1000 --k 100 --json
