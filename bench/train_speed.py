@@ -27,45 +27,19 @@ from pathlib import Path
 # nothing measurable when the machine is idle.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
 REFERENCE_LIGHTGCN_S = 338.7
 
 
-def _read_txt(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    users, items = [], []
-    for line in path.read_text().splitlines():
-        a = line.split()
-        if len(a) > 1:
-            it = np.asarray(a[1:], dtype=np.int64)
-            users.append(np.full(len(it), int(a[0]), dtype=np.int64))
-            items.append(it)
-    return np.concatenate(users), np.concatenate(items)
-
-
 def load_train(dataset: str) -> sp.csr_matrix:
-    """Training matrix of a named data set (via hashgnn.data) or a folder with train.txt/test.txt."""
-    folder = Path(dataset)
+    """Training matrix of a registered data set, a folder with train.txt/test.txt, or a table file."""
     os.environ.setdefault("HASHGNN_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not folder.is_dir():
-        try:
-            from hashgnn.config import DataConfig
-            from hashgnn.data import load_interactions
+    from hashgnn.config import DataConfig
+    from hashgnn.data import load_interactions
 
-            return load_interactions(DataConfig(dataset=dataset, valid_fraction=0.0)).train
-        except ImportError:
-            folder = Path(os.environ["HASHGNN_DATA_MIRROR"]) / dataset
-    u, i = _read_txt(folder / "train.txt")
-    n_u, n_i = int(u.max()) + 1, int(i.max()) + 1
-    if (folder / "test.txt").exists():
-        tu, ti = _read_txt(folder / "test.txt")
-        n_u, n_i = max(n_u, int(tu.max()) + 1), max(n_i, int(ti.max()) + 1)
-    m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(n_u, n_i))
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
+    return load_interactions(DataConfig(dataset=dataset, valid_fraction=0.0)).train
 
 
 def main(argv: list[str] | None = None) -> dict:

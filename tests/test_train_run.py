@@ -19,7 +19,7 @@ from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.errors import HashgnnError
 from hashgnn.train.checkpoint import latest_checkpoint
-from hashgnn.train.run import evaluate_run, resume_run, train_run
+from hashgnn.train.run import evaluate_run, train_run
 
 TINY = {
     "data": {"dataset": "music_toy", "valid_fraction": 0.1},

@@ -50,11 +50,14 @@ def list_cmd(json_out: JsonOpt = False) -> None:
     for col, justify in (("name", "left"), ("format", "left"), ("users", "right"), ("items", "right"),
                          ("train", "right"), ("test", "right"), ("SHA-256", "left")):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    table.add_column("address", overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["format"], f"{r['n_users']:,}", f"{r['n_items']:,}", f"{r['n_train']:,}",
-                      f"{r['n_test']:,}", "registry" if r["verified"] else "first use", r["url"])
-    Console().print(table)
+                      f"{r['n_test']:,}", "registry" if r["verified"] else "first use")
+    out = Console()
+    out.print(table)
+    # Addresses are long: one per line under the table, so the table fits a narrow terminal.
+    for r in rows:
+        out.print(f"{r['name']}: {r['url']}", soft_wrap=True)
 
 
 @data_app.command("fetch")
