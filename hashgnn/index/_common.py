@@ -232,3 +232,17 @@ def faiss_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(old)
+
+
+class SizedIndex:
+    """What every index shares: its size, counted by its id map (``self._idmap``)."""
+
+    _idmap: IdMap
+
+    @property
+    def ntotal(self) -> int:
+        """Number of items."""
+        return self._idmap.n
+
+    def __len__(self) -> int:
+        return self.ntotal

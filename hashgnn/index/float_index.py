@@ -17,6 +17,7 @@ from hashgnn.errors import HashgnnError
 from hashgnn.index._common import (
     Exclude,
     IdMap,
+    SizedIndex,
     check_k,
     check_vectors,
     exclusion_csr,
@@ -28,7 +29,7 @@ from hashgnn.index._common import (
 BACKENDS = ("auto", "faiss", "torch")
 
 
-class FloatIndex:
+class FloatIndex(SizedIndex):
     """Exact maximum-inner-product search over ``dim``-dimensional float32 vectors.
 
     Args:
@@ -53,14 +54,6 @@ class FloatIndex:
         self._vectors = np.zeros((0, self.dim), np.float32)
         self._idmap = IdMap()
         self._derived: Any = None
-
-    @property
-    def ntotal(self) -> int:
-        """Number of items."""
-        return self._idmap.n
-
-    def __len__(self) -> int:
-        return self.ntotal
 
     @property
     def vectors(self) -> np.ndarray:

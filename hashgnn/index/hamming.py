@@ -27,6 +27,7 @@ from hashgnn.errors import HashgnnError
 from hashgnn.index._common import (
     Exclude,
     IdMap,
+    SizedIndex,
     check_bits,
     check_codes,
     check_k,
@@ -90,7 +91,7 @@ def _kernel_plan(nq: int, n: int, k: int, words: int, itemsize: int, threads: in
     return qblock, chunk, shards, sample
 
 
-class HammingIndex:
+class HammingIndex(SizedIndex):
     """Exact top-k Hamming search over ``bits``-bit codes packed with ``numpy.packbits``.
 
     Args:
@@ -132,15 +133,6 @@ class HammingIndex:
         self._words = np.zeros((self._n_words, 0), dtype)  # word-major (W, n): the kernel's layout
         self._idmap = IdMap()
         self._derived: Any = None  # faiss index or torch tensor, rebuilt lazily after add()
-
-    # ----------------------------------------------------------------------------------- contents
-    @property
-    def ntotal(self) -> int:
-        """Number of items."""
-        return self._idmap.n
-
-    def __len__(self) -> int:
-        return self.ntotal
 
     @property
     def codes(self) -> np.ndarray:

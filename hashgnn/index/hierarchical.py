@@ -15,6 +15,7 @@ from hashgnn.errors import HashgnnError
 from hashgnn.index._common import (
     Exclude,
     IdMap,
+    SizedIndex,
     check_bits,
     check_codes,
     check_k,
@@ -27,7 +28,7 @@ from hashgnn.index.hamming import HammingIndex
 QUERY_BATCH = 4096  # queries per stage-1/stage-2 round trip; bounds the (batch x C) candidate arrays
 
 
-class HierarchicalIndex:
+class HierarchicalIndex(SizedIndex):
     """Top-``candidates`` by Hamming distance of codes, re-ranked by inner product of vectors.
 
     Args:
@@ -59,14 +60,6 @@ class HierarchicalIndex:
         self._hamming = HammingIndex(bits, hamming_backend, threads=threads, device=device)
         self._vectors = np.zeros((0, self.dim), np.float32)
         self._idmap = IdMap()
-
-    @property
-    def ntotal(self) -> int:
-        """Number of items."""
-        return self._idmap.n
-
-    def __len__(self) -> int:
-        return self.ntotal
 
     @property
     def bytes_per_item(self) -> int:
