@@ -130,38 +130,44 @@ def check_claims(suite: Suite, rows: list[dict[str, Any]], primary: str,
     agg = aggregate(rows, [primary])
     cont_settings = [s for s in suite.settings if s.mode == "continuous"]
     claims: list[Claim] = []
+    # With variants (e.g. one per encoder), methods are compared within the same variant.
+    variants = list(suite.variants) or [None]
     for ds in suite.datasets:
         for bits in suite.bits:
-            for s in (x for x in suite.settings if x.mode in ("hamming", "hierarchical")):
-                hg = agg.get((ds, bits, s.name, "hashgnn"), {}).get(primary)
+            for var, s in ((v, x) for v in variants for x in suite.settings if x.mode in ("hamming", "hierarchical")):
+                def lab(m: str, var: str | None = var) -> str:
+                    return m if var is None else f"{m}-{var}"
+
+                where = s.name if var is None else f"{s.name} [{var}]"
+                hg = agg.get((ds, bits, s.name, lab("hashgnn")), {}).get(primary)
                 if hg is None:
-                    claims.append(Claim(ds, bits, s.name, "HashGNN claims", "hashgnn not measured", "not measured",
+                    claims.append(Claim(ds, bits, where, "HashGNN claims", "hashgnn not measured", "not measured",
                                         None))
                     continue
                 cont = None
                 if cont_settings:
-                    cont = agg.get((ds, bits, cont_settings[0].name, "continuous"), {}).get(primary)
+                    cont = agg.get((ds, bits, cont_settings[0].name, lab("continuous")), {}).get(primary)
                 thr = COMPARABLE[s.mode]
                 if cont is None or cont.mean <= 0:
-                    claims.append(Claim(ds, bits, s.name, "codes comparable to the continuous counterpart",
+                    claims.append(Claim(ds, bits, where, "codes comparable to the continuous counterpart",
                                         "continuous counterpart not measured", "not measured", None))
                 else:
                     r = hg.mean / cont.mean
                     ok = r >= thr
                     verdict = (f"agrees (ratio ≥ {thr:.2f})" if ok else
                                f"**disagrees**: hashgnn reaches {r:.1%} of the continuous model (target {thr:.0%})")
-                    claims.append(Claim(ds, bits, s.name, "codes comparable to the continuous counterpart",
+                    claims.append(Claim(ds, bits, where, "codes comparable to the continuous counterpart",
                                         f"hashgnn / continuous = {hg.mean:.4f} / {cont.mean:.4f} = {r:.3f}",
                                         verdict, ok))
                 for group, names in (("ablation", ABLATIONS), ("baseline", BASELINES)):
                     for other in names:
-                        o = agg.get((ds, bits, s.name, other), {}).get(primary)
+                        o = agg.get((ds, bits, s.name, lab(other)), {}).get(primary)
                         what = f"hashgnn above {group} {other}"
                         if o is None:
-                            claims.append(Claim(ds, bits, s.name, what, f"{other} not measured", "not measured", None))
+                            claims.append(Claim(ds, bits, where, what, f"{other} not measured", "not measured", None))
                             continue
                         verdict, ok = _cmp_verdict(hg, o, other)
-                        claims.append(Claim(ds, bits, s.name, what, f"{hg.fmt()} vs {o.fmt()}", verdict, ok))
+                        claims.append(Claim(ds, bits, where, what, f"{hg.fmt()} vs {o.fmt()}", verdict, ok))
             if qps:
                 q = next((v for k, v in qps.items() if v.get("dataset") == ds and v.get("bits") == bits
                           and v.get("method") == "hashgnn"), None)
