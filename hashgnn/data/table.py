@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hashgnn.data.files import read_bytes
 from hashgnn.errors import ConfigError, DataError
 
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
@@ -142,7 +143,7 @@ def read_table(
 
 
 def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
-    head = _head(path)
+    head = read_bytes(path, limit=1 << 16, expected="a table file")
     compressed = path.suffix.lower() in COMPRESSION_SUFFIXES
     if not compressed and (b"\x00" in head or head[:2] in (b"\xff\xfe", b"\xfe\xff")):
         raise DataError("is not a UTF-8 text file (binary data or UTF-16); expected a CSV/TSV table",
@@ -208,18 +209,6 @@ def _read_parquet(path: Path, wanted: list[str]) -> pd.DataFrame:
         return pq.read_table(path, columns=wanted).to_pandas()
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"is not a readable Parquet file ({e})", path) from None
-
-
-def _head(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(1 << 16)
-    except FileNotFoundError:
-        raise DataError("no such file", path) from None
-    except IsADirectoryError:
-        raise DataError("is a folder, expected a table file", path) from None
-    except OSError as e:
-        raise DataError(f"cannot be read ({e.strerror or e})", path) from None
 
 
 def _check_columns(path: Path, df: pd.DataFrame, wanted: list[str], sep: str, header: bool) -> None:

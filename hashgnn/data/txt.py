@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hashgnn.data.files import read_bytes
 from hashgnn.errors import DataError
 
 # Ids index the rows and columns of the interaction matrix (the format counts users and items as
@@ -46,18 +47,6 @@ class UserLines:
     items: np.ndarray
     lines: np.ndarray
     listed_users: np.ndarray
-
-
-def read_bytes(path: Path) -> bytes:
-    """The bytes of ``path``, with a :class:`DataError` for a missing or unreadable file."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("no such file", path) from None
-    except IsADirectoryError:
-        raise DataError("is a folder, expected a file", path) from None
-    except OSError as e:
-        raise DataError(f"cannot be read ({e.strerror or e})", path) from None
 
 
 def read_user_lines(path: str | Path) -> UserLines:
