@@ -79,6 +79,7 @@ class TrainConfig:
     ranking_loss: str = "bpr"  # bpr | margin
     margin: float = 1.0
     recon_weight: float = 0.1  # lambda in lambda * reconstruction + ranking
+    continuous_weight: float = 0.0  # hashing methods: weight of the same losses on z kept beside the codes' (0: the authors')
     use_ranking: bool = True
     use_reconstruction: bool = True
     weight_decay: float = 0.0
@@ -87,6 +88,7 @@ class TrainConfig:
     threads: int | None = None
     eval_every: int = 1
     patience: int = 0  # epochs without validation improvement before stopping (0: never stop early)
+    max_minutes: float | None = None  # stop after the epoch whose training time passes this budget
     pretrain_epochs: int = 10  # hashgnn_sp / lsh: epochs of the continuous stage
 
 

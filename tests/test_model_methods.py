@@ -177,3 +177,27 @@ def test_build_model_seed_gives_identical_weights_and_spares_the_global_rng(musi
     b = build_model(cfg, music_toy, seed=5).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert "hyperplanes" in a
+
+
+def test_continuous_weight_adds_the_objective_on_z(music_toy: sp.csr_matrix) -> None:
+    """With beta = 1 the codes' loss alone gives z gradient only through the STE; the kept
+    continuous term adds exactly ``weight * (recon_weight * recon(z) + rank(z))``."""
+    from hashgnn.model.losses import ranking_loss, reconstruction_loss
+
+    cfg = ModelConfig(**TINY_MODEL, method="hash_ste", encoder="lightgcn")
+    users, pos = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3])
+    neg = torch.tensor([[5, 6], [7, 8], [9, 10], [11, 12]])
+    losses = {}
+    for w in (0.0, 0.5):
+        tc = dataclasses.replace(TINY_TRAIN, continuous_weight=w)
+        model = build_model(cfg, music_toy, train_cfg=tc, seed=0)
+        beta = model.on_epoch_start(0)
+        losses[w], parts = model.loss(users, pos, neg, beta, generator=torch.Generator().manual_seed(0))
+        assert ("continuous" in parts) == (w > 0)
+    hu, hi = model.encoder(users, torch.cat([pos, neg.reshape(-1)]), torch.Generator())
+    zu, zi = model.user_hash(hu), model.item_hash(hi)
+    s_pos = (zu * zi[:4]).sum(1)
+    s_neg = torch.einsum("bd,bnd->bn", zu, zi[4:].reshape(4, 2, -1))
+    expected = TINY_TRAIN.recon_weight * reconstruction_loss(s_pos, s_neg) + ranking_loss(s_pos, s_neg)
+    assert (losses[0.5] - losses[0.0]).item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
+    assert parts["continuous"] == pytest.approx(expected.item(), rel=1e-5)

@@ -152,3 +152,17 @@ def test_bad_config_key_is_a_clear_error(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "bitz" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_time_budget_ends_the_run_after_one_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    final = train_run(tiny_config(train={"epochs": 5, "max_minutes": 1e-9}), run, progress=False)
+    assert final["epochs_run"] == 1 and final["stopped_by_time"]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and "valid_recall@20" in rows[0]  # the last epoch is validated
+    assert all(np.isfinite(v) for v in final["test"]["hamming"].values())
+    # Resuming a run that ran out of time only re-exports it (same metrics, no more epochs).
+    from hashgnn.train.run import resume_run
+
+    again = resume_run(run, progress=False)
+    assert again["epochs_run"] == 1 and again["test"] == final["test"]

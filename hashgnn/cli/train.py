@@ -38,6 +38,8 @@ def train(
     valid_fraction: Annotated[Optional[float], typer.Option(help="Share of each user's train items held out for validation (0: none).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many validations without improvement (0: never).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch whose training time passes this many minutes.")] = None,
+    continuous_weight: Annotated[Optional[float], typer.Option(help="Hashing methods: weight of the losses on z kept beside the codes' (0: the authors').")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch.")] = None,
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
@@ -73,7 +75,8 @@ def train(
                              beta_epochs=beta_epochs, guidance=guidance)
         cfg.train = override(cfg.train, epochs=epochs, seed=seed, device=device, batch_size=batch_size, lr=lr,
                              negatives=negatives, ranking_loss=ranking_loss, patience=patience,
-                             eval_every=eval_every, threads=threads)
+                             eval_every=eval_every, threads=threads, max_minutes=max_minutes,
+                             continuous_weight=continuous_weight)
         final = train_run(cfg, out, progress=not quiet, overwrite=overwrite)
         run_dir = out
     if json_out:

@@ -28,7 +28,9 @@ hash_gumbel     each bit a two-way Gumbel-softmax ``tanh((a + L) / (2 tau))``, L
 Losses: ``recon_weight * reconstruction + ranking`` (+ ``weight_decay * L2`` of the batch's ego
 embeddings when TrainConfig.weight_decay > 0, as LightGCN's code), with TrainConfig's flags to drop
 either part; ``hashgnn_nr`` never uses the ranking loss, ``plain`` and ``mf`` never use the
-reconstruction loss (their own objective is BPR).
+reconstruction loss (their own objective is BPR). ``TrainConfig.continuous_weight > 0`` adds the same
+objective computed on ``z`` (weighted) to the hashing methods' loss in every epoch, so ``z`` stays a
+ranker in its own right after beta reaches 1 (an option of ours; the authors' code has no such term).
 """
 
 from __future__ import annotations
@@ -226,18 +228,43 @@ class HashModel(nn.Module):
         users, pos = users.to(dev), pos.to(dev)
         b = users.numel()
         neg = neg.to(dev).reshape(b, -1)
-        n = neg.shape[1]
         items = torch.cat([pos, neg.reshape(-1)])
         hu, hi = self._encode(users, items, generator)
         vu, vp, vn = self._train_vectors(hu, hi[:b], hi[b:], beta, generator)
-        s_pos = (vu * vp).sum(dim=1)
-        s_neg = torch.bmm(vn.reshape(b, n, -1), vu.unsqueeze(2)).squeeze(2)
 
         use_recon = tc.use_reconstruction and self.method not in ("plain", "mf")
         use_rank = tc.use_ranking and self.method != "hashgnn_nr"
         if not (use_recon or use_rank):
             raise ConfigError(f"method {self.method!r} with use_reconstruction={tc.use_reconstruction} and "
                               f"use_ranking={tc.use_ranking} leaves no loss to train; enable one of them")
+        total, parts = self._objective(vu, vp, vn, use_recon, use_rank, tc)
+        if tc.continuous_weight > 0 and self._keeps_continuous_term():
+            # Keeps z itself a good ranker after beta reaches 1, for hierarchical re-ranking.
+            zu, zi = self.user_hash(hu), self.item_hash(hi)  # type: ignore[misc]
+            cont, cparts = self._objective(zu, zi[:b], zi[b:], use_recon, use_rank, tc)
+            total = total + tc.continuous_weight * cont
+            parts["continuous"] = cparts["objective"]
+        if tc.weight_decay > 0 and not self.encoder_frozen:
+            eu, ei = self.encoder.ego(users, items)
+            reg = l2_penalty(eu, ei, batch_size=b)
+            total = total + tc.weight_decay * reg
+            parts["reg"] = float(reg.detach())
+        parts.pop("objective")
+        parts["loss"] = float(total.detach())
+        parts.update(self.schedule_state())
+        return total, parts
+
+    def _keeps_continuous_term(self) -> bool:
+        return (self.method in ("hashgnn", "hash_ste", "hashgnn_nr", "hashgnn_sp")
+                and self._sched["stage"] == "hash")
+
+    @staticmethod
+    def _objective(vu: torch.Tensor, vp: torch.Tensor, vn: torch.Tensor, use_recon: bool, use_rank: bool,
+                   tc: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        """``recon_weight * reconstruction + ranking`` of user vectors ``vu`` against ``vp``/``vn``."""
+        b = vu.shape[0]
+        s_pos = (vu * vp).sum(dim=1)
+        s_neg = torch.bmm(vn.reshape(b, -1, vu.shape[1]), vu.unsqueeze(2)).squeeze(2)
         total = s_pos.new_zeros(())
         parts: dict[str, float] = {}
         if use_recon:
@@ -248,13 +275,7 @@ class HashModel(nn.Module):
             rnk = ranking_loss(s_pos, s_neg, tc.ranking_loss, tc.margin)
             total = total + rnk
             parts["rank"] = float(rnk.detach())
-        if tc.weight_decay > 0 and not self.encoder_frozen:
-            eu, ei = self.encoder.ego(users, items)
-            reg = l2_penalty(eu, ei, batch_size=b)
-            total = total + tc.weight_decay * reg
-            parts["reg"] = float(reg.detach())
-        parts["loss"] = float(total.detach())
-        parts.update(self.schedule_state())
+        parts["objective"] = float(total.detach())
         return total, parts
 
     @torch.no_grad()

@@ -169,7 +169,11 @@ class _Trainer:
                                 self.generator, beta=beta, progress=self.progress)
             self.state["train_seconds"] += float(stats.get("seconds", 0.0))
             row: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in stats.items()}}
-            last = epoch == cfg.train.epochs - 1
+            # A time budget ends the run like its last epoch (validated, then exported); which
+            # epoch that is depends on the machine, so such a run repeats only on the same one.
+            out_of_time = (cfg.train.max_minutes is not None
+                           and self.state["train_seconds"] >= 60.0 * cfg.train.max_minutes)
+            last = epoch == cfg.train.epochs - 1 or out_of_time
             if has_valid and ((epoch + 1) % cfg.train.eval_every == 0 or last):
                 m = self.validate(epoch)
                 row.update({f"valid_{k}": v for k, v in m.items() if "@" in k})
@@ -183,6 +187,9 @@ class _Trainer:
             _append_jsonl(self.run_dir / "metrics.jsonl", row)
             stop = cfg.train.patience > 0 and self.state["bad_evals"] >= cfg.train.patience
             self.state["stopped_early"] = bool(stop and not last)
+            if out_of_time and epoch < cfg.train.epochs - 1:
+                self.state["stopped_by_time"] = True
+                stop = True
             save_checkpoint(self.run_dir, epoch, self.model, self.optimizer, self.generator, self.state)
             if stop:
                 break
@@ -216,6 +223,7 @@ class _Trainer:
             "epochs_run": epochs_run,
             "best_epoch": self.state["best_epoch"],
             "best_valid_recall@20": self.state["best_score"],
+            "stopped_by_time": bool(self.state.get("stopped_by_time", False)),
             "train_seconds": round(self.state["train_seconds"], 3),
             "seconds_per_epoch": round(self.state["train_seconds"] / max(epochs_run, 1), 3),
             "test": test,
@@ -283,7 +291,7 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
 
 def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
     try:
-        if not trainer.state.get("stopped_early"):
+        if not (trainer.state.get("stopped_early") or trainer.state.get("stopped_by_time")):
             trainer.fit()
         return trainer.finish()
     finally:
