@@ -74,3 +74,14 @@ def test_errors_exit_2_without_traceback(capsys, args, message):
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_python_dash_m_runs_the_cli():
+    """``python -m hashgnn`` is the same interface as the console script (used on machines where
+    the package is on PYTHONPATH but not installed, e.g. bench/gpu_check.sh)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "hashgnn", "train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--continuous-weight" in out.stdout and "--max-minutes" in out.stdout
