@@ -134,13 +134,19 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
     fig, axes = plt.subplots(2, len(cols), figsize=(5.6 * len(cols), 6.2), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
     order = [p.label for p in suite.points()]
+    # One colour per schedule, shared by its node and bit granularities (solid and dashed), so that
+    # eleven or more series stay distinguishable.
+    stems = list(dict.fromkeys(_granularity_split(lab)[0] for lab in order))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ci, (ds, bits) in enumerate(cols):
         labels = sorted({g[2] for g in curves if g[:2] == (ds, bits)}, key=order.index)
         for label in labels:
             c = curves[(ds, bits, label)]
-            (line,) = axes[0][ci].plot(c["epoch"] + 1, c["value"], marker="o", ms=2.5, lw=1.2, label=label)
+            stem, gran = _granularity_split(label)
+            style = dict(color=colors[stems.index(stem) % len(colors)], ls="--" if gran == "bit" else "-")
+            axes[0][ci].plot(c["epoch"] + 1, c["value"], marker="o", ms=2.0, lw=1.1, label=label, **style)
             if len(c["beta"]):
-                axes[1][ci].plot(c["beta_epoch"] + 1, c["beta"], lw=1.2, color=line.get_color())
+                axes[1][ci].plot(c["beta_epoch"] + 1, c["beta"], lw=1.2, **style)
         axes[0][ci].set_title(f"{ds}, {bits} bits")
         axes[0][ci].set_ylabel(f"validation {_metric_label(key.removeprefix('valid_'))}")
         axes[0][ci].grid(alpha=0.3)
@@ -154,6 +160,12 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
     fig.suptitle(f"{suite.name}: validation accuracy of the served codes during training (mean over seeds)",
                  fontsize=10)
     return _save(fig, path)
+
+
+def _granularity_split(label: str) -> tuple[str, str | None]:
+    """``'x-linear10-bit'`` -> ``('x-linear10', 'bit')``; labels without the suffix are their own stem."""
+    stem, _, last = label.rpartition("-")
+    return (stem, last) if stem and last in ("node", "bit") else (label, None)
 
 
 def plot_qps(points: list[dict[str, Any]], path: Path, primary: str, title: str) -> Path | None:
