@@ -130,3 +130,31 @@ def test_dry_run_lists_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert sum(state == "to run" for _, _, state in lines) == 4
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+def test_sigterm_is_recorded_as_an_interrupted_invocation(tmp_path: Path, mirror: Path, _cache_dir: Path) -> None:
+    """`kill PID` (SIGTERM) stops a suite like Ctrl-C: exit 130, the invocation and the run in
+    progress are recorded as interrupted, and the same command would resume it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "runs"
+    env = {**os.environ, "HASHGNN_DATA_MIRROR": str(mirror), "HASHGNN_CACHE": str(_cache_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "hashgnn", "experiment", str(SMOKE), "--out", str(out),
+                             "--quiet", "--no-qps"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("smoke/*/*/*/*/config.yaml")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(out.glob("smoke/*/*/*/*/config.yaml")), "no run started within 120 s"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    rows = [json.loads(x) for x in (out / "smoke" / "invocations.jsonl").read_text().splitlines()]
+    assert rows[-1]["state"] == "interrupted"

@@ -6,7 +6,9 @@ are printed as one paragraph on stderr with exit status 2, never as a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import warnings
 
 import typer
@@ -39,10 +41,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
         _python_showwarning(message, category, filename, lineno, file, line)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hashgnn`` console script."""
     _register()
     warnings.showwarning = _show_warning
+    # `kill`, job schedulers and `timeout` send SIGTERM: stop as on Ctrl-C, so an experiment
+    # records its invocation as interrupted (training keeps its last epoch checkpoint either way).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         app(args=argv, standalone_mode=True)
     except HashgnnError as e:
@@ -51,3 +61,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
