@@ -20,14 +20,7 @@ def brute_ip(items: np.ndarray, queries: np.ndarray, k: int, excluded: np.ndarra
     s = queries.astype(np.float64) @ items.astype(np.float64).T
     if excluded is not None:
         s = np.where(excluded, NEG, s)
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(s, order, 1)
-    order = np.where(np.isneginf(top), -1, order)
-    pad = k - top.shape[1]
-    if pad > 0:
-        top = np.concatenate([top, np.full((len(queries), pad), NEG)], axis=1)
-        order = np.concatenate([order, np.full((len(queries), pad), -1)], axis=1)
-    return top, order
+    return brute_ip_from_scores(s, k)
 
 
 def int_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -241,15 +241,14 @@ class HashModel(nn.Module):
         if tc.continuous_weight > 0 and self._keeps_continuous_term():
             # Keeps z itself a good ranker after beta reaches 1, for hierarchical re-ranking.
             zu, zi = self.user_hash(hu), self.item_hash(hi)  # type: ignore[misc]
-            cont, cparts = self._objective(zu, zi[:b], zi[b:], use_recon, use_rank, tc)
+            cont, _ = self._objective(zu, zi[:b], zi[b:], use_recon, use_rank, tc)
             total = total + tc.continuous_weight * cont
-            parts["continuous"] = cparts["objective"]
+            parts["continuous"] = float(cont.detach())
         if tc.weight_decay > 0 and not self.encoder_frozen:
             eu, ei = self.encoder.ego(users, items)
             reg = l2_penalty(eu, ei, batch_size=b)
             total = total + tc.weight_decay * reg
             parts["reg"] = float(reg.detach())
-        parts.pop("objective")
         parts["loss"] = float(total.detach())
         parts.update(self.schedule_state())
         return total, parts
@@ -275,7 +274,6 @@ class HashModel(nn.Module):
             rnk = ranking_loss(s_pos, s_neg, tc.ranking_loss, tc.margin)
             total = total + rnk
             parts["rank"] = float(rnk.detach())
-        parts["objective"] = float(total.detach())
         return total, parts
 
     @torch.no_grad()
