@@ -10,11 +10,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
 from hashgnn.errors import ConfigError
+from hashgnn.methods import ENCODERS, METHOD_NAMES, MODES, Mode
+
+# Literal types built from the registry, so the choices are written once (hashgnn/methods.py).
+MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
+EncoderName = Literal[ENCODERS]  # type: ignore[valid-type]
 
 T = TypeVar("T")
 
@@ -43,8 +48,8 @@ class DataConfig:
 class ModelConfig:
     """The network: encoder, hash layer and guidance."""
 
-    method: str = "hashgnn"  # hashgnn | hash_ste | hashgnn_nr | hashgnn_sp | continuous | plain | mf | lsh | hashnet | hash_gumbel
-    encoder: str = "sage"  # sage | lightgcn
+    method: MethodName = "hashgnn"  # one of hashgnn.methods.METHODS
+    encoder: EncoderName = "sage"
     bits: int = 32
     id_dim: int = 120  # ID embedding width (authors' code)
     input_dim: int = 68  # dense layer after the ID embedding
@@ -99,7 +104,7 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [20, 50, 100])
     candidates: int = 500  # C of hierarchical search
     batch_users: int = 1024
-    modes: list[str] = field(default_factory=lambda: ["hamming", "hierarchical", "continuous"])
+    modes: list[Mode] = field(default_factory=lambda: list(MODES))
 
 
 @dataclass
@@ -156,6 +161,29 @@ def _build(cls: type[T], d: dict[str, Any], where: str) -> T:
         else:
             kwargs[k] = v
     return cls(**kwargs)
+
+
+def parse_setting(cls: type, key: str, text: str) -> Any:
+    """The value of field ``key`` of config dataclass ``cls`` written as ``text`` (a flag or ``--set``).
+
+    Text fields keep the text (``null`` / ``none`` is None where the field allows it); the others
+    are read as YAML (``32``, ``1e-3``, ``true``, ``[20, 50]``).
+    """
+    hints = get_type_hints(cls)
+    if key not in hints:
+        raise ConfigError(f"unknown setting {key!r}; known: {', '.join(hints)}")
+    t = hints[key]
+    args = [a for a in get_args(t) if a is not type(None)]
+    optional = type(None) in get_args(t)
+    if optional and text.strip().lower() in ("null", "none", "~", ""):
+        return None
+    textual = t is str or (args and all(a is str for a in args)) or get_origin(t) is Literal
+    if textual:
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{key}: cannot read {text!r} ({e})") from None
 
 
 def override(cfg: T, **values: Any) -> T:

@@ -108,7 +108,7 @@ def test_node_guidance_draw_is_shared_by_user_and_positive(music_toy: sp.csr_mat
     model = build_model(cfg, music_toy, seed=0)
     b = 400
     hu, hp, hn = torch.randn(b, 12), torch.randn(b, 12), torch.randn(b * 3, 12)
-    vu, vp, vn = model._train_vectors(hu, hp, hn, 0.5, torch.Generator().manual_seed(0))
+    vu, vp, vn = model.guided(hu, hp, hn, 0.5, torch.Generator().manual_seed(0))
     is_code = lambda v: (v.abs() == 1).all(1)  # noqa: E731  (tanh outputs are never exactly +-1)
     assert torch.equal(is_code(vu), is_code(vp))
     frac_u, frac_n = float(is_code(vu).float().mean()), float(is_code(vn).float().mean())

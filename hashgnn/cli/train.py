@@ -14,13 +14,14 @@ from hashgnn.cli.common import (
 )
 from hashgnn.config import RunConfig, override
 from hashgnn.errors import HashgnnError
+from hashgnn.methods import ENCODERS, METHOD_NAMES
 
 
 @app.command("train")
 def train(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Registered name, folder with train.txt/test.txt, or table file.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="hashgnn | hash_ste | hashgnn_nr | hashgnn_sp | continuous | plain | mf (and the baselines lsh, hashnet, hash_gumbel).")] = None,
-    encoder: Annotated[Optional[str], typer.Option(help="sage | lightgcn")] = None,
+    method: Annotated[Optional[str], typer.Option(help=" | ".join(METHOD_NAMES) + " (hashgnn.methods).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help=" | ".join(ENCODERS))] = None,
     bits: Annotated[Optional[int], typer.Option(help="Code length K (8..256).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of initialisation, sampling and guidance.")] = None,

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-INDEX_MODES = ("hamming", "hierarchical", "continuous")
+from hashgnn.methods import MODES as INDEX_MODES
 
 
 def _best_time(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:

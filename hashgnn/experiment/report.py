@@ -25,10 +25,11 @@ from hashgnn.experiment.results import (
 )
 from hashgnn.experiment.runner import Selection, read_invocations
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
+from hashgnn.methods import MODES, names
 
-HASHING = ("hashgnn", "hash_ste", "hashgnn_nr", "hashgnn_sp", "lsh", "hashnet", "hash_gumbel")
-ABLATIONS = ("hash_ste", "hashgnn_nr", "hashgnn_sp")
-BASELINES = ("lsh", "hashnet", "hash_gumbel")
+HASHING = names(hashing=True)
+ABLATIONS = names(role="ablation")
+BASELINES = names(role="baseline")
 # "Comparable" is not a number in the paper; these are the targets the project set itself (issue 3).
 COMPARABLE = {"hamming": 0.90, "hierarchical": 0.98}
 SEVERAL_TIMES_FASTER = 2.0
@@ -334,7 +335,7 @@ def _qps_points(suite: Suite, out: Path, qps: dict[str, dict[str, Any]], primary
     pts = []
     for run_id, q in qps.items():
         final = read_json(suite_dir(out, suite) / run_id / "final_metrics.json") or {}
-        for mode in ("hamming", "hierarchical", "continuous"):
+        for mode in MODES:
             if f"{mode}_qps" in q and mode in final.get("test", {}):
                 pts.append({"dataset": q["dataset"], "label": f"{q['label']} {q['bits']}b", "mode": mode,
                             "qps": q[f"{mode}_qps"], "value": float(final["test"][mode].get(primary, math.nan)),

@@ -130,10 +130,10 @@ class SuiteOutcome:
 
 
 def implemented_methods() -> set[str]:
-    """Methods the installed model code can build."""
-    from hashgnn.model import METHODS
+    """Methods the installed model code can build (the registry's)."""
+    from hashgnn.methods import METHOD_NAMES
 
-    return set(METHODS)
+    return set(METHOD_NAMES)
 
 
 def _execution(cfg: RunConfig, device: str | None, threads: int | None) -> RunConfig:

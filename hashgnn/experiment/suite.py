@@ -24,12 +24,10 @@ import yaml
 
 from hashgnn.config import RunConfig
 from hashgnn.errors import ConfigError
+from hashgnn.methods import METHOD_NAMES, MODES
 
-# Every method name the project knows. A name here that the installed model code does not implement
-# yet gives an error row when the suite runs; a name outside it is a typo and fails on load.
-KNOWN_METHODS = ("hashgnn", "hash_ste", "hashgnn_nr", "hashgnn_sp", "continuous", "plain", "mf",
-                 "lsh", "hashnet", "hash_gumbel")
-MODES = ("hamming", "hierarchical", "continuous")
+# A method outside the registry (hashgnn.methods) is a typo and fails on load.
+KNOWN_METHODS = METHOD_NAMES
 PLOTS = ("bits", "curves", "qps")
 METRIC_NAMES = ("recall", "ndcg", "ndcg_legacy", "precision", "hit")
 _NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")

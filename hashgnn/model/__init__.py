@@ -7,7 +7,8 @@ from hashgnn.model.hash_layer import HashLayer, ste_sign
 from hashgnn.model.inputs import InputEncoder, NodeAttributes
 from hashgnn.model.lightgcn import LightGCN
 from hashgnn.model.mf import MatrixFactorization
-from hashgnn.model.network import ENCODERS, METHODS, HashModel, build_model, train_defaults
+from hashgnn.model.base import HashModel
+from hashgnn.model.network import ENCODERS, METHODS, build_model, train_defaults
 from hashgnn.model.sage import BipartiteSAGE, MeanAggregator
 
 __all__ = [
