@@ -30,9 +30,9 @@ from hashgnn.cli.common import (
 from hashgnn.config import DataConfig, EvalConfig
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.eval.metrics import METRICS, check_ks
+from hashgnn.methods import MODES
 
 BASELINES = ("popular",)
-MODES = ("hamming", "hierarchical", "continuous")
 
 
 def parse_ks(ks: list[int], extra: list[str]) -> list[int]:
@@ -91,7 +91,7 @@ DatasetOpt = Annotated[
 ]
 ModelOpt = Annotated[str, typer.Option(help="Baseline to evaluate on --dataset: popular (Most-Popular).")]
 RunOpt = Annotated[Optional[str], typer.Option(help="A training run folder to evaluate (instead of --dataset).")]
-ModeOpt = Annotated[str, typer.Option(help="With --run: hamming | hierarchical | continuous retrieval.")]
+ModeOpt = Annotated[str, typer.Option(help="With --run: " + " | ".join(MODES) + " retrieval.")]
 CandidatesOpt = Annotated[int, typer.Option(help="With --run --mode hierarchical: Hamming candidates re-ranked.")]
 KOpt = Annotated[list[int], typer.Option("--k", "-k", help="Cut-offs K, several allowed: --k 20 50 100.")]
 LegacyDepthOpt = Annotated[

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from hashgnn.codes.artifacts import RunCodes, load_codes
+from hashgnn.codes.artifacts import RunCodes
 from hashgnn.errors import HashgnnError
+from hashgnn.methods import MODES
+from hashgnn.run import Run
 
-MODES = ("hamming", "hierarchical", "continuous")
 COLUMNS = ("user", "rank", "item", "score")
 
 
@@ -64,7 +65,7 @@ class Recommender:
     """A run's artifacts loaded once, with the index of one mode built; answers batches of users.
 
     Args:
-        run_dir: the run folder.
+        run_dir: the run folder (or a :class:`hashgnn.run.Run`).
         mode: ``hamming`` | ``hierarchical`` | ``continuous``.
         candidates: C of hierarchical search (default: the run's ``eval.candidates``).
         exclude_seen: drop each user's training items (needs the run's data set).
@@ -73,59 +74,30 @@ class Recommender:
 
     def __init__(
         self,
-        run_dir: str | Path,
+        run_dir: str | Path | Run,
         mode: str = "hamming",
         candidates: int | None = None,
         exclude_seen: bool = True,
         threads: int | None = None,
     ) -> None:
-        from hashgnn.config import RunConfig
-
         if mode not in MODES:
             raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self.run_dir = Path(run_dir)
-        self.mode = mode
-        self.codes: RunCodes = load_codes(self.run_dir)
-        cfg_path = self.run_dir / "config.yaml"
-        cfg = RunConfig.load(cfg_path) if cfg_path.exists() else None
-        self.candidates = int(candidates if candidates is not None else (cfg.eval.candidates if cfg else 500))
+        run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+        self.run, self.run_dir, self.mode = run, run.path, mode
+        self.codes: RunCodes = run.codes
+        has_cfg = run.file(Run.CONFIG).exists()
+        self.candidates = int(candidates if candidates is not None else (run.config.eval.candidates if has_cfg else 500))
         self.seen: sp.csr_matrix | None = None
         if exclude_seen:
-            if cfg is None:
-                raise HashgnnError(f"{cfg_path}: missing, so the users' training items are unknown; "
+            if not has_cfg:
+                raise HashgnnError(f"{run.file(Run.CONFIG)}: missing, so the users' training items are unknown; "
                                    "pass exclude_seen=False (--include-seen) to recommend without excluding them")
-            import warnings
-
-            from hashgnn.data import load_interactions
-            from hashgnn.errors import DataWarning
-
-            with warnings.catch_warnings():
-                # Only train is needed here; warnings about the test split would be noise.
-                warnings.simplefilter("ignore", DataWarning)
-                train = load_interactions(cfg.data, progress=False).train
-            if train.shape != (self.codes.n_users, self.codes.n_items):
-                raise HashgnnError(f"{self.run_dir}: codes cover {self.codes.n_users} users x {self.codes.n_items} "
-                                   f"items but the run's data set has {train.shape[0]} x {train.shape[1]}; "
-                                   "the data changed since training")
+            train = run.data().train
             self.seen = sp.csr_matrix(train)
         self.index = self._build(threads)
 
     def _build(self, threads: int | None) -> Any:
-        from hashgnn.index.float_index import FloatIndex
-        from hashgnn.index.hamming import HammingIndex
-        from hashgnn.index.hierarchical import HierarchicalIndex
-
-        c = self.codes
-        if self.mode == "hamming":
-            index = HammingIndex(c.bits, threads=threads)
-            index.add(c.item_codes)
-        elif self.mode == "hierarchical":
-            index = HierarchicalIndex(c.bits, c.item_z.shape[1], self.candidates, threads=threads)
-            index.add(c.item_codes, c.item_z)
-        else:
-            index = FloatIndex(c.item_z.shape[1], threads=threads)
-            index.add(c.item_z)
-        return index
+        return build_index(self.codes, self.mode, self.candidates, threads)
 
     def user_indices(self, users: Sequence[Any] | np.ndarray, by_original_id: bool = False) -> np.ndarray:
         """Validate users given as indices (or as the source data's ids) and return indices."""
@@ -175,8 +147,30 @@ class Recommender:
                 bar.update(len(users))
 
 
+def build_index(codes: RunCodes, mode: str, candidates: int = 500, threads: int | None = None) -> Any:
+    """The index of the items of ``codes`` in ``mode``: HammingIndex, HierarchicalIndex or FloatIndex."""
+    from hashgnn.index.float_index import FloatIndex
+    from hashgnn.index.hamming import HammingIndex
+    from hashgnn.index.hierarchical import HierarchicalIndex
+
+    if mode not in MODES:
+        raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    c = codes
+    index: Any
+    if mode == "hamming":
+        index = HammingIndex(c.bits, threads=threads)
+        index.add(c.item_codes)
+    elif mode == "hierarchical":
+        index = HierarchicalIndex(c.bits, c.item_z.shape[1], candidates, threads=threads)
+        index.add(c.item_codes, c.item_z)
+    else:
+        index = FloatIndex(c.item_z.shape[1], threads=threads)
+        index.add(c.item_z)
+    return index
+
+
 def recommend(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     users: Sequence[Any] | np.ndarray,
     k: int = 20,
     mode: str = "hamming",
@@ -191,7 +185,7 @@ def recommend(
 
 
 def recommend_all(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     out: str | Path,
     k: int = 20,
     mode: str = "hamming",

@@ -1,48 +1,32 @@
-"""A training run: one folder that holds everything needed to repeat, resume and serve it.
+"""Training a run into its folder (:class:`hashgnn.run.Run` names the files), resuming it, evaluating it.
 
-Run folder layout::
-
-    config.yaml          the resolved RunConfig (repeat the run with `hashgnn train --config`)
-    metrics.jsonl        one JSON row per epoch: losses, beta, seconds, validation metrics
-    checkpoint.json      names the newest checkpoint folder (see hashgnn.train.checkpoint)
-    ckpt-EEEE/           the newest checkpoint (model, optimiser, generator, state)
-    best.safetensors     weights of the epoch with the best validation Recall@20
-    model.safetensors    the weights the artifacts were exported from
-    codes.json, *.npy    codes and continuous vectors (hashgnn.codes.artifacts)
-    final_metrics.json   test metrics in every retrieval mode, timings
-    training.png         loss and validation Recall@20 against epochs
+``train_run(cfg, out) -> dict`` trains, validates (early stopping on validation Recall@20 in the
+method's serving mode), exports codes and vectors from the best epoch's weights and evaluates them on
+the test split in every retrieval mode; the dict is ``final_metrics.json``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from hashgnn.codes.artifacts import RunCodes, load_codes, save_codes
+from hashgnn.codes.artifacts import RunCodes
 from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.data import Interactions, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
+from hashgnn.io import write_json, write_safetensors, write_text
+from hashgnn.methods import MODES, get_method, serving_mode
+from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
-MODES = ("hamming", "hierarchical", "continuous")
-# Methods whose network is trained towards binary codes; they are served (and early-stopped) in
-# Hamming space. The others are continuous models whose codes are only sign(z) for comparison.
-HASHING_METHODS = {"hashgnn", "hash_ste", "hashgnn_nr", "hashgnn_sp", "lsh", "hashnet", "hash_gumbel"}
-CONTINUOUS_METHODS = {"continuous", "plain", "mf"}
 VALID_K = 20
-
-
-def serving_mode(method: str) -> str:
-    """The retrieval mode a method's model is served with: codes for hashing methods."""
-    return "hamming" if method in HASHING_METHODS else "continuous"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,9 +41,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _check_config(cfg: RunConfig) -> None:
-    known = HASHING_METHODS | CONTINUOUS_METHODS
-    if cfg.model.method not in known:
-        raise ConfigError(f"unknown method {cfg.model.method!r}; choose one of {sorted(known)}")
+    get_method(cfg.model.method)
     if not 8 <= cfg.model.bits <= 256:
         raise ConfigError(f"bits must be between 8 and 256, got {cfg.model.bits}")
     if cfg.train.epochs < 1:
@@ -121,6 +103,7 @@ class _Trainer:
 
         _check_config(cfg)
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.run = Run(run_dir)
         self.device = resolve_device(cfg.train.device)
         self.threads_before = torch.get_num_threads()
         if cfg.train.threads:
@@ -148,10 +131,10 @@ class _Trainer:
         self.start_epoch = int(st.pop("epoch")) + 1
         self.state = st
         # Rows of epochs after the checkpoint belong to the killed attempt: rewrite from history.
-        _rewrite_jsonl(self.run_dir / "metrics.jsonl", self.state["history"])
+        _rewrite_jsonl(self.run.file(Run.METRICS_LOG), self.state["history"])
 
     def validate(self, epoch: int) -> dict[str, float]:
-        gen = _eval_generator(self.cfg.train.seed, self.device, salt=1)
+        gen = _eval_generator(self.cfg.train.seed, self.device, salt=VALID_SALT)
         codes = export_codes(self.model, self.split, gen)
         mode = serving_mode(self.cfg.model.method)
         return evaluate_codes(codes, self.split.train, self.split.valid, mode, [VALID_K],
@@ -180,11 +163,11 @@ class _Trainer:
                 score = m[f"recall@{VALID_K}"]
                 if self.state["best_score"] is None or score > self.state["best_score"]:
                     self.state.update(best_score=score, best_epoch=epoch, bad_evals=0)
-                    _save_weights(self.model, self.run_dir / "best.safetensors")
+                    _save_weights(self.model, self.run.file(Run.BEST_WEIGHTS))
                 else:
                     self.state["bad_evals"] += 1
             self.state["history"].append(row)
-            _append_jsonl(self.run_dir / "metrics.jsonl", row)
+            _append_jsonl(self.run.file(Run.METRICS_LOG), row)
             stop = cfg.train.patience > 0 and self.state["bad_evals"] >= cfg.train.patience
             self.state["stopped_early"] = bool(stop and not last)
             if out_of_time and epoch < cfg.train.epochs - 1:
@@ -196,13 +179,13 @@ class _Trainer:
 
     def finish(self) -> dict[str, Any]:
         cfg = self.cfg
-        best = self.run_dir / "best.safetensors"
+        best = self.run.file(Run.BEST_WEIGHTS)
         if best.exists():
             self.model.load_state_dict(load_file(best, device=str(self.device)))
-        _save_weights(self.model, self.run_dir / "model.safetensors")
-        gen = _eval_generator(cfg.train.seed, self.device, salt=2)
+        _save_weights(self.model, self.run.file(Run.WEIGHTS))
+        gen = _eval_generator(cfg.train.seed, self.device, salt=EXPORT_SALT)
         codes = export_codes(self.model, self.data, gen)
-        save_codes(self.run_dir, codes)
+        self.run.save_codes(codes)
         test: dict[str, dict[str, float]] = {}
         for mode in cfg.eval.modes:
             test[mode] = evaluate_codes(codes, self.data.train, self.data.test, mode, cfg.eval.ks,
@@ -229,21 +212,13 @@ class _Trainer:
             "test": test,
             "baseline_popular": popular,
         }
-        _write_json(self.run_dir / "final_metrics.json", final)
+        self.run.save_metrics(final)
         plot_training(self.run_dir)
         return final
 
 
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_safetensors(path, model.state_dict())
 
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
@@ -252,9 +227,7 @@ def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
 
 
 def _rewrite_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
@@ -264,7 +237,7 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
     run is refused unless ``overwrite`` (use :func:`resume_run` to continue one).
     """
     run_dir = Path(out)
-    if (run_dir / "config.yaml").exists():
+    if (run_dir / Run.CONFIG).exists():
         if not overwrite:
             raise HashgnnError(
                 f"{run_dir} already holds a run; continue it with `hashgnn train --resume {run_dir}`, "
@@ -273,17 +246,17 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = _Trainer(cfg, run_dir, progress)  # validates config and loads data before writing
-    cfg.save(run_dir / "config.yaml")
-    (run_dir / "metrics.jsonl").write_text("")
+    trainer.run.save_config(cfg)
+    write_text(trainer.run.file(Run.METRICS_LOG), "")
     return _fit_and_finish(trainer)
 
 
 def resume_run(run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Continue a run from its newest checkpoint; a finished run is only re-exported."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise HashgnnError(f"{run_dir}: no config.yaml, so this is not a hashgnn run folder")
-    cfg = RunConfig.load(run_dir / "config.yaml")
+    if not (run_dir / Run.CONFIG).exists():
+        raise HashgnnError(f"{run_dir}: no {Run.CONFIG}, so this is not a hashgnn run folder")
+    cfg = RunConfig.load(run_dir / Run.CONFIG)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.resume()
     return _fit_and_finish(trainer)
@@ -300,19 +273,12 @@ def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | Path, mode: str = "hamming", ks: list[int] | None = None,
-                 candidates: int | None = None, progress: bool = True) -> dict[str, float]:
-    """Re-evaluate a finished run's saved codes on its test split (training items masked)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise HashgnnError(f"{run_dir}: no config.yaml, so this is not a hashgnn run folder")
-    cfg = RunConfig.load(run_dir / "config.yaml")
-    codes = load_codes(run_dir)
-    data = load_interactions(cfg.data)
-    if codes.n_users != data.n_users or codes.n_items != data.n_items:
-        raise HashgnnError(f"{run_dir}: codes cover {codes.n_users} users / {codes.n_items} items but the data "
-                           f"set now has {data.n_users} / {data.n_items}; the data changed since training")
-    return evaluate_codes(codes, data.train, data.test, mode, ks or cfg.eval.ks,
-                          candidates or cfg.eval.candidates, cfg.eval.batch_users, progress=progress)
+                 candidates: int | None = None, progress: bool = True, **machine: Any) -> dict[str, float]:
+    """Re-evaluate a finished run's saved codes on its test split (training items masked).
+
+    ``machine``: mirror, cache_dir, device, threads for :meth:`hashgnn.run.Run.load`.
+    """
+    return Run.load(run_dir, **machine).evaluate(mode, ks, candidates, progress=progress)
 
 
 def plot_training(run_dir: str | Path) -> Path:
@@ -323,7 +289,7 @@ def plot_training(run_dir: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = Run(run_dir).history
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
     ep = [r["epoch"] for r in rows]
     ax[0].plot(ep, [r.get("loss", np.nan) for r in rows], marker="o", ms=3)
@@ -336,7 +302,7 @@ def plot_training(run_dir: str | Path) -> Path:
     ax[1].set_ylabel(f"validation Recall@{VALID_K}")
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    out = run_dir / "training.png"
+    out = run_dir / Run.PLOT
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
