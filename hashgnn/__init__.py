@@ -1,23 +1,71 @@
 """hashgnn: learning to hash with graph neural networks for recommender systems.
 
+The public API (``import hashgnn as hg``)::
+
+    data = hg.load_dataset("lastfm")                        # Interactions: train / test CSR matrices
+    run = hg.Trainer(bits=32, epochs=20).fit(data, out="runs/lastfm")        # -> hg.Run
+    run.metrics["test"]["hamming"]["recall@20"]             # test metrics written by training
+    run.evaluate("hierarchical", ks=[20, 50])               # re-evaluated from the run folder
+    run.recommend([0, 1, 2], k=10, mode="hamming")          # top-k items of some users
+    run.index("hamming").search(run.codes.user_codes[:5], 10)
+
 The package reads like the pipeline: ``data`` -> ``graph`` -> ``model`` -> ``train`` -> ``codes`` ->
-``index`` -> ``eval``; ``cli`` is a thin layer over them.
+``index`` -> ``eval``; ``methods`` is the registry of training methods, ``run`` the run folder,
+``cli`` a thin layer over them (docs/ARCHITECTURE.md). Importing the package loads nothing heavy and
+changes nothing in the process (no environment variables, no thread settings); each name below is
+imported on first use. (Training is ``Trainer.fit``: ``hashgnn.train`` is the training stage's
+package.) On a machine whose cores are shared, set ``OMP_WAIT_POLICY=PASSIVE`` before torch loads
+(the ``hashgnn`` command does): 2-thread PyTorch ran up to 10x slower without it (docs/MODEL.md).
 """
 
-import os as _os
+from __future__ import annotations
 
-# OpenMP's default spin-waiting makes 2-thread PyTorch up to 10x slower on a machine whose cores are
-# shared with other work (measured, docs/MODEL.md). It only takes effect if set before torch loads;
-# a user's own setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from hashgnn.api import Trainer, load_dataset
+    from hashgnn.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+    from hashgnn.errors import ConfigError, DataError, HashgnnError
+    from hashgnn.eval import evaluate
+    from hashgnn.index import FloatIndex, HammingIndex, HierarchicalIndex
+    from hashgnn.io import ArtifactError
+    from hashgnn.methods import METHODS, MODES
+    from hashgnn.run import Run
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    # Lazy: `import hashgnn` stays cheap; `hashgnn.HammingIndex` loads the index stage on first use.
-    if name in ("HammingIndex", "FloatIndex", "HierarchicalIndex"):
-        from hashgnn import index
+_WHERE = {
+    "load_dataset": "hashgnn.api",
+    "Trainer": "hashgnn.api",
+    "Run": "hashgnn.run",
+    "evaluate": "hashgnn.eval",
+    "HammingIndex": "hashgnn.index.hamming",
+    "HierarchicalIndex": "hashgnn.index.hierarchical",
+    "FloatIndex": "hashgnn.index.float_index",
+    "RunConfig": "hashgnn.config",
+    "DataConfig": "hashgnn.config",
+    "ModelConfig": "hashgnn.config",
+    "TrainConfig": "hashgnn.config",
+    "EvalConfig": "hashgnn.config",
+    "METHODS": "hashgnn.methods",
+    "MODES": "hashgnn.methods",
+    "HashgnnError": "hashgnn.errors",
+    "DataError": "hashgnn.errors",
+    "ConfigError": "hashgnn.errors",
+    "ArtifactError": "hashgnn.io",
+}
 
-        return getattr(index, name)
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'hashgnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,6 +10,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("HASHGNN_DATA_MIRROR", REPO.parent / "shared" / "data"))
 os.environ["HASHGNN_DATA_MIRROR"] = str(MIRROR)
+# As the hashgnn command does (the library itself leaves the environment alone): passive OpenMP
+# waiting keeps 2-thread torch fast on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -6,14 +6,22 @@ are printed as one paragraph on stderr with exit status 2, never as a traceback.
 
 from __future__ import annotations
 
-import signal
-import sys
-import threading
-import warnings
+import os
 
-import typer
+# OpenMP's default spin-waiting makes 2-thread PyTorch up to 10x slower on a machine whose cores are
+# shared with other work (measured, docs/MODEL.md). It only takes effect if set before torch loads,
+# which is why the command (not the library, which must not change its host process) sets it; a
+# user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hashgnn.errors import DataWarning, HashgnnError
+import signal  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import warnings  # noqa: E402
+
+import typer  # noqa: E402
+
+from hashgnn.errors import DataWarning, HashgnnError  # noqa: E402
 
 app = typer.Typer(
     name="hashgnn",
