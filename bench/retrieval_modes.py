@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from hashgnn.run import Run
 
 
 def measure(run: Path, k: int, candidates: int | None, threads: int | None) -> list[dict]:
@@ -30,7 +31,7 @@ def measure(run: Path, k: int, candidates: int | None, threads: int | None) -> l
     from hashgnn.index.recommend import Recommender
     from hashgnn.train.run import evaluate_codes
 
-    cfg = RunConfig.load(run / "config.yaml")
+    cfg = RunConfig.load(run / Run.CONFIG)
     codes = load_codes(run)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)

@@ -121,10 +121,9 @@ class RunConfig:
 
     def save(self, path: str | Path) -> None:
         """Write YAML atomically (temp file + rename)."""
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
+        from hashgnn.io import write_yaml
+
+        write_yaml(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":

@@ -11,6 +11,7 @@ import typer
 from hashgnn.cli import app
 from hashgnn.cli.common import console, print_json
 from hashgnn.errors import ConfigError
+from hashgnn.run import Run
 
 ListOpt = Optional[list[str]]
 
@@ -81,8 +82,8 @@ def experiment(
         for s in loaded:
             for p in s.points():
                 folder = run_dir(out, s, p)
-                state = ("finished" if (folder / "final_metrics.json").exists() else
-                         "interrupted" if (folder / "config.yaml").exists() else "to run")
+                state = ("finished" if (folder / Run.FINAL_METRICS).exists() else
+                         "interrupted" if (folder / Run.CONFIG).exists() else "to run")
                 if not sel.selects(p):
                     state = "not selected"
                 listing.append({"suite": s.name, "run": p.run_id, "state": state})

@@ -18,6 +18,7 @@ import numpy as np
 
 from hashgnn.experiment.results import aggregate
 from hashgnn.experiment.suite import Suite
+from hashgnn.run import Run
 
 _MODE_STYLE = {"hamming": ("-", "o"), "hierarchical": ("--", "s"), "continuous": (":", "^")}
 
@@ -100,9 +101,9 @@ def training_curves(suite: Suite, out: Path,
     per: dict[tuple[str, int, str], list[list[dict[str, Any]]]] = {}
     for p in suite.points():
         folder = run_dir(out, suite, p)
-        if not (folder / "final_metrics.json").exists():
+        if not (folder / Run.FINAL_METRICS).exists():
             continue
-        rows = _read_jsonl(folder / "metrics.jsonl")
+        rows = _read_jsonl(folder / Run.METRICS_LOG)
         if rows:
             per.setdefault((p.dataset, p.bits, p.label), []).append(rows)
     curves: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}

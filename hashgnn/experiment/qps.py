@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hashgnn.methods import MODES as INDEX_MODES
+from hashgnn.run import Run
 
 
 def _best_time(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
@@ -51,7 +52,7 @@ def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None,
     from hashgnn.index import FloatIndex, HammingIndex, HierarchicalIndex
 
     run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.yaml")
+    cfg = RunConfig.load(run_dir / Run.CONFIG)
     codes = load_codes(run_dir)
     data = load_interactions(cfg.data, progress=False)
     users = np.flatnonzero(np.diff(data.test.indptr) > 0)

@@ -26,6 +26,8 @@ from hashgnn.experiment.results import (
 from hashgnn.experiment.runner import Selection, read_invocations
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
 from hashgnn.methods import MODES, names
+from hashgnn.io import write_text
+from hashgnn.run import Run
 
 HASHING = names(hashing=True)
 ABLATIONS = names(role="ablation")
@@ -194,7 +196,7 @@ def _claims_table(claims: list[Claim], metric: str, with_suite: str | None = Non
 def missing_reason(folder: Path, p: GridPoint, invocations: list[dict[str, Any]]) -> str:
     """Why a grid point has no result: interrupted, another config in its folder, not selected, not run."""
     info = read_json(folder / RUN_INFO) or {}
-    if (folder / "config.yaml").exists():
+    if (folder / Run.CONFIG).exists():
         if stale_diff(folder, p):
             return "its folder holds a run of another config"
         return "interrupted; running the suite again resumes it"
@@ -271,7 +273,7 @@ def _table(suite: Suite, agg: dict[Any, dict[str, Stat]], rows: list[dict[str, A
 def _popular(suite: Suite, out: Path, ds: str) -> dict[str, float] | None:
     for p in suite.points():
         if p.dataset == ds:
-            f = read_json(run_dir(out, suite, p) / "final_metrics.json")
+            f = read_json(run_dir(out, suite, p) / Run.FINAL_METRICS)
             if f and f.get("baseline_popular"):
                 return f["baseline_popular"]
     return None
@@ -312,8 +314,8 @@ def measure_suite_qps(suite: Suite, out: Path, progress: bool = True) -> dict[st
         if p.method not in suite.report.qps_methods or key in seen:
             continue
         folder = run_dir(out, suite, p)
-        codes_json = folder / "codes.json"
-        if not (folder / "final_metrics.json").exists() or not codes_json.exists() or stale_diff(folder, p):
+        codes_json = folder / Run.CODES_HEADER
+        if not (folder / Run.FINAL_METRICS).exists() or not codes_json.exists() or stale_diff(folder, p):
             continue
         seen.add(key)
         stamp = codes_json.stat().st_mtime
@@ -334,7 +336,7 @@ def measure_suite_qps(suite: Suite, out: Path, progress: bool = True) -> dict[st
 def _qps_points(suite: Suite, out: Path, qps: dict[str, dict[str, Any]], primary: str) -> list[dict[str, Any]]:
     pts = []
     for run_id, q in qps.items():
-        final = read_json(suite_dir(out, suite) / run_id / "final_metrics.json") or {}
+        final = read_json(suite_dir(out, suite) / run_id / Run.FINAL_METRICS) or {}
         for mode in MODES:
             if f"{mode}_qps" in q and mode in final.get("test", {}):
                 pts.append({"dataset": q["dataset"], "label": f"{q['label']} {q['bits']}b", "mode": mode,
@@ -511,7 +513,4 @@ def write_report(suites: list[Suite], out: str | Path, path: str | Path, command
         L.append("")
     for p in parts:
         L += p.markdown
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(L).rstrip() + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n".join(L).rstrip() + "\n")

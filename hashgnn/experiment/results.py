@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
+from hashgnn import io
+from hashgnn.run import Run
 
 RESULTS_FILE = "results.jsonl"
 RUN_INFO = "experiment.json"  # per run folder: the runner's record (status, error, wall time)
@@ -52,9 +53,7 @@ def read_json(path: Path) -> Any:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    io.write_json(path, obj)
 
 
 def setting_metrics(folder: Path, final: dict[str, Any], setting: Setting,
@@ -67,7 +66,7 @@ def setting_metrics(folder: Path, final: dict[str, Any], setting: Setting,
     """
     from hashgnn.config import RunConfig
 
-    cfg = RunConfig.load(folder / "config.yaml")
+    cfg = RunConfig.load(folder / Run.CONFIG)
     c = setting.candidates if setting.mode == "hierarchical" else None
     if setting.mode in final.get("test", {}) and (c is None or c == cfg.eval.candidates):
         return dict(final["test"][setting.mode])
@@ -98,9 +97,9 @@ def stale_diff(folder: Path, p: GridPoint) -> list[str]:
     from hashgnn.experiment.suite import config_diff
 
     try:
-        saved = RunConfig.load(folder / "config.yaml")
+        saved = RunConfig.load(folder / Run.CONFIG)
     except HashgnnError as e:
-        return [f"config.yaml unreadable ({e})"]
+        return [f"{Run.CONFIG} unreadable ({e})"]
     return config_diff(p.config, saved)
 
 
@@ -120,7 +119,7 @@ def collect_rows(suite: Suite, out: str | Path, evaluate: bool = True) -> tuple[
     for p in suite.points():
         folder = run_dir(out, suite, p)
         info = read_json(folder / RUN_INFO) or {}
-        final = read_json(folder / "final_metrics.json")
+        final = read_json(folder / Run.FINAL_METRICS)
         diff = stale_diff(folder, p) if final is not None else []
         if final is not None and not diff:
             for s in suite.settings:
@@ -153,9 +152,7 @@ def collect_rows(suite: Suite, out: str | Path, evaluate: bool = True) -> tuple[
 def write_results(rows: list[dict[str, Any]], path: Path) -> None:
     """Write the rows as JSON lines, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=False) + "\n" for r in rows))
-    os.replace(tmp, path)
+    io.write_text(path, "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows))
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:

@@ -37,6 +37,8 @@ from hashgnn.experiment.results import (
     write_results,
 )
 from hashgnn.experiment.suite import GridPoint, Suite, comparable
+from hashgnn.run import Run
+from hashgnn.train.checkpoint import POINTER
 
 INVOCATIONS_FILE = "invocations.jsonl"
 
@@ -148,7 +150,7 @@ def _finished_runs(out: Path) -> dict[str, Path]:
     for fm in sorted(out.glob("*/*/*/bits*/seed*/final_metrics.json")):
         folder = fm.parent
         try:
-            cfg = RunConfig.load(folder / "config.yaml")
+            cfg = RunConfig.load(folder / Run.CONFIG)
         except HashgnnError:
             continue
         found.setdefault(json.dumps(comparable(cfg), sort_keys=True), folder)
@@ -160,7 +162,7 @@ def _copy_run(src: Path, dst: Path) -> None:
     tmp = dst.with_name(dst.name + ".copying")
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("ckpt-*", "checkpoint.json", RUN_INFO, "*.tmp",
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("ckpt-*", POINTER, RUN_INFO, "*.tmp",
                                                             "experiment_error.txt"))
     if dst.exists():  # only an unfinished attempt's leftovers (no config.yaml) get here
         shutil.rmtree(dst)
@@ -194,7 +196,7 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
     train = train or train_run
     resume = resume or resume_run
     folder = run_dir(out, suite, p)
-    if (folder / "final_metrics.json").exists():
+    if (folder / Run.FINAL_METRICS).exists():
         diff = stale_diff(folder, p)
         if diff:
             return RunOutcome(p, "error", stale_message(folder, diff))
@@ -210,7 +212,7 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
     status = "done"
     extra: dict[str, Any] = {}
     try:
-        if (folder / "config.yaml").exists():
+        if (folder / Run.CONFIG).exists():
             diff = stale_diff(folder, p)
             if diff:
                 return RunOutcome(p, "error", stale_message(folder, diff))
@@ -268,7 +270,7 @@ def run_suite(suite: Suite, out: str | Path, selection: Selection | None = None,
     state = "finished"
     try:
         for i, p in enumerate(chosen, 1):
-            done_already = (run_dir(out, suite, p) / "final_metrics.json").exists()
+            done_already = (run_dir(out, suite, p) / Run.FINAL_METRICS).exists()
             if not done_already:
                 _say(progress, f"[{suite.name} {i}/{len(chosen)}] {p.run_id}")
             o = run_point(suite, p, out, device=device, threads=threads, reuse_index=reuse_index, progress=progress,

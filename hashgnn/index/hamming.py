@@ -17,13 +17,13 @@ Backends:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hashgnn.errors import HashgnnError
+from hashgnn.io import read_npy, write_json, write_npy
 from hashgnn.index._common import (
     Exclude,
     IdMap,
@@ -240,9 +240,9 @@ class HammingIndex(SizedIndex):
         """Write the index to folder ``path``: ``index.json``, ``codes.npy`` and (if given) ``ids.npy``."""
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
-        _save_npy(d / "codes.npy", self.codes)
+        write_npy(d / "codes.npy", self.codes)
         if self._idmap.ids is not None:
-            _save_npy(d / "ids.npy", self._idmap.ids)
+            write_npy(d / "ids.npy", self._idmap.ids)
         elif (d / "ids.npy").exists():
             (d / "ids.npy").unlink()
         header = {
@@ -254,9 +254,7 @@ class HammingIndex(SizedIndex):
             "bit_order": "numpy.packbits big-endian",
             "has_ids": self._idmap.ids is not None,
         }
-        tmp = d / "index.json.tmp"
-        tmp.write_text(json.dumps(header, indent=2))
-        os.replace(tmp, d / "index.json")
+        write_json(d / "index.json", header)
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", **kwargs: Any) -> "HammingIndex":
@@ -280,16 +278,5 @@ class HammingIndex(SizedIndex):
         return index
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr, allow_pickle=False)
-    os.replace(tmp, path)
-
-
 def _load_npy(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise HashgnnError(f"{path}: missing; the index folder is incomplete")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise HashgnnError(f"{path}: not a plain .npy array ({e})") from None
+    return read_npy(path, remedy="the index folder is damaged; save the index again")
