@@ -349,7 +349,8 @@ class Run:
         cfg = self.config
         data = self.data()
         return evaluate_codes(self.codes, data.train, data.test, mode, list(ks or cfg.eval.ks),
-                              candidates or cfg.eval.candidates, cfg.eval.batch_users, progress=progress)
+                              candidates or cfg.eval.candidates, cfg.eval.batch_users, progress=progress,
+                              threads=cfg.train.threads)
 
 
 def _check_mode(mode: str) -> None:

@@ -141,3 +141,22 @@ def test_cli_exits_2_naming_the_file(copy: Path, capsys: pytest.CaptureFixture[s
     assert e.value.code == 2
     assert Run.ITEM_CODES in err and "Traceback" not in err
     assert "hashgnn train --resume" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("mode", ["hamming", "hierarchical", "continuous"])
+def test_metrics_measure_what_recommend_returns(trained: Path, mode: str) -> None:
+    from hashgnn.eval import HammingScorer, HierarchicalScorer, InnerProductScorer, per_user_metrics, topk_items
+
+    run = Run.load(trained)
+    data, c, ks = run.data(), run.codes, run.config.eval.ks
+    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
+    recs = run.recommend(users, k=max(ks), mode=mode)
+    values, valid = per_user_metrics(recs.items, data.test[users], ks, max(ks))
+    for key, v in values.items():
+        assert float(v[valid].mean()) == pytest.approx(run.metrics["test"][mode][key], rel=1e-12, abs=1e-15)
+    # ... and the brute-force scorers of hashgnn.eval rank the same lists
+    scorer = {"hamming": lambda: HammingScorer(c.user_codes, c.item_codes, c.bits),
+              "hierarchical": lambda: HierarchicalScorer(c.user_codes, c.item_codes, c.bits, c.user_z, c.item_z,
+                                                         run.config.eval.candidates),
+              "continuous": lambda: InnerProductScorer(c.user_z, c.item_z)}[mode]()
+    np.testing.assert_array_equal(topk_items(scorer, users, max(ks), exclude=data.train), recs.items)

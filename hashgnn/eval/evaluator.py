@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from hashgnn.errors import HashgnnError
 from hashgnn.eval.metrics import check_ks, metric_keys, per_user_metrics
-from hashgnn.eval.topk import mask_, topk_desc
+from hashgnn.index.topk import mask_, topk_desc
 
 Block = Union[np.ndarray, torch.Tensor]
 Scorer = Callable[..., Block]
@@ -119,8 +119,37 @@ def evaluate(
     users: Sequence[int] | np.ndarray | None = None,
     legacy_depth: int | None = None,
 ) -> dict[str, float]:
-    """Full-ranking evaluation of ``scorer`` on the test split.
+    """Full-ranking evaluation of ``scorer`` (a score block per user batch) on the test split.
 
+    See :func:`evaluate_ranking` for the protocol; ``scorer`` is any callable
+    ``(users) -> (len(users), n_items)`` block, higher is better (module docstring).
+    """
+    n_items = int(train.shape[1])
+
+    def ranking(ub: np.ndarray, k: int, exclude_rows: sp.csr_matrix) -> np.ndarray:
+        return _score_top(scorer, ub, k, exclude_rows, n_items)
+
+    return evaluate_ranking(ranking, train, test, ks, batch_users, progress, users, legacy_depth)
+
+
+Ranking = Callable[[np.ndarray, int, sp.csr_matrix], np.ndarray]
+
+
+def evaluate_ranking(
+    ranking: Ranking,
+    train: sp.csr_matrix,
+    test: sp.csr_matrix,
+    ks: Sequence[int] | int,
+    batch_users: int = 1024,
+    progress: bool = True,
+    users: Sequence[int] | np.ndarray | None = None,
+    legacy_depth: int | None = None,
+) -> dict[str, float]:
+    """Full-ranking evaluation of a ranking function on the test split.
+
+    ``ranking(users, k, exclude_rows)`` returns the (len(users), k) best items of each user, best
+    first, ``-1`` padded, never an item of its CSR row in ``exclude_rows`` (e.g.
+    :meth:`hashgnn.index.recommend.Retriever.topk`, the code that serves recommendations).
     Every user with at least one test item (among ``users`` if given) ranks all items; the user's
     training items are masked (score ``-inf``) and ties go to the lower item index. Returns
     ``recall@K``, ``ndcg@K``, ``ndcg_legacy@K``, ``precision@K`` and ``hit@K`` for every K in ``ks``
@@ -155,7 +184,7 @@ def evaluate(
     bar = tqdm(total=len(eval_users), desc="evaluate", unit="user", disable=not progress, file=sys.stderr)
     for s in range(0, len(eval_users), batch_users):
         ub = eval_users[s : s + batch_users]
-        top = _score_top(scorer, ub, list_len, train[ub], n_items)
+        top = np.asarray(ranking(ub, list_len, train[ub]))
         values, valid = per_user_metrics(top, test[ub], ks, depth)
         for key, v in values.items():
             sums[key] += float(v[valid].sum())

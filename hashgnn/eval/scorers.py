@@ -18,7 +18,7 @@ import torch
 
 from hashgnn.codes.packing import unpack_codes
 from hashgnn.errors import HashgnnError
-from hashgnn.eval.topk import mask_, topk_desc
+from hashgnn.index.topk import mask_, topk_desc
 
 
 def _device(device: str | torch.device | None, *arrays: object) -> torch.device:

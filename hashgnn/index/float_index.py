@@ -1,9 +1,10 @@
 """Exact inner-product top-k over real vectors: ``FloatIndex``, the continuous baseline.
 
 Same API as :class:`hashgnn.index.HammingIndex`, scores descending. Backends: ``"faiss"``
-(``faiss.IndexFlatIP``) and ``"torch"`` (blocked matrix product + ``topk``, any device). Exact ties
-between float scores are not ordered by id (neither library promises an order); with real-valued
-embeddings they practically never occur.
+(``faiss.IndexFlatIP``, the well-known baseline) and ``"torch"`` (blocked matrix product and the
+project's deterministic top-k, :func:`hashgnn.index.topk.topk_desc`: exact ties go to the lower id,
+on any device). Runs serve and are evaluated with ``"torch"``. faiss orders exact ties as it likes;
+they occur where vectors saturate (hash_gumbel's ``tanh(a)`` is often exactly +-1).
 """
 
 from __future__ import annotations
@@ -110,22 +111,48 @@ class FloatIndex(SizedIndex):
         return s[:, :k], pos[:, :k]
 
     def _search_torch(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        from hashgnn.index.torch_search import blocked_topk
+        from hashgnn.index.torch_search import _exclusion_mask_rows, _sizes
+        from hashgnn.index.topk import topk_desc
 
         if self._derived is None:
             self._derived = torch.from_numpy(self._vectors).to(self.device)
         items = self._derived
         qt = torch.from_numpy(q).to(self.device)
-
-        def scores(q0: int, q1: int, i0: int, i1: int) -> torch.Tensor:
-            return qt[q0:q1] @ items[i0:i1].T
-
+        n = self.ntotal
+        qb, ib = _sizes(len(q), n, k, self.device)
+        out_s = np.empty((len(q), k), np.float32)
+        out_p = np.empty((len(q), k), np.int64)
         old = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(int(self.threads))
         try:
             with torch.inference_mode():
-                s, pos = blocked_topk(scores, len(q), self.ntotal, k, self.device, ex, float("-inf"), largest=True)
+                for q0 in range(0, len(q), qb):
+                    q1 = min(q0 + qb, len(q))
+                    exq = _exclusion_mask_rows(ex, q0, q1)
+                    best_s = best_p = None
+                    for i0 in range(0, n, ib):
+                        i1 = min(i0 + ib, n)
+                        s = qt[q0:q1] @ items[i0:i1].T
+                        if exq is not None:
+                            rows, cols = exq
+                            sel = (cols >= i0) & (cols < i1)
+                            if sel.any():
+                                s[torch.from_numpy(rows[sel]).to(self.device),
+                                  torch.from_numpy(cols[sel] - i0).to(self.device)] = float("-inf")
+                        # (score desc, position asc) within the block, then merged with the running
+                        # best, which comes first and holds only lower positions: ties stay by position
+                        top = topk_desc(s, min(k, i1 - i0))
+                        top_s = torch.where(top >= 0, s.gather(1, top.clamp(min=0)), float("-inf"))
+                        top_p = torch.where(top >= 0, top + i0, -1)
+                        if best_s is not None:
+                            top_s, top_p = torch.cat([best_s, top_s], 1), torch.cat([best_p, top_p], 1)
+                            j = topk_desc(top_s, min(k, top_s.shape[1]))
+                            top_s = torch.where(j >= 0, top_s.gather(1, j.clamp(min=0)), float("-inf"))
+                            top_p = torch.where(j >= 0, top_p.gather(1, j.clamp(min=0)), -1)
+                        best_s, best_p = top_s, top_p
+                    assert best_s is not None and best_p is not None
+                    out_s[q0:q1], out_p[q0:q1] = best_s.cpu().numpy(), best_p.cpu().numpy()
         finally:
             torch.set_num_threads(old)
-        return s.cpu().numpy().astype(np.float32), pos.cpu().numpy().astype(np.int64)
+        return out_s, out_p

@@ -82,7 +82,10 @@ class Recommender:
     ) -> None:
         if mode not in MODES:
             raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+        if isinstance(run_dir, Run):
+            run = run_dir
+        else:  # validated; a folder without its config can still serve with exclude_seen=False
+            run = Run.load(run_dir) if (Path(run_dir) / Run.CONFIG).exists() else Run(run_dir)
         self.run, self.run_dir, self.mode = run, run.path, mode
         self.codes: RunCodes = run.codes
         has_cfg = run.file(Run.CONFIG).exists()
@@ -97,7 +100,8 @@ class Recommender:
         self.index = self._build(threads)
 
     def _build(self, threads: int | None) -> Any:
-        return build_index(self.codes, self.mode, self.candidates, threads)
+        self.retriever = Retriever(self.codes, self.mode, self.candidates, threads)
+        return self.retriever.index
 
     def user_indices(self, users: Sequence[Any] | np.ndarray, by_original_id: bool = False) -> np.ndarray:
         """Validate users given as indices (or as the source data's ids) and return indices."""
@@ -126,13 +130,7 @@ class Recommender:
         """Top-``k`` items of user indices ``users``."""
         c = self.codes
         ex = self.seen[users] if self.seen is not None else None
-        if self.mode == "hamming":
-            d, items = self.index.search(c.user_codes[users], k, exclude=ex)
-            scores = np.where(items >= 0, c.bits - 2 * d.astype(np.float32), -np.inf).astype(np.float32)
-        elif self.mode == "hierarchical":
-            scores, items = self.index.search(c.user_codes[users], c.user_z[users], k, exclude=ex)
-        else:
-            scores, items = self.index.search(c.user_z[users], k, exclude=ex)
+        scores, items = self.retriever.search(users, k, ex)
         return Recommendations(users, items, scores, self.mode, c.user_ids, c.item_ids)
 
     def batches(self, k: int, batch_users: int = 4096, progress: bool = True) -> Iterator[Recommendations]:
@@ -164,9 +162,41 @@ def build_index(codes: RunCodes, mode: str, candidates: int = 500, threads: int 
         index = HierarchicalIndex(c.bits, c.item_z.shape[1], candidates, threads=threads)
         index.add(c.item_codes, c.item_z)
     else:
-        index = FloatIndex(c.item_z.shape[1], threads=threads)
+        # the torch backend's top-k orders exact ties by id, as the other two modes do
+        index = FloatIndex(c.item_z.shape[1], "torch", threads=threads)
         index.add(c.item_z)
     return index
+
+
+class Retriever:
+    """The one retrieval path of a run's codes: the index of ``mode`` over the items, queried with the
+    users' codes / vectors. Recommendations and every evaluation metric come from :meth:`search`.
+
+    Scores: ``<h_u, h_i> = K - 2 * Hamming`` (hamming), the inner product of the vectors
+    (hierarchical, continuous). Order: score descending, ties to the lower item index.
+    """
+
+    def __init__(self, codes: RunCodes, mode: str = "hamming", candidates: int = 500,
+                 threads: int | None = None) -> None:
+        self.codes, self.mode, self.candidates = codes, mode, int(candidates)
+        self.index = build_index(codes, mode, self.candidates, threads)
+
+    def search(self, users: np.ndarray, k: int, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores float32, items int64)`` of shape (len(users), k) for user indices ``users``;
+        ``exclude`` (CSR rows aligned with ``users``, or None) lists items never to return."""
+        c = self.codes
+        if self.mode == "hamming":
+            d, items = self.index.search(c.user_codes[users], k, exclude=exclude)
+            scores = np.where(items >= 0, c.bits - 2 * d.astype(np.float32), -np.inf).astype(np.float32)
+        elif self.mode == "hierarchical":
+            scores, items = self.index.search(c.user_codes[users], c.user_z[users], k, exclude=exclude)
+        else:
+            scores, items = self.index.search(c.user_z[users], k, exclude=exclude)
+        return scores, items
+
+    def topk(self, users: np.ndarray, k: int, exclude: Any = None) -> np.ndarray:
+        """The items of :meth:`search` alone (the ranking function of :func:`hashgnn.eval.evaluate_ranking`)."""
+        return self.search(users, k, exclude)[1]
 
 
 def recommend(

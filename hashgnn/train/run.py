@@ -53,18 +53,6 @@ def _eval_generator(seed: int, device: torch.device, salt: int) -> torch.Generat
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt)
 
 
-def _scorer(mode: str, codes: RunCodes, candidates: int):
-    from hashgnn.eval import HammingScorer, HierarchicalScorer, InnerProductScorer
-
-    if mode == "hamming":
-        return HammingScorer(codes.user_codes, codes.item_codes, codes.bits)
-    if mode == "hierarchical":
-        return HierarchicalScorer(codes.user_codes, codes.item_codes, codes.bits, codes.user_z, codes.item_z, candidates)
-    if mode == "continuous":
-        return InnerProductScorer(codes.user_z, codes.item_z)
-    raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-
-
 def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Generator) -> RunCodes:
     """Continuous vectors and packed codes (sign of each vector) of every user and item.
 
@@ -88,11 +76,19 @@ def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Ge
 
 
 def evaluate_codes(codes: RunCodes, train, test, mode: str, ks: list[int], candidates: int,
-                   batch_users: int = 1024, progress: bool = False) -> dict[str, float]:
-    """Metrics of ``codes`` on ``test`` with ``train`` masked, in one retrieval mode."""
-    from hashgnn.eval import evaluate
+                   batch_users: int = 1024, progress: bool = False, threads: int | None = None) -> dict[str, float]:
+    """Metrics of ``codes`` on ``test`` with ``train`` masked, in one retrieval mode.
 
-    return evaluate(_scorer(mode, codes, candidates), train, test, ks, batch_users=batch_users, progress=progress)
+    Ranked by :class:`hashgnn.index.recommend.Retriever`, the code that serves ``recommend``, so every
+    metric measures what a user of the run is given.
+    """
+    from hashgnn.eval.evaluator import evaluate_ranking
+    from hashgnn.index.recommend import Retriever
+
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    retriever = Retriever(codes, mode, candidates, threads)
+    return evaluate_ranking(retriever.topk, train, test, ks, batch_users=batch_users, progress=progress)
 
 
 class _Trainer:
@@ -138,7 +134,7 @@ class _Trainer:
         codes = export_codes(self.model, self.split, gen)
         mode = serving_mode(self.cfg.model.method)
         return evaluate_codes(codes, self.split.train, self.split.valid, mode, [VALID_K],
-                              self.cfg.eval.candidates, self.cfg.eval.batch_users)
+                              self.cfg.eval.candidates, self.cfg.eval.batch_users, threads=self.cfg.train.threads)
 
     def fit(self) -> None:
         from hashgnn.train.loop import train_epoch
@@ -189,7 +185,8 @@ class _Trainer:
         test: dict[str, dict[str, float]] = {}
         for mode in cfg.eval.modes:
             test[mode] = evaluate_codes(codes, self.data.train, self.data.test, mode, cfg.eval.ks,
-                                        cfg.eval.candidates, cfg.eval.batch_users, progress=self.progress)
+                                        cfg.eval.candidates, cfg.eval.batch_users, progress=self.progress,
+                                        threads=cfg.train.threads)
         from hashgnn.eval import PopularScorer, evaluate
 
         popular = evaluate(PopularScorer(self.data.train), self.data.train, self.data.test, cfg.eval.ks,

@@ -1,4 +1,7 @@
-"""Exact, deterministic top-k of a score block: score descending, ties broken by lower item index.
+"""The project's one exact, deterministic top-k of a score block: score descending, ties to the lower index.
+
+Used by every float ranking: :class:`hashgnn.index.FloatIndex` (torch backend, what runs serve and
+are evaluated with), the evaluator's score blocks and the hierarchical scorer's candidates.
 
 ``torch.topk`` returns the right values but, among equal scores, an unspecified choice and order of
 indices (and Hamming scores take only ``bits + 1`` distinct values, so ties are the rule there). The
