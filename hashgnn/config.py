@@ -180,9 +180,19 @@ def parse_setting(cls: type, key: str, text: str) -> Any:
     if textual:
         return text
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{key}: cannot read {text!r} ({e})") from None
+    scalar = [a for a in (args or [t]) if a in (int, float, bool)]
+    if float in scalar and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 as text
+            value = float(value)
+        except ValueError:
+            pass
+    if scalar and not (isinstance(value, tuple(scalar)) or (float in scalar and isinstance(value, int))) \
+            or (scalar and bool not in scalar and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {' or '.join(a.__name__ for a in scalar)}, got {text!r}")
+    return value
 
 
 def override(cfg: T, **values: Any) -> T:

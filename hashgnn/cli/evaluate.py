@@ -27,13 +27,11 @@ from hashgnn.cli.common import (
     data_config,
     print_json,
 )
-from hashgnn.config import DataConfig, EvalConfig
+from hashgnn.config import EvalConfig
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.eval.metrics import METRICS, check_ks
+from hashgnn.eval.popular import BASELINES, evaluate_baseline
 from hashgnn.methods import MODES
-
-BASELINES = ("popular",)
-
 
 def parse_ks(ks: list[int], extra: list[str]) -> list[int]:
     """Cut-offs from ``--k`` plus the bare integers that follow it (``--k 20 50 100``)."""
@@ -46,27 +44,6 @@ def parse_ks(ks: list[int], extra: list[str]) -> list[int]:
                 f"unexpected argument {arg!r}: only integers may follow --k (for example --k 20 50 100)"
             ) from None
     return check_ks(values)
-
-
-def evaluate_baseline(
-    cfg: DataConfig,
-    model: str,
-    ks: list[int],
-    batch_users: int = 1024,
-    legacy_depth: int | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Load the data of ``cfg`` and evaluate the baseline ``model`` on its test split."""
-    from hashgnn.data import load_interactions
-    from hashgnn.eval import PopularScorer, evaluate
-
-    if model not in BASELINES:
-        raise ConfigError(
-            f"unknown model {model!r}; baselines: {', '.join(BASELINES)} (evaluate a trained model with --run)"
-        )
-    data = load_interactions(cfg)
-    return evaluate(PopularScorer(data.train), data.train, data.test, ks, batch_users=batch_users,
-                    progress=progress, legacy_depth=legacy_depth)
 
 
 def metrics_table(result: dict[str, Any], ks: list[int], title: str) -> Table:

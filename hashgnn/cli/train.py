@@ -52,6 +52,9 @@ def train(
     sep: SepOpt = None,
     split: Annotated[Optional[str], typer.Option(help="Table files: random | temporal | loo.")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(help="Table files: test share per user.")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any config field as section.key=value "
+                        "(e.g. --set model.beta_hold=4 --set train.pretrain_epochs=5); applied after --config and "
+                        "the flags above; repeatable.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -60,7 +63,8 @@ def train(
     from hashgnn.train.run import resume_run, train_run
 
     if resume is not None:
-        given = [n for n, v in (("--dataset", dataset), ("--method", method), ("--config", config), ("--out", out)) if v]
+        given = [n for n, v in (("--dataset", dataset), ("--method", method), ("--config", config), ("--out", out),
+                                ("--set", settings)) if v]
         if given:
             raise HashgnnError(f"--resume takes its settings from the run folder; drop {', '.join(given)}")
         final = resume_run(resume, progress=not quiet)
@@ -78,12 +82,27 @@ def train(
                              negatives=negatives, ranking_loss=ranking_loss, patience=patience,
                              eval_every=eval_every, threads=threads, max_minutes=max_minutes,
                              continuous_weight=continuous_weight)
+        if settings:
+            from hashgnn.api import configure
+
+            cfg = configure(cfg, **parse_set(settings))
         final = train_run(cfg, out, progress=not quiet, overwrite=overwrite)
         run_dir = out
     if json_out:
         print_json({"run": str(run_dir), **final})
     else:
         print_summary(final, run_dir, final.get("baseline_popular"))
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """``["model.bits=32", ...]`` -> ``{"model.bits": "32"}``; each key must be ``section.key``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise HashgnnError(f"--set {item!r}: expected section.key=value, e.g. --set model.bits=32")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def print_summary(final: dict, run_dir: Path, baseline: dict | None = None) -> None:

@@ -6,6 +6,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from hashgnn.config import DataConfig
+from hashgnn.errors import ConfigError
+
 
 class PopularScorer:
     """Score every item by its training degree (number of users who interacted with it).
@@ -22,3 +25,27 @@ class PopularScorer:
     def __call__(self, users: np.ndarray) -> torch.Tensor:
         # a fresh (not expanded) block: the evaluator writes the mask into it
         return self.degree.unsqueeze(0).repeat(len(users), 1)
+
+
+BASELINES = ("popular",)
+
+
+def evaluate_baseline(
+    cfg: DataConfig,
+    model: str,
+    ks: list[int],
+    batch_users: int = 1024,
+    legacy_depth: int | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Load the data of ``cfg`` and evaluate the baseline ``model`` on its test split."""
+    from hashgnn.data import load_interactions
+    from hashgnn.eval.evaluator import evaluate
+
+    if model not in BASELINES:
+        raise ConfigError(
+            f"unknown model {model!r}; baselines: {', '.join(BASELINES)} (evaluate a trained model with --run)"
+        )
+    data = load_interactions(cfg)
+    return evaluate(PopularScorer(data.train), data.train, data.test, ks, batch_users=batch_users,
+                    progress=progress, legacy_depth=legacy_depth)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,57 +22,16 @@ from hashgnn.experiment.results import (
     write_results,
 )
 from hashgnn.experiment.runner import Selection, read_invocations
+from hashgnn.experiment.claims import Claim, claims_table, md_cell, check_claims
+from hashgnn.experiment.environment import git_commit, machine_info
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
 from hashgnn.methods import MODES, names
 from hashgnn.io import write_text
 from hashgnn.run import Run
 
 HASHING = names(hashing=True)
-ABLATIONS = names(role="ablation")
-BASELINES = names(role="baseline")
-# "Comparable" is not a number in the paper; these are the targets the project set itself (issue 3).
-COMPARABLE = {"hamming": 0.90, "hierarchical": 0.98}
 SEVERAL_TIMES_FASTER = 2.0
 QPS_FILE = "qps.json"
-
-
-# ----------------------------------------------------------------------------------- environment
-def git_commit(repo: Path | None = None) -> tuple[str | None, bool]:
-    """``(HEAD commit, working tree has uncommitted changes)``; (None, False) outside git."""
-    repo = repo or Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
-        return sha or None, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, False
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, logical and usable cores, torch/numba threads, library versions, GPU."""
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        import numba
-
-        numba_threads: int | None = numba.get_num_threads()
-    except ImportError:
-        numba_threads = None
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
-            "numba_threads": numba_threads, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "gpu": gpu}
 
 
 def _hms(seconds: float | None) -> str:
@@ -92,104 +49,6 @@ def _hms(seconds: float | None) -> str:
 
 def _n(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def _md(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-# ------------------------------------------------------------------------------------- claims
-@dataclass
-class Claim:
-    """One of the paper's claims checked on one data set / code length / setting."""
-
-    dataset: str
-    bits: int
-    setting: str
-    claim: str
-    measured: str
-    verdict: str
-    agrees: bool | None  # None: not measurable from what was run
-
-
-def _cmp_verdict(a: Stat, b: Stat, name_b: str) -> tuple[str, bool]:
-    diff = a.mean - b.mean
-    se = math.sqrt((a.sem or 0.0) ** 2 + (b.sem or 0.0) ** 2) if a.sem is not None and b.sem is not None else None
-    if diff > 0:
-        if se is None:
-            return "agrees (one seed, so no noise estimate)", True
-        if diff > 2 * se:
-            return f"agrees ({diff / se:.1f} standard errors)", True
-        return f"agrees in the mean, but within seed noise ({diff / se:.1f} standard errors)", True
-    if diff == 0:
-        return f"**disagrees**: {name_b} is equal", False
-    noise = f", {-diff / se:.1f} standard errors" if se else ""
-    return f"**disagrees**: {name_b} is higher by {-diff:.4f}{noise}", False
-
-
-def check_claims(suite: Suite, rows: list[dict[str, Any]], primary: str,
-                 qps: dict[str, dict[str, Any]] | None = None) -> list[Claim]:
-    """The paper's claims against the suite's measurements (mean over seeds of ``primary``)."""
-    agg = aggregate(rows, [primary])
-    cont_settings = [s for s in suite.settings if s.mode == "continuous"]
-    claims: list[Claim] = []
-    # With variants (e.g. one per encoder), methods are compared within the same variant.
-    variants = list(suite.variants) or [None]
-    for ds in suite.datasets:
-        for bits in suite.bits:
-            for var, s in ((v, x) for v in variants for x in suite.settings if x.mode in ("hamming", "hierarchical")):
-                def lab(m: str, var: str | None = var) -> str:
-                    return m if var is None else f"{m}-{var}"
-
-                where = s.name if var is None else f"{s.name} [{var}]"
-                hg = agg.get((ds, bits, s.name, lab("hashgnn")), {}).get(primary)
-                if hg is None:
-                    claims.append(Claim(ds, bits, where, "HashGNN claims", "hashgnn not measured", "not measured",
-                                        None))
-                    continue
-                cont = None
-                if cont_settings:
-                    cont = agg.get((ds, bits, cont_settings[0].name, lab("continuous")), {}).get(primary)
-                thr = COMPARABLE[s.mode]
-                if cont is None or cont.mean <= 0:
-                    claims.append(Claim(ds, bits, where, "codes comparable to the continuous counterpart",
-                                        "continuous counterpart not measured", "not measured", None))
-                else:
-                    r = hg.mean / cont.mean
-                    ok = r >= thr
-                    verdict = (f"agrees (ratio ≥ {thr:.2f})" if ok else
-                               f"**disagrees**: hashgnn reaches {r:.1%} of the continuous model (target {thr:.0%})")
-                    claims.append(Claim(ds, bits, where, "codes comparable to the continuous counterpart",
-                                        f"hashgnn / continuous = {hg.mean:.4f} / {cont.mean:.4f} = {r:.3f}",
-                                        verdict, ok))
-                for group, names in (("ablation", ABLATIONS), ("baseline", BASELINES)):
-                    for other in names:
-                        o = agg.get((ds, bits, s.name, lab(other)), {}).get(primary)
-                        what = f"hashgnn above {group} {other}"
-                        if o is None:
-                            claims.append(Claim(ds, bits, where, what, f"{other} not measured", "not measured", None))
-                            continue
-                        verdict, ok = _cmp_verdict(hg, o, other)
-                        claims.append(Claim(ds, bits, where, what, f"{hg.fmt()} vs {o.fmt()}", verdict, ok))
-            if qps:
-                q = next((v for k, v in qps.items() if v.get("dataset") == ds and v.get("bits") == bits
-                          and v.get("method") == "hashgnn"), None)
-                if q and q.get("hamming_qps") and q.get("continuous_qps"):
-                    r = q["hamming_qps"] / q["continuous_qps"]
-                    ok = r >= SEVERAL_TIMES_FASTER
-                    claims.append(Claim(ds, bits, "speed", "Hamming retrieval several times faster than continuous",
-                                        f"{q['hamming_qps']:,.0f} vs {q['continuous_qps']:,.0f} q/s = {r:.1f}x",
-                                        f"agrees (≥ {SEVERAL_TIMES_FASTER:.0f}x)" if ok else
-                                        f"**disagrees**: only {r:.1f}x", ok))
-    return claims
-
-
-def _claims_table(claims: list[Claim], metric: str, with_suite: str | None = None) -> list[str]:
-    lines = [f"| data set | bits | setting | claim | measured ({metric}, mean over seeds) | verdict |",
-             "|---|---:|---|---|---|---|"]
-    for c in claims:
-        lines.append(f"| {c.dataset} | {c.bits} | {c.setting} | {c.claim} | {_md(c.measured)} | {c.verdict} |")
-    return lines
 
 
 # ---------------------------------------------------------------------------------- left out
@@ -225,7 +84,7 @@ def _left_out_table(suite: Suite, out: Path, missing: list[GridPoint], invocatio
         groups[key] = (labels, seeds, n + 1)
     lines = ["| why | data set | bits | methods | seeds | runs |", "|---|---|---:|---|---|---:|"]
     for (why, ds, bits), (labels, seeds, n) in groups.items():
-        lines.append(f"| {_md(why)} | {ds} | {bits} | {', '.join(labels)} | {', '.join(map(str, seeds))} | {n} |")
+        lines.append(f"| {md_cell(why)} | {ds} | {bits} | {', '.join(labels)} | {', '.join(map(str, seeds))} | {n} |")
     return lines
 
 
@@ -371,7 +230,7 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
     points = suite.points()
     ok_runs = {r["run"] for r in rows if r["status"] == "ok"}
     err_runs = {r["run"]: r["error"] for r in rows if r["status"] == "error"}
-    L: list[str] = [f"## Suite `{suite.name}` ({_md(suite.report.title or suite.path.name)})", ""]
+    L: list[str] = [f"## Suite `{suite.name}` ({md_cell(suite.report.title or suite.path.name)})", ""]
     if suite.description:
         L += [suite.description, ""]
     n_var = len(suite.variants) or 1
@@ -425,7 +284,7 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
               f"targets used here are the project's: Hamming ≥ {COMPARABLE['hamming']:.0%} and hierarchical ≥ "
               f"{COMPARABLE['hierarchical']:.0%} of the continuous model's {primary} (continuous model ranked by its "
               "z). \"Above\" compares means over seeds; the standard error of the difference says whether seed "
-              "noise could explain it.", "", *_claims_table(claims, primary), ""]
+              "noise could explain it.", "", *claims_table(claims, primary), ""]
         bad = [c for c in claims if c.agrees is False]
         if bad:
             L += [f"**Where our numbers disagree with the paper:** {len(bad)} of "
@@ -469,7 +328,7 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
             L += [f"![{title}]({os.path.relpath(f, rel_base)})", ""]
     if err_runs:
         L += ["### Failed runs", "", "| run | error |", "|---|---|"]
-        L += [f"| {run} | {_md(err)} |" for run, err in err_runs.items()]
+        L += [f"| {run} | {md_cell(err)} |" for run, err in err_runs.items()]
         L.append("")
     if missing:
         L += ["### Left out", "", f"{len(missing)} of {len(points)} grid points have no result:", "",
@@ -507,7 +366,7 @@ def write_report(suites: list[Suite], out: str | Path, path: str | Path, command
               f"{len(checked)} claim checks measured, {len(checked) - len(bad)} agree, {len(bad)} disagree; "
               f"{len(claims) - len(checked)} could not be checked (method not run). Disagreements:", ""]
         if bad:
-            L += [f"- {c.dataset}, {c.bits} bits, {c.setting}: {c.claim}: {c.verdict} ({_md(c.measured)})" for c in bad]
+            L += [f"- {c.dataset}, {c.bits} bits, {c.setting}: {c.claim}: {c.verdict} ({md_cell(c.measured)})" for c in bad]
         else:
             L.append("- none")
         L.append("")
