@@ -58,13 +58,14 @@ def evaluate_baseline(
 ) -> dict[str, float]:
     """Load the data of ``cfg`` and evaluate the baseline ``model`` on its test split."""
     from hashgnn.data import load_interactions
-    from hashgnn.eval import PopularScorer, evaluate
+    from hashgnn.eval import PopularScorer, check_cutoffs, evaluate
 
     if model not in BASELINES:
         raise ConfigError(
             f"unknown model {model!r}; baselines: {', '.join(BASELINES)} (evaluate a trained model with --run)"
         )
     data = load_interactions(cfg)
+    ks = check_cutoffs(ks, data.n_items)
     return evaluate(PopularScorer(data.train), data.train, data.test, ks, batch_users=batch_users,
                     progress=progress, legacy_depth=legacy_depth)
 
@@ -146,7 +147,8 @@ def evaluate_cmd(
             from hashgnn.train.run import evaluate_run
         except ImportError as e:
             raise HashgnnError(f"evaluating a run needs the training stage, not available here ({e})") from None
-        result = evaluate_run(run, mode=mode, ks=ks, candidates=candidates, progress=progress)
+        result = evaluate_run(run, mode=mode, ks=ks, candidates=candidates, progress=progress, mirror=mirror,
+                              cache_dir=cache_dir)
         title = f"{run} ({mode})"
     else:
         assert dataset is not None

@@ -69,6 +69,8 @@ class Recommender:
         candidates: C of hierarchical search (default: the run's ``eval.candidates``).
         exclude_seen: drop each user's training items (needs the run's data set).
         threads: search threads (None: the libraries' default).
+        mirror, cache_dir: where the run's data set is read (None: the environment's), for
+            ``exclude_seen``; never taken from the run folder.
     """
 
     def __init__(
@@ -78,6 +80,9 @@ class Recommender:
         candidates: int | None = None,
         exclude_seen: bool = True,
         threads: int | None = None,
+        *,
+        mirror: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         from hashgnn.config import RunConfig
 
@@ -87,8 +92,11 @@ class Recommender:
         self.mode = mode
         self.codes: RunCodes = load_codes(self.run_dir)
         cfg_path = self.run_dir / "config.yaml"
-        cfg = RunConfig.load(cfg_path) if cfg_path.exists() else None
+        cfg = RunConfig.load(cfg_path).on_this_machine(mirror, cache_dir) if cfg_path.exists() else None
         self.candidates = int(candidates if candidates is not None else (cfg.eval.candidates if cfg else 500))
+        if mode == "hierarchical" and not 1 <= self.candidates <= self.codes.n_items:
+            raise HashgnnError(f"candidates must be between 1 and the number of items ({self.codes.n_items}), "
+                               f"got {self.candidates}")
         self.seen: sp.csr_matrix | None = None
         if exclude_seen:
             if cfg is None:
@@ -153,6 +161,8 @@ class Recommender:
     def topk(self, users: np.ndarray, k: int) -> Recommendations:
         """Top-``k`` items of user indices ``users``."""
         c = self.codes
+        if not 1 <= k <= c.n_items:
+            raise HashgnnError(f"k must be between 1 and the number of items ({c.n_items}), got {k}")
         ex = self.seen[users] if self.seen is not None else None
         if self.mode == "hamming":
             d, items = self.index.search(c.user_codes[users], k, exclude=ex)
@@ -184,9 +194,12 @@ def recommend(
     exclude_seen: bool = True,
     by_original_id: bool = False,
     threads: int | None = None,
+    *,
+    mirror: str | None = None,
+    cache_dir: str | None = None,
 ) -> Recommendations:
     """Top-``k`` items for ``users`` (indices, or original ids with ``by_original_id``) of a run."""
-    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads)
+    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads, mirror=mirror, cache_dir=cache_dir)
     return rec.topk(rec.user_indices(users, by_original_id), k)
 
 
@@ -200,6 +213,9 @@ def recommend_all(
     batch_users: int = 4096,
     threads: int | None = None,
     progress: bool = True,
+    *,
+    mirror: str | None = None,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Write the top-``k`` of every user to ``out`` (``.parquet`` or ``.csv``), streaming user batches.
 
@@ -212,7 +228,7 @@ def recommend_all(
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise HashgnnError(f"{out}: the output must end in .parquet or .csv")
-    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads)
+    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads, mirror=mirror, cache_dir=cache_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     rows = 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,10 @@ from safetensors.torch import load_file, save_file
 from hashgnn.codes.artifacts import RunCodes, load_codes, save_codes
 from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
-from hashgnn.data import Interactions, carve_validation, load_interactions
+from hashgnn.data import Interactions, absolute_dataset, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hashgnn.train.folder import Replacement, check_replaceable_run, check_writable_run_folder, holds_run
 
 MODES = ("hamming", "hierarchical", "continuous")
 # Methods whose network is trained towards binary codes; they are served (and early-stopped) in
@@ -108,8 +108,9 @@ def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Ge
 def evaluate_codes(codes: RunCodes, train, test, mode: str, ks: list[int], candidates: int,
                    batch_users: int = 1024, progress: bool = False) -> dict[str, float]:
     """Metrics of ``codes`` on ``test`` with ``train`` masked, in one retrieval mode."""
-    from hashgnn.eval import evaluate
+    from hashgnn.eval import check_cutoffs, evaluate
 
+    check_cutoffs(ks, codes.n_items, candidates if mode == "hierarchical" else None)
     return evaluate(_scorer(mode, codes, candidates), train, test, ks, batch_users=batch_users, progress=progress)
 
 
@@ -126,6 +127,11 @@ class _Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.data = load_interactions(cfg.data)
+        from hashgnn.eval import check_cutoffs
+
+        # Sizes that depend on the data are checked now, not after hours of training.
+        check_cutoffs([*cfg.eval.ks, VALID_K], self.data.n_items,
+                      cfg.eval.candidates if "hierarchical" in cfg.eval.modes else None)
         self.split = (
             carve_validation(self.data, cfg.data.valid_fraction, cfg.data.seed)
             if cfg.data.valid_fraction > 0 else self.data
@@ -264,26 +270,45 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
     run is refused unless ``overwrite`` (use :func:`resume_run` to continue one).
     """
     run_dir = Path(out)
-    if (run_dir / "config.yaml").exists():
-        if not overwrite:
-            raise HashgnnError(
-                f"{run_dir} already holds a run; continue it with `hashgnn train --resume {run_dir}`, "
-                "pick another --out, or pass --overwrite"
-            )
-        shutil.rmtree(run_dir)
+    replace = holds_run(run_dir)
+    if replace and not overwrite:
+        raise HashgnnError(
+            f"{run_dir} already holds a run; continue it with `hashgnn train --resume {run_dir}`, "
+            "pick another --out, or pass --overwrite"
+        )
+    if replace:
+        check_replaceable_run(run_dir)
+    else:
+        check_writable_run_folder(run_dir)
+    saved = cfg.portable()
+    saved.data.dataset = absolute_dataset(cfg.data.dataset)
+    # Everything is validated (config, device, data) before the old run is touched.
+    trainer = _Trainer(cfg, run_dir, progress)
+    if not replace:
+        return _start(trainer, saved, run_dir)
+    with Replacement(run_dir):
+        return _start(trainer, saved, run_dir)
+
+
+def _start(trainer: "_Trainer", cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = _Trainer(cfg, run_dir, progress)  # validates config and loads data before writing
     cfg.save(run_dir / "config.yaml")
     (run_dir / "metrics.jsonl").write_text("")
     return _fit_and_finish(trainer)
 
 
-def resume_run(run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Continue a run from its newest checkpoint; a finished run is only re-exported."""
+def resume_run(run_dir: str | Path, progress: bool = True, *, mirror: str | None = None,
+               cache_dir: str | None = None, device: str | None = None, threads: int | None = None
+               ) -> dict[str, Any]:
+    """Continue a run from its newest checkpoint; a finished run is only re-exported.
+
+    Where data comes from and where the run executes (``mirror``, ``cache_dir``, ``device``,
+    ``threads``) are this machine's choice: the run folder's config never decides them.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise HashgnnError(f"{run_dir}: no config.yaml, so this is not a hashgnn run folder")
-    cfg = RunConfig.load(run_dir / "config.yaml")
+    cfg = RunConfig.load(run_dir / "config.yaml").on_this_machine(mirror, cache_dir, device, threads)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.resume()
     return _fit_and_finish(trainer)
@@ -300,12 +325,17 @@ def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | Path, mode: str = "hamming", ks: list[int] | None = None,
-                 candidates: int | None = None, progress: bool = True) -> dict[str, float]:
-    """Re-evaluate a finished run's saved codes on its test split (training items masked)."""
+                 candidates: int | None = None, progress: bool = True, *, mirror: str | None = None,
+                 cache_dir: str | None = None) -> dict[str, float]:
+    """Re-evaluate a finished run's saved codes on its test split (training items masked).
+
+    ``mirror`` / ``cache_dir`` (default: the environment's) say where the data is read; the run
+    folder's config never does.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise HashgnnError(f"{run_dir}: no config.yaml, so this is not a hashgnn run folder")
-    cfg = RunConfig.load(run_dir / "config.yaml")
+    cfg = RunConfig.load(run_dir / "config.yaml").on_this_machine(mirror, cache_dir)
     codes = load_codes(run_dir)
     data = load_interactions(cfg.data)
     if codes.n_users != data.n_users or codes.n_items != data.n_items:
