@@ -189,7 +189,8 @@ def _type_name(t: Any) -> str:
     if typing.get_origin(t) in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
     if typing.get_origin(t) is list:
-        return f"a list of {_type_name(args[0])}"
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], str(args[0]))}"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(t, str(t))
 
 
