@@ -8,6 +8,8 @@ ignored).
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -22,6 +24,12 @@ MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 EncoderName = Literal[ENCODERS]  # type: ignore[valid-type]
 
 T = TypeVar("T")
+
+# Fields that say where or how fast a run executes, not what it computes. They come from the
+# command line and the environment of the machine at hand, never from a run folder (which may come
+# from someone else): a saved config.yaml holds their defaults.
+EXECUTION_FIELDS = (("data", "mirror"), ("data", "cache_dir"), ("train", "device"), ("train", "threads"))
+MAX_YAML_BYTES = 1 << 20  # config and suite files are small; a larger one is refused before parsing
 
 
 @dataclass
@@ -129,15 +137,33 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         return _build(cls, d, "config")
 
+    def portable(self) -> "RunConfig":
+        """A copy with the execution fields (:data:`EXECUTION_FIELDS`) at their defaults, as saved."""
+        d = self.to_dict()
+        defaults = RunConfig().to_dict()
+        for sec, key in EXECUTION_FIELDS:
+            d[sec][key] = defaults[sec][key]
+        return RunConfig.from_dict(d)
+
+    def on_this_machine(self, mirror: str | None = None, cache_dir: str | None = None,
+                        device: str | None = None, threads: int | None = None) -> "RunConfig":
+        """A copy whose execution fields are the given ones (defaults where None), whatever ``self`` says.
+
+        Used on every config read from a run folder: a received folder must not choose where data
+        is read from or cached.
+        """
+        d = self.portable().to_dict()
+        d["data"].update(mirror=mirror, cache_dir=cache_dir)
+        d["train"].update(device=device or "auto", threads=threads)
+        return RunConfig.from_dict(d)
+
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
         try:
-            d = yaml.safe_load(path.read_text()) or {}
+            d = load_yaml(path) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a mapping with sections data/model/train/eval")
         return cls.from_dict(d)
@@ -158,7 +184,7 @@ def _build(cls: type[T], d: dict[str, Any], where: str) -> T:
         if dataclasses.is_dataclass(t):
             kwargs[k] = _build(t, v or {}, f"{where}.{k}")  # type: ignore[arg-type]
         else:
-            kwargs[k] = v
+            kwargs[k] = _checked(t, v, f"{where}.{k}")
     return cls(**kwargs)
 
 
@@ -193,6 +219,81 @@ def parse_setting(cls: type, key: str, text: str) -> Any:
             or (scalar and bool not in scalar and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {' or '.join(a.__name__ for a in scalar)}, got {text!r}")
     return value
+def _type_name(t: Any) -> str:
+    args = typing.get_args(t)
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if typing.get_origin(t) is list:
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], str(args[0]))}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(t, str(t))
+
+
+def _checked(t: Any, v: Any, where: str) -> Any:
+    """``v`` as a value of type ``t`` (int -> float widening only), or a ConfigError naming the field."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _checked(a, v, where)
+                except ConfigError:
+                    pass
+    elif origin is typing.Literal:
+        if v in args:
+            return v
+        raise ConfigError(f"{where}: {v!r} is not one of {', '.join(map(str, args))}")
+    elif origin is list:
+        if isinstance(v, list):
+            return [_checked(args[0], x, f"{where}[{i}]") for i, x in enumerate(v)]
+    elif t is bool:
+        if isinstance(v, bool):
+            return v
+    elif t is int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    elif t is float:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    elif t is str:
+        if isinstance(v, str):
+            return v
+    else:  # a field type this checker does not know: a bug in the config classes
+        raise AssertionError(f"{where}: unsupported field type {t!r}")
+    raise ConfigError(f"{where}: expected {_type_name(t)}, got {v!r}")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases: ``*name`` references can grow a tiny file exponentially."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here; write the "
+                                              "values out", mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a small YAML file safely: no aliases, at most :data:`MAX_YAML_BYTES`, errors name the file."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {size} bytes; a hashgnn YAML file is at most {MAX_YAML_BYTES} bytes")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (UTF-8 expected)") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
 
 
 def override(cfg: T, **values: Any) -> T:

@@ -28,7 +28,6 @@ the arguments of :meth:`Run.load` or the environment.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +75,12 @@ class Run:
     ITEM_IDS = "item_ids.npy"
     FINAL_METRICS = "final_metrics.json"
     PLOT = "training.png"
-    # Fields that say where or how a run executes, not what it computes: never read from a folder.
-    MACHINE_FIELDS = (("data", "mirror"), ("data", "cache_dir"), ("train", "device"), ("train", "threads"))
+    # written into a run folder by the experiment runner (hashgnn.experiment)
+    RUNNER_RECORD = "experiment.json"
+    RUNNER_ERROR = "experiment_error.txt"
+    SETTINGS_CACHE = "settings_metrics.json"
+    FILES = (CONFIG, METRICS_LOG, BEST_WEIGHTS, WEIGHTS, CODES_HEADER, USER_CODES, ITEM_CODES, USER_Z, ITEM_Z,
+             USER_IDS, ITEM_IDS, FINAL_METRICS, PLOT)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -130,9 +133,7 @@ class Run:
             except (OSError, UnicodeDecodeError) as e:
                 raise ArtifactError(p, f"unreadable ({e})") from None
             m = self._machine
-            cfg.data = replace(cfg.data, mirror=m.get("mirror"), cache_dir=m.get("cache_dir"))
-            cfg.train = replace(cfg.train, device=m.get("device") or "auto", threads=m.get("threads"))
-            self._config = cfg
+            self._config = cfg.on_this_machine(m.get("mirror"), m.get("cache_dir"), m.get("device"), m.get("threads"))
         return self._config
 
     @property
@@ -237,14 +238,6 @@ class Run:
                                 "re-export it with `hashgnn train --resume` on the run folder") from None
 
     # ------------------------------------------------------------------------------- writing
-    def save_config(self, cfg: RunConfig) -> None:
-        """Write ``config.yaml``; a data set given as a path is stored absolute."""
-        d = cfg.data
-        if Path(d.dataset).exists():
-            cfg = replace(cfg, data=replace(d, dataset=str(Path(d.dataset).resolve())))
-        cfg.save(self.file(self.CONFIG))
-        self._config = None
-
     def save_codes(self, codes: "RunCodes") -> None:
         """Write the code artifacts, array by array, then the header (each atomically)."""
         self.path.mkdir(parents=True, exist_ok=True)

@@ -47,12 +47,13 @@ def test_registry_lists_the_six_data_sets(capsys: pytest.CaptureFixture[str]) ->
     for spec in REGISTRY.values():
         assert spec.base_url.startswith("https://") and spec.base_url.endswith("/")
         assert spec.train_file in spec.files and spec.test_file in spec.files
-        assert all(h is None or len(h) == 64 for h in spec.all_files(extras=True).values())
-    assert REGISTRY["yelp2018"].files == {"train.txt": None, "test.txt": None}
+        for pin in spec.all_files(extras=True).values():  # every file pinned: no trust on first use
+            assert (pin.sha256 is not None and len(pin.sha256) == 64 and pin.size > 0) or len(pin.git_blob) == 40
+    assert REGISTRY["yelp2018"].files["train.txt"].git_blob == "cda12361055ba448ae4bd1070f6000c16dea8f22"
     code, out, _ = run_cli(["data", "list", "--json"], capsys)
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and set(rows) == set(REGISTRY)
-    assert rows["amazon-book"]["n_train"] == 2380730 and rows["amazon-book"]["verified"] is False
+    assert rows["amazon-book"]["n_train"] == 2380730 and rows["amazon-book"]["verified"] is True
     assert rows["gowalla"]["verified"] is True
 
 

@@ -77,7 +77,7 @@ class FakeTrainer:
         cfg.save(out / "config.yaml")
         return self._finish(cfg, out)
 
-    def resume(self, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    def resume(self, run_dir: Path, progress: bool = True, **machine: Any) -> dict[str, Any]:
         self.resumed.append(str(run_dir))
         return self._finish(RunConfig.load(Path(run_dir) / "config.yaml"), Path(run_dir))
 

@@ -44,7 +44,10 @@ def test_run_folder_holds_everything(tmp_path: Path) -> None:
     for name in ("config.yaml", "metrics.jsonl", "final_metrics.json", "model.safetensors", "codes.json",
                  "user_codes.npy", "item_codes.npy", "user_z.npy", "item_z.npy", "training.png"):
         assert (run / name).exists(), name
-    assert RunConfig.load(run / "config.yaml") == tiny_config()
+    # Saved as it ran, less where it ran: mirror, cache, device and threads belong to the machine.
+    saved = RunConfig.load(run / "config.yaml")
+    assert saved == tiny_config().portable() and saved != tiny_config()
+    assert (saved.data.mirror, saved.data.cache_dir, saved.train.device, saved.train.threads) == (None, None, "auto", None)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert all("valid_recall@20" in r and np.isfinite(r["loss"]) for r in rows)

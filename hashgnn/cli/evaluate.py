@@ -123,7 +123,8 @@ def evaluate_cmd(
             from hashgnn.train.run import evaluate_run
         except ImportError as e:
             raise HashgnnError(f"evaluating a run needs the training stage, not available here ({e})") from None
-        result = evaluate_run(run, mode=mode, ks=ks, candidates=candidates, progress=progress)
+        result = evaluate_run(run, mode=mode, ks=ks, candidates=candidates, progress=progress, mirror=mirror,
+                              cache_dir=cache_dir)
         title = f"{run} ({mode})"
     else:
         assert dataset is not None

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from hashgnn.cli import app
-from hashgnn.cli.common import console, print_json
+from hashgnn.cli.common import CacheOpt, MirrorOpt, console, print_json
 from hashgnn.errors import HashgnnError
 
 
@@ -36,6 +36,8 @@ def recommend(
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Do not exclude the users' training items.")] = False,
     batch_users: Annotated[int, typer.Option(help="With --all: users per batch (bounds memory).")] = 4096,
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
+    mirror: MirrorOpt = None,
+    cache_dir: CacheOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -56,7 +58,8 @@ def recommend(
             raise HashgnnError("give either --users or --all, not both")
         if out is None:
             raise HashgnnError("--all needs --out FILE.parquet (or .csv)")
-        summary = recommend_all(run, out, k, mode, candidates, not include_seen, batch_users, threads, progress=not quiet)
+        summary = recommend_all(run, out, k, mode, candidates, not include_seen, batch_users, threads,
+                                progress=not quiet, mirror=mirror, cache_dir=cache_dir)
         if json_out:
             print_json(summary)
         else:
@@ -67,7 +70,8 @@ def recommend(
         raise HashgnnError("give --users U [U ...] (indices 0..n-1) or --all --out FILE")
     if out is not None:
         raise HashgnnError("--out is only used with --all")
-    rec = recommend_api(run, wanted, k, mode, candidates, not include_seen, original_ids, threads)
+    rec = recommend_api(run, wanted, k, mode, candidates, not include_seen, original_ids, threads,
+                        mirror=mirror, cache_dir=cache_dir)
     frame = rec.to_frame()
     if json_out:
         print_json({

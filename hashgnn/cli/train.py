@@ -55,7 +55,7 @@ def train(
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any config field as section.key=value "
                         "(e.g. --set model.beta_hold=4 --set train.pretrain_epochs=5); applied after --config and "
                         "the flags above; repeatable.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the hashgnn run in --out once the new one has finished (a folder with other files is refused).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -66,8 +66,10 @@ def train(
         given = [n for n, v in (("--dataset", dataset), ("--method", method), ("--config", config), ("--out", out),
                                 ("--set", settings)) if v]
         if given:
-            raise HashgnnError(f"--resume takes its settings from the run folder; drop {', '.join(given)}")
-        final = resume_run(resume, progress=not quiet)
+            raise HashgnnError(f"--resume takes its settings from the run folder; drop {', '.join(given)} "
+                               "(only --mirror, --cache-dir, --device and --threads, this machine's, may be given)")
+        final = resume_run(resume, progress=not quiet, mirror=mirror, cache_dir=cache_dir, device=device,
+                           threads=threads)
         run_dir = resume
     else:
         if out is None:

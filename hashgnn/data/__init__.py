@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from hashgnn.data.dataset import Interactions
 from hashgnn.data.fetch import fetch_dataset
-from hashgnn.data.load import load_interactions
+from hashgnn.data.load import absolute_dataset, load_interactions
 from hashgnn.data.registry import REGISTRY, DatasetSpec, get_spec, list_datasets
 from hashgnn.data.split import carve_validation, split_per_user
 
 __all__ = [
+    "absolute_dataset",
     "Interactions",
     "load_interactions",
     "carve_validation",

@@ -83,9 +83,9 @@ def load_txt_folder(
     """Read a pre-split folder in the one-line-per-user format; ids are indices (max id + 1)."""
     missing = [f for f in (train_file, test_file) if not (folder / f).is_file()]
     if missing:
-        found = sorted(p.name for p in folder.iterdir())[:20]
-        raise DataError(f"has no {' or '.join(missing)}; a data folder holds train.txt and test.txt "
-                        f"(one line per user: `user item item ...`). Found: {found}", folder)
+        # The folder's other entries are not listed: the path may come from a received config.
+        raise DataError(f"has no {' or '.join(missing)}; a data folder holds {train_file} and {test_file} "
+                        "(one line per user: `user item item ...`)", folder)
     tr = read_user_lines(folder / train_file)
     te = read_user_lines(folder / test_file)
     n_users = int(max(tr.listed_users.max(), te.listed_users.max())) + 1
@@ -162,6 +162,16 @@ def load_table(path: Path, cfg: DataConfig) -> Interactions:
         test_line_of=lambda k: rows.line_of(int(test_rows[k])), strict=cfg.strict,
         user_ids=user_ids, item_ids=item_ids, meta=meta,
     )
+
+
+def absolute_dataset(dataset: str) -> str:
+    """A data set as saved in a run's config: a registered name as it is, a path made absolute.
+
+    A run folder records where its data came from so that it can be evaluated from anywhere.
+    """
+    if dataset in REGISTRY and not _written_as_path(dataset):
+        return dataset
+    return str(Path(dataset).expanduser().resolve())
 
 
 def _written_as_path(s: str) -> bool:

@@ -148,6 +148,8 @@ def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
     if not compressed and (b"\x00" in head or head[:2] in (b"\xff\xfe", b"\xfe\xff")):
         raise DataError("is not a UTF-8 text file (binary data or UTF-16); expected a CSV/TSV table",
                         path)
+    if path.suffix.lower() == ".zip":
+        _check_zip(path)
     try:
         with warnings.catch_warnings():
             # pandas only warns (and drops data) when a row has more fields than the header.
@@ -176,6 +178,19 @@ def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
         hint = " (a quoting problem, or a different separator: pass --sep)"
         raise DataError(f"cannot be parsed as a table with separator {_sep_name(sep)}: {msg}{hint}",
                         path, int(m.group(1)) if m else None) from None
+
+
+def _check_zip(path: Path) -> None:
+    """A zipped table is one file in the archive; anything else is a DataError, not pandas' ValueError."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = [i.filename for i in z.infolist() if not i.is_dir()]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot be read as a zip archive ({e})", path) from None
+    if len(members) != 1:
+        shown = ", ".join(members[:5]) + (" ..." if len(members) > 5 else "")
+        raise DataError(f"holds {len(members)} files ({shown or 'none'}); a zipped table holds exactly one "
+                        "CSV/TSV file", path)
 
 
 def _first_long_line(path: Path, sep: str, names: list[str] | None) -> tuple[int, int | None]:

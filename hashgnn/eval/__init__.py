@@ -7,13 +7,14 @@ items masked and ties broken by the lower item index, and returns ``recall@K``, 
 
 from __future__ import annotations
 
-from hashgnn.eval.evaluator import Scorer, evaluate, evaluate_ranking, topk_items
+from hashgnn.eval.evaluator import Scorer, check_cutoffs, evaluate, evaluate_ranking, topk_items
 from hashgnn.eval.metrics import METRICS, mean_metrics, metric_keys, per_user_metrics
 from hashgnn.eval.popular import PopularScorer
 from hashgnn.eval.scorers import HammingScorer, HierarchicalScorer, InnerProductScorer
 from hashgnn.index.topk import topk_desc
 
 __all__ = [
+    "check_cutoffs",
     "METRICS",
     "HammingScorer",
     "HierarchicalScorer",

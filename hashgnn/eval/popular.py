@@ -40,12 +40,13 @@ def evaluate_baseline(
 ) -> dict[str, float]:
     """Load the data of ``cfg`` and evaluate the baseline ``model`` on its test split."""
     from hashgnn.data import load_interactions
-    from hashgnn.eval.evaluator import evaluate
+    from hashgnn.eval.evaluator import check_cutoffs, evaluate
 
     if model not in BASELINES:
         raise ConfigError(
             f"unknown model {model!r}; baselines: {', '.join(BASELINES)} (evaluate a trained model with --run)"
         )
     data = load_interactions(cfg)
+    ks = check_cutoffs(ks, data.n_items)
     return evaluate(PopularScorer(data.train), data.train, data.test, ks, batch_users=batch_users,
                     progress=progress, legacy_depth=legacy_depth)

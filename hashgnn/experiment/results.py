@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from hashgnn.errors import ConfigError
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
 from hashgnn import io
 from hashgnn.run import Run
 
 RESULTS_FILE = "results.jsonl"
-RUN_INFO = "experiment.json"  # per run folder: the runner's record (status, error, wall time)
-SETTINGS_CACHE = "settings_metrics.json"  # per run folder: evaluations the run itself did not make
+RUN_INFO = Run.RUNNER_RECORD  # per run folder: the runner's record (status, error, wall time)
+SETTINGS_CACHE = Run.SETTINGS_CACHE  # per run folder: evaluations the run itself did not make
 
 
 def suite_dir(out: str | Path, suite: Suite) -> Path:
@@ -38,8 +39,12 @@ def suite_dir(out: str | Path, suite: Suite) -> Path:
 
 
 def run_dir(out: str | Path, suite: Suite, point: GridPoint) -> Path:
-    """``<out>/<suite>/<dataset>/<method>[-<variant>]/bits<K>/seed<S>``."""
-    return suite_dir(out, suite) / point.run_id
+    """``<out>/<suite>/<dataset>/<method>[-<variant>]/bits<K>/seed<S>``, always inside ``out``."""
+    folder = suite_dir(out, suite) / point.run_id
+    root = Path(out).resolve()
+    if root not in folder.resolve().parents:  # names are checked on load; this guards every caller
+        raise ConfigError(f"run folder {folder} of suite {suite.name!r} would lie outside --out {out}")
+    return folder
 
 
 def read_json(path: Path) -> Any:

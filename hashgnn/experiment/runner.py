@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import shutil
 import sys
 import time
@@ -39,6 +40,7 @@ from hashgnn.experiment.results import (
 from hashgnn.experiment.suite import GridPoint, Suite, comparable
 from hashgnn.run import Run
 from hashgnn.train.checkpoint import POINTER
+from hashgnn.train.folder import foreign_entries
 
 INVOCATIONS_FILE = "invocations.jsonl"
 
@@ -159,14 +161,19 @@ def _finished_runs(out: Path) -> dict[str, Path]:
 
 def _copy_run(src: Path, dst: Path) -> None:
     """Copy a finished run's folder (without checkpoints) to ``dst``, atomically by rename."""
-    tmp = dst.with_name(dst.name + ".copying")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("ckpt-*", POINTER, RUN_INFO, "*.tmp",
-                                                            "experiment_error.txt"))
-    if dst.exists():  # only an unfinished attempt's leftovers (no config.yaml) get here
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
+    if dst.exists() and foreign_entries(dst):
+        raise HashgnnError(f"{dst} holds files that are not a run's ({', '.join(foreign_entries(dst)[:5])}); "
+                           "move them away to let the runner reuse a finished run there")
+    tmp = dst.with_name(f".{dst.name}.copying-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("ckpt-*", POINTER, RUN_INFO, "*.tmp",
+                                                                Run.RUNNER_ERROR))
+        if dst.exists():  # only an unfinished attempt's records (run files, no config.yaml) get here
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def _record(folder: Path, status: str, error: str | None, wall: float, **extra: Any) -> None:
@@ -217,7 +224,9 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
             if diff:
                 return RunOutcome(p, "error", stale_message(folder, diff))
             status = "resumed"
-            resume(folder, progress=progress)
+            # Where it runs comes from this invocation (the suite and its flags), not the folder.
+            resume(folder, progress=progress, mirror=cfg.data.mirror, cache_dir=cfg.data.cache_dir,
+                   device=cfg.train.device, threads=cfg.train.threads)
         elif reuse_index is not None and json.dumps(comparable(cfg), sort_keys=True) in reuse_index:
             src = reuse_index[json.dumps(comparable(cfg), sort_keys=True)]
             _copy_run(src, folder)
@@ -236,7 +245,7 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
         if isinstance(e, HashgnnError):
             msg = str(e)
         else:
-            (folder / "experiment_error.txt").write_text(traceback.format_exc())
+            (folder / Run.RUNNER_ERROR).write_text(traceback.format_exc())
             msg = f"{type(e).__name__}: {e} (traceback in {folder / 'experiment_error.txt'})"
         _record(folder, "error", msg, wall)
         return RunOutcome(p, "error", msg, wall)

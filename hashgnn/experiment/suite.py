@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from hashgnn.config import RunConfig
+from hashgnn.config import EXECUTION_FIELDS, RunConfig, load_yaml
 from hashgnn.errors import ConfigError
 from hashgnn.methods import METHOD_NAMES, MODES
 
@@ -30,7 +30,9 @@ from hashgnn.methods import METHOD_NAMES, MODES
 KNOWN_METHODS = METHOD_NAMES
 PLOTS = ("bits", "curves", "qps")
 METRIC_NAMES = ("recall", "ndcg", "ndcg_legacy", "precision", "hit")
-_NAME = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
+# Names become folder names under --out: letters, digits, '_', '.', '-', with a letter or digit first
+# (so never '.', '..' or a hidden name).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*$")
 _BITS = "${bits}"
 
 _TOP_KEYS = ("name", "description", "base", "grid", "variants", "overrides", "dataset_overrides", "settings",
@@ -38,9 +40,6 @@ _TOP_KEYS = ("name", "description", "base", "grid", "variants", "overrides", "da
 _GRID_KEYS = ("methods", "datasets", "bits", "seeds")
 _SETTING_KEYS = ("name", "mode", "candidates", "metrics", "title")
 _REPORT_KEYS = ("title", "primary", "plots", "claims", "qps_methods", "qps_k")
-# Fields that say where or how fast a run executes, not what it computes: they may differ between
-# the suite and an existing run folder (another machine, another mirror) without making it stale.
-EXECUTION_FIELDS = (("data", "mirror"), ("data", "cache_dir"), ("train", "device"), ("train", "threads"))
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,8 @@ class Suite:
 def _slug(s: str) -> str:
     """A folder-safe name for a data set given as a name or a path."""
     stem = Path(s).stem if ("/" in s or "." in s) and not _NAME.match(s) else s
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "data"
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".")
+    return slug if re.search(r"[A-Za-z0-9]", slug) else "data"
 
 
 def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
@@ -209,7 +209,7 @@ def _patches(loc: _Loc, d: Any, where: tuple[str, ...], what: str) -> dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for name, patch in d.items():
         if not isinstance(name, str) or not _NAME.match(name):
-            raise loc.error(where + (name,), f"{what}: name {name!r} must be letters, digits, '_', '.' or '-'")
+            raise loc.error(where + (name,), f"{what}: name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit")
         patch = patch or {}
         if not isinstance(patch, dict):
             raise loc.error(where + (name,), f"{what}.{name} must be a mapping with sections data/model/train/eval")
@@ -263,7 +263,7 @@ def _setting(loc: _Loc, s: Any, i: int) -> Setting:
         raise loc.error(where + ("mode",), f"settings[{i}].mode must be one of {', '.join(MODES)}, got {mode!r}")
     name = s.get("name", mode)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise loc.error(where + ("name",), f"settings[{i}].name {name!r} must be letters, digits, '_', '.' or '-'")
+        raise loc.error(where + ("name",), f"settings[{i}].name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit")
     cands = s.get("candidates")
     if cands is not None and (isinstance(cands, bool) or not isinstance(cands, int) or cands < 1):
         raise loc.error(where + ("candidates",), f"settings[{i}].candidates must be a positive integer")
@@ -302,22 +302,17 @@ def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file; every grid point's RunConfig is built (and so validated) here."""
     path = Path(path)
     try:
-        text = path.read_text()
+        d = load_yaml(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such suite file") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the suite file ({e.strerror})") from None
-    try:
-        d = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    text = path.read_text()
     loc = _Loc(path, text)
     if not isinstance(d, dict):
         raise loc.error((), "a suite file is a mapping with keys " + ", ".join(_TOP_KEYS))
     d = _check_keys(loc, d, _TOP_KEYS, (), "the suite")
     name = d.get("name", path.stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise loc.error(("name",), f"name {name!r} must be letters, digits, '_', '.' or '-'")
+        raise loc.error(("name",), f"name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit")
     base = d.get("base") or {}
     if not isinstance(base, dict):
         raise loc.error(("base",), "base must be a RunConfig mapping with sections data/model/train/eval")
@@ -421,9 +416,12 @@ def _check_metrics(suite: Suite, loc: _Loc) -> None:
 
 def comparable(cfg: RunConfig) -> dict[str, Any]:
     """The config without execution-only fields, for deciding whether a run folder is this grid point."""
+    from hashgnn.data import absolute_dataset
+
     d = cfg.to_dict()
     for sec, key in EXECUTION_FIELDS:
         d[sec].pop(key, None)
+    d["data"]["dataset"] = absolute_dataset(d["data"]["dataset"])
     return d
 
 

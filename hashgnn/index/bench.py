@@ -176,6 +176,29 @@ def arithmetic_limit(bits: int, threads: int, n_items: int, words: np.ndarray | 
     return out
 
 
+MAX_BENCH_BYTES = 8 << 30  # the synthetic corpus (codes + float vectors) must fit a laptop
+
+
+def check_bench_sizes(n_items: int, bits: int | None, n_queries: int, k: int, candidates: tuple[int, ...]) -> None:
+    """Refuse sizes that make no sense or would not fit in memory, before anything is allocated."""
+    from hashgnn.index.hamming import MAX_KERNEL_BITS
+
+    for name, v in (("--items", n_items), ("--queries", n_queries), ("--k", k)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise HashgnnError(f"{name} must be a positive integer, got {v!r}")
+    if bits is not None and not 1 <= bits <= MAX_KERNEL_BITS:
+        raise HashgnnError(f"--bits must be between 1 and {MAX_KERNEL_BITS}, got {bits}")
+    if k > n_items:
+        raise HashgnnError(f"--k {k} is more than --items {n_items}")
+    bad = [c for c in candidates if not k <= c <= n_items]
+    if bad:
+        raise HashgnnError(f"--candidates {bad}: each C must lie between --k ({k}) and --items ({n_items})")
+    need = (n_items + n_queries) * (bits or 64) * (4 + 1 / 8)
+    if need > MAX_BENCH_BYTES:
+        raise HashgnnError(f"--items {n_items} x --bits {bits} needs about {need / 2**30:.0f} GiB for the synthetic "
+                           f"corpus; at most {MAX_BENCH_BYTES >> 30} GiB is allowed")
+
+
 def benchmark_retrieval(
     n_items: int = 1_000_000,
     bits: int | None = 64,
@@ -203,6 +226,7 @@ def benchmark_retrieval(
     from hashgnn.index.hamming import HammingIndex
     from hashgnn.index.hierarchical import HierarchicalIndex
 
+    check_bench_sizes(n_items, bits, n_queries, k, candidates)
     unknown = set(methods) - set(METHODS) - set(OPTIONAL_METHODS)
     if unknown:
         raise HashgnnError(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")

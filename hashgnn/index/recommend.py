@@ -70,6 +70,8 @@ class Recommender:
         candidates: C of hierarchical search (default: the run's ``eval.candidates``).
         exclude_seen: drop each user's training items (needs the run's data set).
         threads: search threads (None: the libraries' default).
+        mirror, cache_dir: where the run's data set is read (None: the environment's), for
+            ``exclude_seen``; never taken from the run folder.
     """
 
     def __init__(
@@ -79,17 +81,25 @@ class Recommender:
         candidates: int | None = None,
         exclude_seen: bool = True,
         threads: int | None = None,
+        *,
+        mirror: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if isinstance(run_dir, Run):
             run = run_dir
-        else:  # validated; a folder without its config can still serve with exclude_seen=False
-            run = Run.load(run_dir) if (Path(run_dir) / Run.CONFIG).exists() else Run(run_dir)
+        elif (Path(run_dir) / Run.CONFIG).exists():  # validated; the data comes from this machine's mirror
+            run = Run.load(run_dir, mirror=mirror, cache_dir=cache_dir)
+        else:  # a folder without its config can still serve with exclude_seen=False
+            run = Run(run_dir)
         self.run, self.run_dir, self.mode = run, run.path, mode
         self.codes: RunCodes = run.codes
         has_cfg = run.file(Run.CONFIG).exists()
         self.candidates = int(candidates if candidates is not None else (run.config.eval.candidates if has_cfg else 500))
+        if mode == "hierarchical" and not 1 <= self.candidates <= self.codes.n_items:
+            raise HashgnnError(f"candidates must be between 1 and the number of items ({self.codes.n_items}), "
+                               f"got {self.candidates}")
         self.seen: sp.csr_matrix | None = None
         if exclude_seen:
             if not has_cfg:
@@ -129,6 +139,8 @@ class Recommender:
     def topk(self, users: np.ndarray, k: int) -> Recommendations:
         """Top-``k`` items of user indices ``users``."""
         c = self.codes
+        if not 1 <= k <= c.n_items:
+            raise HashgnnError(f"k must be between 1 and the number of items ({c.n_items}), got {k}")
         ex = self.seen[users] if self.seen is not None else None
         scores, items = self.retriever.search(users, k, ex)
         return Recommendations(users, items, scores, self.mode, c.user_ids, c.item_ids)
@@ -208,9 +220,12 @@ def recommend(
     exclude_seen: bool = True,
     by_original_id: bool = False,
     threads: int | None = None,
+    *,
+    mirror: str | None = None,
+    cache_dir: str | None = None,
 ) -> Recommendations:
     """Top-``k`` items for ``users`` (indices, or original ids with ``by_original_id``) of a run."""
-    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads)
+    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads, mirror=mirror, cache_dir=cache_dir)
     return rec.topk(rec.user_indices(users, by_original_id), k)
 
 
@@ -224,6 +239,9 @@ def recommend_all(
     batch_users: int = 4096,
     threads: int | None = None,
     progress: bool = True,
+    *,
+    mirror: str | None = None,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Write the top-``k`` of every user to ``out`` (``.parquet`` or ``.csv``), streaming user batches.
 
@@ -236,7 +254,7 @@ def recommend_all(
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise HashgnnError(f"{out}: the output must end in .parquet or .csv")
-    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads)
+    rec = Recommender(run_dir, mode, candidates, exclude_seen, threads, mirror=mirror, cache_dir=cache_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     rows = 0

@@ -3,28 +3,41 @@
 A checkpoint is a folder ``ckpt-EEEE`` holding ``model.safetensors`` (weights),
 ``optim.safetensors`` + ``optim.json`` (Adam's tensors and its scalar state), ``rng.safetensors``
 (the training generator's state) and ``state.json`` (epoch, best validation score, history). It is
-written under a temporary name and renamed; ``checkpoint.json`` then names the newest one (itself
-replaced atomically), so a process killed at any moment leaves the previous checkpoint usable.
+written under a temporary name and renamed to a name of its own (``ckpt-EEEE-<random>``, never
+replacing a folder that exists); ``checkpoint.json`` then names the newest one (itself replaced
+atomically), and only then are older ones removed, so a process killed at any moment leaves a usable
+checkpoint named by the pointer. The pointer is trusted only when it names a checkpoint folder of this
+run (``ckpt-`` names, no path).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from hashgnn.errors import HashgnnError
+
 POINTER = "checkpoint.json"
+_NAME = re.compile(r"^ckpt-\d{4,}(-[0-9a-f]{8})?$")
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -61,10 +74,9 @@ def save_checkpoint(
     keep: int = 1,
 ) -> Path:
     """Write checkpoint ``epoch`` atomically and drop older ones beyond ``keep``."""
-    final = run_dir / f"ckpt-{epoch:04d}"
-    tmp = run_dir / f".ckpt-{epoch:04d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    token = secrets.token_hex(4)
+    final = run_dir / f"ckpt-{epoch:04d}-{token}"
+    tmp = run_dir / f".ckpt-{epoch:04d}-{token}.tmp"
     tmp.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
     otensors, ometa = _optimizer_to_flat(optimizer)
@@ -72,14 +84,19 @@ def save_checkpoint(
     (tmp / "optim.json").write_text(json.dumps(ometa))
     save_file({"generator": generator.get_state()}, tmp / "rng.safetensors")
     (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
     os.replace(tmp, final)
     _write_json(run_dir / POINTER, {"latest": final.name, "epoch": epoch})
-    old = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != final)
+    old = sorted((p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != final and _NAME.match(p.name)),
+                 key=lambda p: (_epoch_of(p.name), p.stat().st_mtime))
     for p in old[: max(len(old) - (keep - 1), 0)]:
         shutil.rmtree(p, ignore_errors=True)
+    for p in run_dir.glob(".ckpt-*.tmp"):  # a killed process's half-written checkpoint
+        shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def _epoch_of(name: str) -> int:
+    return int(name.split("-")[1])
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -87,7 +104,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     ptr = run_dir / POINTER
     if not ptr.exists():
         return None
-    return run_dir / json.loads(ptr.read_text())["latest"]
+    try:
+        latest = json.loads(ptr.read_text())["latest"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise HashgnnError(f"{ptr}: not a checkpoint pointer ({{\"latest\": \"ckpt-...\"}}); delete it "
+                           "to restart the run from scratch, or restore the run folder") from None
+    if not isinstance(latest, str) or not _NAME.match(latest):
+        raise HashgnnError(f"{ptr}: names {latest!r}, which is not a checkpoint of this run (ckpt-EEEE); "
+                           "delete it to restart the run from scratch, or restore the run folder")
+    ckpt = run_dir / latest
+    if not ckpt.is_dir():
+        raise HashgnnError(f"{ptr}: names {latest}, which is missing from {run_dir}; delete {ptr} to "
+                           "restart the run from scratch, or restore the run folder")
+    return ckpt
 
 
 def load_checkpoint(

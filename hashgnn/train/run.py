@@ -8,7 +8,6 @@ the test split in every retrieval mode; the dict is ``final_metrics.json``.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,13 @@ from safetensors.torch import load_file
 from hashgnn.codes.artifacts import RunCodes
 from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
-from hashgnn.data import Interactions, carve_validation, load_interactions
+from hashgnn.data import Interactions, absolute_dataset, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
-from hashgnn.io import write_json, write_safetensors, write_text
+from hashgnn.io import write_safetensors, write_text
 from hashgnn.methods import MODES, get_method, serving_mode
 from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hashgnn.train.folder import Replacement, check_replaceable_run, check_writable_run_folder, holds_run
 
 VALID_K = 20
 
@@ -82,11 +82,13 @@ def evaluate_codes(codes: RunCodes, train, test, mode: str, ks: list[int], candi
     Ranked by :class:`hashgnn.index.recommend.Retriever`, the code that serves ``recommend``, so every
     metric measures what a user of the run is given.
     """
+    from hashgnn.eval import check_cutoffs
     from hashgnn.eval.evaluator import evaluate_ranking
     from hashgnn.index.recommend import Retriever
 
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_cutoffs(ks, codes.n_items, candidates if mode == "hierarchical" else None)
     retriever = Retriever(codes, mode, candidates, threads)
     return evaluate_ranking(retriever.topk, train, test, ks, batch_users=batch_users, progress=progress)
 
@@ -105,6 +107,11 @@ class _Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.data = load_interactions(cfg.data)
+        from hashgnn.eval import check_cutoffs
+
+        # Sizes that depend on the data are checked now, not after hours of training.
+        check_cutoffs([*cfg.eval.ks, VALID_K], self.data.n_items,
+                      cfg.eval.candidates if "hierarchical" in cfg.eval.modes else None)
         self.split = (
             carve_validation(self.data, cfg.data.valid_fraction, cfg.data.seed)
             if cfg.data.valid_fraction > 0 else self.data
@@ -234,26 +241,45 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
     run is refused unless ``overwrite`` (use :func:`resume_run` to continue one).
     """
     run_dir = Path(out)
-    if (run_dir / Run.CONFIG).exists():
-        if not overwrite:
-            raise HashgnnError(
-                f"{run_dir} already holds a run; continue it with `hashgnn train --resume {run_dir}`, "
-                "pick another --out, or pass --overwrite"
-            )
-        shutil.rmtree(run_dir)
+    replace = holds_run(run_dir)
+    if replace and not overwrite:
+        raise HashgnnError(
+            f"{run_dir} already holds a run; continue it with `hashgnn train --resume {run_dir}`, "
+            "pick another --out, or pass --overwrite"
+        )
+    if replace:
+        check_replaceable_run(run_dir)
+    else:
+        check_writable_run_folder(run_dir)
+    saved = cfg.portable()
+    saved.data.dataset = absolute_dataset(cfg.data.dataset)
+    # Everything is validated (config, device, data) before the old run is touched.
+    trainer = _Trainer(cfg, run_dir, progress)
+    if not replace:
+        return _start(trainer, saved, run_dir)
+    with Replacement(run_dir):
+        return _start(trainer, saved, run_dir)
+
+
+def _start(trainer: "_Trainer", cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = _Trainer(cfg, run_dir, progress)  # validates config and loads data before writing
-    trainer.run.save_config(cfg)
+    cfg.save(trainer.run.file(Run.CONFIG))
     write_text(trainer.run.file(Run.METRICS_LOG), "")
     return _fit_and_finish(trainer)
 
 
-def resume_run(run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Continue a run from its newest checkpoint; a finished run is only re-exported."""
+def resume_run(run_dir: str | Path, progress: bool = True, *, mirror: str | None = None,
+               cache_dir: str | None = None, device: str | None = None, threads: int | None = None
+               ) -> dict[str, Any]:
+    """Continue a run from its newest checkpoint; a finished run is only re-exported.
+
+    Where data comes from and where the run executes (``mirror``, ``cache_dir``, ``device``,
+    ``threads``) are this machine's choice: the run folder's config never decides them.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / Run.CONFIG).exists():
         raise HashgnnError(f"{run_dir}: no {Run.CONFIG}, so this is not a hashgnn run folder")
-    cfg = RunConfig.load(run_dir / Run.CONFIG)
+    cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.resume()
     return _fit_and_finish(trainer)
@@ -270,12 +296,16 @@ def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | Path, mode: str = "hamming", ks: list[int] | None = None,
-                 candidates: int | None = None, progress: bool = True, **machine: Any) -> dict[str, float]:
+                 candidates: int | None = None, progress: bool = True, *, mirror: str | None = None,
+                 cache_dir: str | None = None, device: str | None = None,
+                 threads: int | None = None) -> dict[str, float]:
     """Re-evaluate a finished run's saved codes on its test split (training items masked).
 
-    ``machine``: mirror, cache_dir, device, threads for :meth:`hashgnn.run.Run.load`.
+    ``mirror`` / ``cache_dir`` (default: the environment's) say where the data is read, ``device`` /
+    ``threads`` where it runs; the run folder's config never does (:meth:`hashgnn.run.Run.load`).
     """
-    return Run.load(run_dir, **machine).evaluate(mode, ks, candidates, progress=progress)
+    return Run.load(run_dir, mirror=mirror, cache_dir=cache_dir, device=device,
+                    threads=threads).evaluate(mode, ks, candidates, progress=progress)
 
 
 def plot_training(run_dir: str | Path) -> Path:
