@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from hashgnn.methods import MODES
+
 
 def table(path: Path) -> str:
     """The Markdown table of one runs.jsonl file."""
@@ -24,7 +26,7 @@ def table(path: Path) -> str:
             lines.append(f"| {row['name']} | no final metrics (failed; see log.txt) | | | | |")
             continue
         cells = [f"{f['test'][m]['recall@20']:.4f} / {f['test'][m]['ndcg@20']:.4f}"
-                 for m in ("hamming", "hierarchical", "continuous")]
+                 for m in MODES]
         lines.append(f"| {row['name']} | {f['epochs_run']} ({f['best_epoch']}) | {f['seconds_per_epoch']:.2f} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)

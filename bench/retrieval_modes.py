@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from hashgnn.methods import MODES
 from hashgnn.run import Run
 
 
@@ -39,7 +41,7 @@ def measure(run: Path, k: int, candidates: int | None, threads: int | None) -> l
     c = candidates or cfg.eval.candidates
     users = np.arange(codes.n_users, dtype=np.int64)
     rows = []
-    for mode in ("hamming", "hierarchical", "continuous"):
+    for mode in MODES:
         metrics = evaluate_codes(codes, data.train, data.test, mode, [k], c, cfg.eval.batch_users)
         rec = Recommender(run, mode, c, exclude_seen=True, threads=threads)
         rec.topk(users[:64], k)  # warm-up (numba compilation or cache load)

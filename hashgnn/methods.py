@@ -23,7 +23,9 @@ Role = Literal["method", "ablation", "baseline", "continuous"]
 
 # The three retrieval modes, in the order runs evaluate and tables print them.
 MODES: tuple[str, ...] = ("hamming", "hierarchical", "continuous")
-Mode = Literal["hamming", "hierarchical", "continuous"]
+Mode = Literal[MODES]  # type: ignore[valid-type]
+# The modes that search by codes (the paper's two retrieval settings).
+CODE_MODES: tuple[str, ...] = tuple(m for m in MODES if m != "continuous")
 
 # Model fields every method reads (the encoder and code length); Method.knobs lists the others.
 SHARED_KNOBS = ("encoder", "bits", "id_dim", "input_dim", "hidden_dim", "user_fanouts", "item_fanouts",
@@ -227,5 +229,5 @@ def train_defaults(cfg: "ModelConfig") -> dict[str, Any]:
     return {"batch_size": batch, "negatives": 10, "lr": 1e-3, "weight_decay": 0.0, "ranking_loss": "bpr"}
 
 
-__all__ = ["ENCODERS", "METHODS", "METHOD_NAMES", "MODES", "Method", "Mode", "Schedule", "get_method", "names",
+__all__ = ["CODE_MODES", "ENCODERS", "METHODS", "METHOD_NAMES", "MODES", "Method", "Mode", "Schedule", "get_method", "names",
            "serving_mode", "train_defaults"]

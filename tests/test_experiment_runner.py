@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from hashgnn.methods import MODES
+
 import hashgnn.experiment.runner as runner
 from hashgnn.config import RunConfig
 from hashgnn.eval.metrics import metric_keys
@@ -58,7 +60,7 @@ class FakeTrainer:
             raise RuntimeError(f"boom in {cfg.model.method}")
         ks = cfg.eval.ks
         test = {mode: {**{key: value(cfg, mode, key) for key in metric_keys(ks)}, "n_users": 10}
-                for mode in ("hamming", "hierarchical", "continuous")}
+                for mode in MODES}
         (out / "metrics.jsonl").write_text("".join(
             json.dumps({"epoch": e, "beta": e / cfg.train.epochs, "valid_recall@20": 0.01 * e}) + "\n"
             for e in range(cfg.train.epochs)))

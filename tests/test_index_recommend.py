@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hashgnn.methods import MODES
+
 from hashgnn.cli import main
 from hashgnn.codes.artifacts import RunCodes, save_codes
 from hashgnn.codes.packing import hamming_distance_reference, pack_codes
@@ -77,7 +79,7 @@ def reference(codes: RunCodes, train, users: np.ndarray, k: int, mode: str, c: i
     return order, np.take_along_axis(s, order, 1)
 
 
-@pytest.mark.parametrize("mode", ["hamming", "hierarchical", "continuous"])
+@pytest.mark.parametrize("mode", MODES)
 def test_recommend_matches_reference(run, train, mode):
     folder, codes = run
     users = np.array([0, 5, 17, train.shape[0] - 1])

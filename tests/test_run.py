@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from hashgnn.methods import MODES
 import torch
 
 import hashgnn as hg
@@ -143,7 +145,7 @@ def test_cli_exits_2_naming_the_file(copy: Path, capsys: pytest.CaptureFixture[s
     assert "hashgnn train --resume" in " ".join(err.split())
 
 
-@pytest.mark.parametrize("mode", ["hamming", "hierarchical", "continuous"])
+@pytest.mark.parametrize("mode", MODES)
 def test_metrics_measure_what_recommend_returns(trained: Path, mode: str) -> None:
     from hashgnn.eval import HammingScorer, HierarchicalScorer, InnerProductScorer, per_user_metrics, topk_items
 

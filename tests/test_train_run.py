@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from hashgnn.methods import MODES
 import yaml
 
 from hashgnn.codes.artifacts import load_codes
@@ -56,7 +58,7 @@ def test_run_folder_holds_everything(tmp_path: Path) -> None:
     assert codes.bits == 16 and codes.user_z.shape == (codes.n_users, 16)
     # The saved codes are exactly the signs of the saved continuous vectors.
     np.testing.assert_array_equal(codes.item_codes, pack_codes(codes.item_z))
-    for mode in ("hamming", "hierarchical", "continuous"):
+    for mode in MODES:
         m = final["test"][mode]
         assert all(np.isfinite(v) for v in m.values())
         again = evaluate_run(run, mode=mode, progress=False)

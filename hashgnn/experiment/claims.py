@@ -11,7 +11,7 @@ from typing import Any
 
 from hashgnn.experiment.results import Stat, aggregate
 from hashgnn.experiment.suite import Suite
-from hashgnn.methods import names
+from hashgnn.methods import CODE_MODES, names
 
 ABLATIONS = names(role="ablation")
 BASELINES = names(role="baseline")
@@ -61,7 +61,7 @@ def check_claims(suite: Suite, rows: list[dict[str, Any]], primary: str,
     variants = list(suite.variants) or [None]
     for ds in suite.datasets:
         for bits in suite.bits:
-            for var, s in ((v, x) for v in variants for x in suite.settings if x.mode in ("hamming", "hierarchical")):
+            for var, s in ((v, x) for v in variants for x in suite.settings if x.mode in CODE_MODES):
                 def lab(m: str, var: str | None = var) -> str:
                     return m if var is None else f"{m}-{var}"
 

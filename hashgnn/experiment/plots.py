@@ -19,6 +19,7 @@ import numpy as np
 from hashgnn.experiment.results import aggregate
 from hashgnn.experiment.suite import Suite
 from hashgnn.run import Run
+from hashgnn.methods import CODE_MODES
 
 _MODE_STYLE = {"hamming": ("-", "o"), "hierarchical": ("--", "s"), "continuous": (":", "^")}
 
@@ -49,7 +50,7 @@ def _metric_label(key: str) -> str:
 
 def plot_bits(suite: Suite, rows: list[dict[str, Any]], path: Path, primary: str) -> Path | None:
     """The primary metric against code length per method (Hamming solid, hierarchical dashed)."""
-    settings = [s for s in suite.settings if s.mode in ("hamming", "hierarchical")]
+    settings = [s for s in suite.settings if s.mode in CODE_MODES]
     agg = aggregate(rows, [primary])
     datasets = [d for d in suite.datasets if any(k[0] == d for k in agg)]
     if not datasets or not settings:

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hashgnn.errors import HashgnnError
+from hashgnn.run import Run
 
 POINTER = "checkpoint.json"
 _NAME = re.compile(r"^ckpt-\d{4,}(-[0-9a-f]{8})?$")
@@ -78,7 +79,7 @@ def save_checkpoint(
     final = run_dir / f"ckpt-{epoch:04d}-{token}"
     tmp = run_dir / f".ckpt-{epoch:04d}-{token}.tmp"
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / Run.WEIGHTS)
     otensors, ometa = _optimizer_to_flat(optimizer)
     save_file(otensors, tmp / "optim.safetensors")
     (tmp / "optim.json").write_text(json.dumps(ometa))
@@ -127,7 +128,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model, optimiser and generator in place; return the saved ``state.json``."""
     device = next(model.parameters()).device
-    model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(device)))
+    model.load_state_dict(load_file(ckpt / Run.WEIGHTS, device=str(device)))
     meta = json.loads((ckpt / "optim.json").read_text())
     # Loaded on CPU: Optimizer.load_state_dict moves each tensor next to its parameter (and keeps
     # Adam's step counter on CPU, where it must stay).
