@@ -162,3 +162,14 @@ def test_metrics_measure_what_recommend_returns(trained: Path, mode: str) -> Non
                                                          run.config.eval.candidates),
               "continuous": lambda: InnerProductScorer(c.user_z, c.item_z)}[mode]()
     np.testing.assert_array_equal(topk_items(scorer, users, max(ks), exclude=data.train), recs.items)
+
+
+def test_an_older_or_newer_folder_format_is_named(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    header = json.loads((copy / Run.CODES_HEADER).read_text())
+    header["format_version"] = 0
+    (copy / Run.CODES_HEADER).write_text(json.dumps(header))
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--run", str(copy), "--no-progress"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"{Run.CODES_HEADER}: format_version 0; this hashgnn reads format_version 1" in err
