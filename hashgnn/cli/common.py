@@ -11,6 +11,7 @@ from rich.console import Console
 from hashgnn.config import DataConfig
 
 console = Console(stderr=True)
+DATA = DataConfig(dataset="")  # the defaults of the data options below are DataConfig's
 
 DatasetArg = Annotated[
     str,
@@ -44,17 +45,17 @@ def data_config(
     dataset: str,
     mirror: Optional[str] = None,
     cache_dir: Optional[str] = None,
-    user_col: str = "user",
-    item_col: str = "item",
+    user_col: str = DATA.user_col,
+    item_col: str = DATA.item_col,
     rating_col: Optional[str] = None,
     min_rating: Optional[float] = None,
     time_col: Optional[str] = None,
     sep: Optional[str] = None,
-    split: str = "random",
-    test_fraction: float = 0.2,
-    valid_fraction: float = 0.1,
-    split_seed: int = 2020,
-    strict: bool = False,
+    split: str = DATA.split,
+    test_fraction: float = DATA.test_fraction,
+    valid_fraction: float = DATA.valid_fraction,
+    split_seed: int = DATA.seed,
+    strict: bool = DATA.strict,
 ) -> DataConfig:
     """Collect the shared data options into a :class:`DataConfig`."""
     return DataConfig(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from hashgnn.cli import app
 from hashgnn.cli.common import (
+    DATA,
     CacheOpt,
     ItemColOpt,
     MinRatingOpt,
@@ -89,19 +90,19 @@ def info_cmd(
         "(.csv, .tsv, .parquet).")],
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
-    user_col: UserColOpt = "user",
-    item_col: ItemColOpt = "item",
+    user_col: UserColOpt = DATA.user_col,
+    item_col: ItemColOpt = DATA.item_col,
     rating_col: RatingColOpt = None,
     min_rating: MinRatingOpt = None,
     time_col: TimeColOpt = None,
     sep: SepOpt = None,
-    split: SplitOpt = "random",
-    test_fraction: TestFracOpt = 0.2,
+    split: SplitOpt = DATA.split,
+    test_fraction: TestFracOpt = DATA.test_fraction,
     valid_fraction: Annotated[float, typer.Option(
         help="Also carve this fraction of each user's train interactions into a validation split "
         "(0: none).")] = 0.0,
-    split_seed: SplitSeedOpt = 2020,
-    strict: StrictOpt = False,
+    split_seed: SplitSeedOpt = DATA.seed,
+    strict: StrictOpt = DATA.strict,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

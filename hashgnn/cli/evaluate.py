@@ -11,6 +11,7 @@ from rich.table import Table
 
 from hashgnn.cli import app
 from hashgnn.cli.common import (
+    DATA,
     CacheOpt,
     ItemColOpt,
     MinRatingOpt,
@@ -97,16 +98,16 @@ def evaluate_cmd(
     progress: ProgressOpt = True,
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
-    user_col: UserColOpt = "user",
-    item_col: ItemColOpt = "item",
+    user_col: UserColOpt = DATA.user_col,
+    item_col: ItemColOpt = DATA.item_col,
     rating_col: RatingColOpt = None,
     min_rating: MinRatingOpt = None,
     time_col: TimeColOpt = None,
     sep: SepOpt = None,
-    split: SplitOpt = "random",
-    test_fraction: TestFracOpt = 0.2,
-    split_seed: SplitSeedOpt = 2020,
-    strict: StrictOpt = False,
+    split: SplitOpt = DATA.split,
+    test_fraction: TestFracOpt = DATA.test_fraction,
+    split_seed: SplitSeedOpt = DATA.seed,
+    strict: StrictOpt = DATA.strict,
 ) -> None:
     """Full-ranking evaluation (training items masked, ties to the lower item index): Recall, NDCG (standard and
     legacy), Precision and HitRate at every K, of a baseline on a data set or of a trained run."""

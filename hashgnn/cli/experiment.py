@@ -11,7 +11,6 @@ import typer
 from hashgnn.cli import app
 from hashgnn.cli.common import console, print_json
 from hashgnn.errors import ConfigError
-from hashgnn.run import Run
 
 ListOpt = Optional[list[str]]
 
@@ -66,8 +65,7 @@ def experiment(
     Exit status 1 when a run failed (its error is a row of the results and the report), 2 for a bad suite.
     """
     from hashgnn.experiment.report import write_report
-    from hashgnn.experiment.results import run_dir
-    from hashgnn.experiment.runner import Selection, run_suite
+    from hashgnn.experiment.runner import Selection, plan, run_suite
     from hashgnn.experiment.suite import load_suite
 
     loaded = [load_suite(p) for p in suites]  # every file is checked before anything runs
@@ -78,15 +76,7 @@ def experiment(
                     variants=_split(only_variants, "--only-variants"))
     sel.check_any(loaded)
     if dry_run:
-        listing = []
-        for s in loaded:
-            for p in s.points():
-                folder = run_dir(out, s, p)
-                state = ("finished" if (folder / Run.FINAL_METRICS).exists() else
-                         "interrupted" if (folder / Run.CONFIG).exists() else "to run")
-                if not sel.selects(p):
-                    state = "not selected"
-                listing.append({"suite": s.name, "run": p.run_id, "state": state})
+        listing = plan(loaded, out, sel)
         if json_out:
             print_json(listing)
         else:

@@ -323,3 +323,18 @@ def read_invocations(sdir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def plan(suites: list[Suite], out: Path, selection: Selection) -> list[dict[str, str]]:
+    """What a run of ``suites`` into ``out`` would do, per grid point: finished, interrupted, to run
+    or not selected (``hashgnn experiment --dry-run``)."""
+    listing = []
+    for s in suites:
+        for p in s.points():
+            folder = run_dir(out, s, p)
+            state = ("finished" if (folder / Run.FINAL_METRICS).exists() else
+                     "interrupted" if (folder / Run.CONFIG).exists() else "to run")
+            if not selection.selects(p):
+                state = "not selected"
+            listing.append({"suite": s.name, "run": p.run_id, "state": state})
+    return listing
