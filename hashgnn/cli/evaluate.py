@@ -31,7 +31,7 @@ from hashgnn.cli.common import (
 from hashgnn.config import EvalConfig
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.eval.metrics import METRICS, check_ks
-from hashgnn.eval.popular import BASELINES, evaluate_baseline
+from hashgnn.eval.popular import evaluate_baseline
 from hashgnn.methods import MODES
 
 def parse_ks(ks: list[int], extra: list[str]) -> list[int]:

@@ -64,6 +64,7 @@ def experiment(
 
     Exit status 1 when a run failed (its error is a row of the results and the report), 2 for a bad suite.
     """
+    from hashgnn.experiment.qps import measure_suite_qps
     from hashgnn.experiment.report import write_report
     from hashgnn.experiment.runner import Selection, plan, run_suite
     from hashgnn.experiment.suite import load_suite
@@ -98,6 +99,8 @@ def experiment(
                               + f" in {res.wall_seconds:.0f} s")
         else:
             counts = {}
+        if qps and "qps" in s.report.plots:
+            measure_suite_qps(s, out, progress=not quiet)  # cached; the reports read it
         suite_report = write_report([s], out, out / s.name / "report.md", qps=qps, progress=not quiet,
                                     command=shlex.join(["hashgnn", "experiment", str(s.path), "--out", str(out),
                                                         "--report-only"]))

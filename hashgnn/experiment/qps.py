@@ -14,12 +14,16 @@ dominate; the search alone is what the paper's speed claim is about.
 
 from __future__ import annotations
 
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from hashgnn.experiment.results import read_json, run_dir, stale_diff, suite_dir, write_json
+from hashgnn.experiment.suite import Suite
 from hashgnn.methods import MODES as INDEX_MODES
 from hashgnn.run import Run
 
@@ -92,3 +96,46 @@ def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None,
         assert best is not None
         out["continuous_qps"], out["continuous_qps_excluding_train"], out["continuous_backend"] = best
     return out
+
+
+QPS_FILE = "qps.json"  # per suite folder: the cached measurements
+
+
+def measure_suite_qps(suite: Suite, out: Path, progress: bool = True, measure: bool = True) -> dict[str, dict[str, Any]]:
+    """q/s of the first seed's run of each report.qps_methods x dataset x bits x variant; cached in qps.json.
+
+    ``measure=False`` only reads the cache (entries of runs whose codes changed since are left out).
+    """
+    cache_path = suite_dir(out, suite) / QPS_FILE
+    cache = read_json(cache_path) or {}
+    seen: set[tuple[str, int, str]] = set()
+    result: dict[str, dict[str, Any]] = {}
+    for p in suite.points():
+        key = (p.dataset, p.bits, p.label)
+        if p.method not in suite.report.qps_methods or key in seen:
+            continue
+        folder = run_dir(out, suite, p)
+        codes_json = folder / Run.CODES_HEADER
+        if not (folder / Run.FINAL_METRICS).exists() or not codes_json.exists() or stale_diff(folder, p):
+            continue
+        seen.add(key)
+        stamp = codes_json.stat().st_mtime
+        c = cache.get(p.run_id)
+        if (not c or c.get("codes_mtime") != stamp or c.get("k") != suite.report.qps_k
+                or "hamming_qps_excluding_train" not in c):
+            if not measure:
+                continue
+            if progress:
+                print(f"[{suite.name}] measuring queries/second of {p.run_id}", file=sys.stderr, flush=True)
+            c = measure_qps(folder, k=suite.report.qps_k)
+            c.update(codes_mtime=stamp, dataset=p.dataset, bits=p.bits, method=p.method, label=p.label, seed=p.seed,
+                     measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            cache[p.run_id] = c
+            write_json(cache_path, cache)
+        result[p.run_id] = c
+    return result
+
+
+def suite_qps(suite: Suite, out: Path) -> dict[str, dict[str, Any]]:
+    """The cached measurements of :func:`measure_suite_qps` that still match the runs' codes."""
+    return measure_suite_qps(suite, out, progress=False, measure=False)

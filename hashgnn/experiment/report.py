@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from hashgnn.experiment.results import (
-    RESULTS_FILE, RUN_INFO, Stat, aggregate, collect_rows, read_json, run_dir, stale_diff, suite_dir, write_json,
-    write_results,
+    RESULTS_FILE, RUN_INFO, Stat, aggregate, collect_rows, read_json, run_dir, stale_diff, suite_dir, write_results,
 )
 from hashgnn.experiment.runner import Selection, read_invocations
 from hashgnn.experiment.claims import Claim, claims_table, md_cell, check_claims
 from hashgnn.experiment.environment import git_commit, machine_info
+from hashgnn.experiment.qps import suite_qps
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
 from hashgnn.methods import MODES, names
 from hashgnn.io import write_text
@@ -31,7 +30,6 @@ from hashgnn.run import Run
 
 HASHING = names(hashing=True)
 SEVERAL_TIMES_FASTER = 2.0
-QPS_FILE = "qps.json"
 
 
 def _hms(seconds: float | None) -> str:
@@ -160,38 +158,6 @@ def _protocol(suite: Suite) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- qps
-def measure_suite_qps(suite: Suite, out: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """q/s of the first seed's run of each report.qps_methods x dataset x bits x variant; cached in qps.json."""
-    from hashgnn.experiment.qps import measure_qps
-
-    cache_path = suite_dir(out, suite) / QPS_FILE
-    cache = read_json(cache_path) or {}
-    seen: set[tuple[str, int, str]] = set()
-    result: dict[str, dict[str, Any]] = {}
-    for p in suite.points():
-        key = (p.dataset, p.bits, p.label)
-        if p.method not in suite.report.qps_methods or key in seen:
-            continue
-        folder = run_dir(out, suite, p)
-        codes_json = folder / Run.CODES_HEADER
-        if not (folder / Run.FINAL_METRICS).exists() or not codes_json.exists() or stale_diff(folder, p):
-            continue
-        seen.add(key)
-        stamp = codes_json.stat().st_mtime
-        c = cache.get(p.run_id)
-        if (not c or c.get("codes_mtime") != stamp or c.get("k") != suite.report.qps_k
-                or "hamming_qps_excluding_train" not in c):
-            if progress:
-                print(f"[{suite.name}] measuring queries/second of {p.run_id}", file=sys.stderr, flush=True)
-            c = measure_qps(folder, k=suite.report.qps_k)
-            c.update(codes_mtime=stamp, dataset=p.dataset, bits=p.bits, method=p.method, label=p.label, seed=p.seed,
-                     measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            cache[p.run_id] = c
-            write_json(cache_path, cache)
-        result[p.run_id] = c
-    return result
-
-
 def _qps_points(suite: Suite, out: Path, qps: dict[str, dict[str, Any]], primary: str) -> list[dict[str, Any]]:
     pts = []
     for run_id, q in qps.items():
@@ -276,7 +242,7 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
     # claims
     qps_res: dict[str, dict[str, Any]] = {}
     if qps and "qps" in suite.report.plots:
-        qps_res = measure_suite_qps(suite, out, progress)
+        qps_res = suite_qps(suite, out)  # measured by `hashgnn experiment` (measure_suite_qps), not here
     claims = check_claims(suite, rows, primary, qps_res) if suite.report.claims else []
     if claims:
         L += ["### The paper's claims against these measurements", "",
