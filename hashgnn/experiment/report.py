@@ -20,7 +20,7 @@ from hashgnn.experiment.results import (
     RESULTS_FILE, RUN_INFO, Stat, aggregate, collect_rows, read_json, run_dir, stale_diff, suite_dir, write_results,
 )
 from hashgnn.experiment.runner import Selection, read_invocations
-from hashgnn.experiment.claims import Claim, claims_table, md_cell, check_claims
+from hashgnn.experiment.claims import COMPARABLE, Claim, check_claims, claims_table, md_cell
 from hashgnn.experiment.environment import git_commit, machine_info
 from hashgnn.experiment.qps import suite_qps
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
@@ -29,7 +29,6 @@ from hashgnn.io import write_text
 from hashgnn.run import Run
 
 HASHING = names(hashing=True)
-SEVERAL_TIMES_FASTER = 2.0
 
 
 def _hms(seconds: float | None) -> str:
