@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import warnings
+from typing import Annotated
 
 import typer
 
@@ -23,6 +24,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from hashgnn import __version__
+
+        typer.echo(f"hashgnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    # No docstring: typer would show it instead of the app's help.
+    pass
 
 
 def _register() -> None:
