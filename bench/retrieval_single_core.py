@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 
 
@@ -50,12 +51,12 @@ def main() -> None:
                     best = max(best, args.queries / (time.process_time() - t))
                 return best
 
-            r_own = rate(lambda: own.search(queries, k))
+            r_own = rate(partial(own.search, queries, k))
             r = {}
             for heap in (True, False):
                 flat.use_heap = heap
                 flat.search(queries[:5], k)
-                r[heap] = rate(lambda: flat.search(queries, k))
+                r[heap] = rate(partial(flat.search, queries, k))
             print(f"| {bits} | {k} | {r_own:,.0f} | {r[True]:,.0f} | {r[False]:,.0f} | {r_own / max(r.values()):.1f}x "
                   f"| {limit:,.0f} | {r_own / limit:.0%} |", flush=True)
 

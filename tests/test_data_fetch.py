@@ -76,7 +76,7 @@ def test_folder_mirror_fetch_verifies_and_reuses_the_cache(mirror: Path, tmp_pat
     again = fetch_dataset("music_toy", mirror=tmp_path / "no-such-mirror", cache_dir=cache, progress=False)
     assert again == folder
     # ... but it is reported when it is needed.
-    with pytest.raises(HashgnnError, match="mirror folder .*no-such-mirror does not exist"):
+    with pytest.raises(HashgnnError, match=r"mirror folder .*no-such-mirror does not exist"):
         fetch_dataset("music_toy", mirror=tmp_path / "no-such-mirror", cache_dir=tmp_path / "c2",
                       progress=False)
 
@@ -113,7 +113,7 @@ def test_checksum_mismatch_is_an_error_and_nothing_is_kept(mirror: Path, tmp_pat
     assert sha(bad / "music_toy" / "train.txt") in msg and "not kept" in msg
     folder = dataset_cache_dir("music_toy", cache)
     assert not (folder / "train.txt").exists() and leftovers(folder) == []
-    code, out, err = run_cli(["data", "info", "music_toy", "--mirror", str(bad), "--cache-dir", str(cache)],
+    code, _, err = run_cli(["data", "info", "music_toy", "--mirror", str(bad), "--cache-dir", str(cache)],
                              capsys)
     assert code == 2 and "SHA-256 mismatch for music_toy/train.txt" in err and "Traceback" not in err
     assert not (folder / "train.txt").exists()
@@ -133,8 +133,8 @@ def test_a_corrupt_cached_copy_is_replaced_or_removed(mirror: Path, tmp_path: Pa
 
 def test_http_mirror_serves_the_shared_folder(mirror: Path, tmp_path: Path, serve) -> None:
     url = serve(mirror)
+    cfg = DataConfig(dataset="music_toy", mirror=url + "/", cache_dir=str(tmp_path / "c"))
     with pytest.warns(DataWarning, match="dropped 527 test interaction"):
-        cfg = DataConfig(dataset="music_toy", mirror=url + "/", cache_dir=str(tmp_path / "c"))
         data = load_interactions(cfg, progress=False)
     assert (data.n_users, data.n_items, data.train.nnz) == (1872, 3846, 16180)
     assert data.meta["n_test_raw"] == 4998
@@ -142,7 +142,7 @@ def test_http_mirror_serves_the_shared_folder(mirror: Path, tmp_path: Path, serv
 
 def test_http_mirror_checksum_mismatch(mirror: Path, tmp_path: Path, serve) -> None:
     url = serve(corrupt_mirror(mirror, tmp_path))
-    with pytest.raises(ChecksumError, match="music_toy/train.txt"):
+    with pytest.raises(ChecksumError, match=r"music_toy/train\.txt"):
         fetch_dataset("music_toy", mirror=url, cache_dir=tmp_path / "c", progress=False)
     assert not (dataset_cache_dir("music_toy", tmp_path / "c") / "train.txt").exists()
 

@@ -27,7 +27,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def pairs(data, m) -> set[tuple[object, object]]:
     """The (original user id, original item id) pairs of matrix ``m``."""
     r, c = m.nonzero()
-    return {(data.user_ids[u].item(), data.item_ids[i].item()) for u, i in zip(r, c)}
+    return {(data.user_ids[u].item(), data.item_ids[i].item()) for u, i in zip(r, c, strict=True)}
 
 
 def test_string_ids_are_mapped_and_the_mapping_kept(tmp_path: Path) -> None:

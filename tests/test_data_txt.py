@@ -41,7 +41,7 @@ def reference_pairs(text: str) -> set[tuple[int, int]]:
 
 def dense(m) -> set[tuple[int, int]]:
     r, c = m.nonzero()
-    return set(zip(r.tolist(), c.tolist()))
+    return set(zip(r.tolist(), c.tolist(), strict=True))
 
 
 def test_basic_counts_follow_max_id_plus_one(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_vectorised_reader_matches_a_slow_reference(tmp_path: Path) -> None:
     p = tmp_path / "train.txt"
     p.write_text(text)
     got = read_user_lines(p)
-    assert set(zip(got.users.tolist(), got.items.tolist())) == reference_pairs(text)
+    assert set(zip(got.users.tolist(), got.items.tolist(), strict=True)) == reference_pairs(text)
     assert len(got.users) == sum(len(line.split()) - 1 for line in lines if line.split())
 
 

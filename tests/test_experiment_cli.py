@@ -75,7 +75,7 @@ def test_report_structure(smoke: dict[str, Path]) -> None:
         plain = [re.sub(r"\*\*(.+)\*\* \(best hashing\)", r"\1", n) for n in names]
         assert plain == [*suite.methods, "most popular"]
         assert sum("(best hashing)" in n for n in names) == 1
-        best = names[[i for i, n in enumerate(names) if "(best hashing)" in n][0]]
+        best = next(n for n in names if "(best hashing)" in n)
         assert re.sub(r"\*\*(.+)\*\*.*", r"\1", best) in ("hashgnn", "hash_ste", "hashgnn_nr", "hashgnn_sp", "lsh",
                                                           "hashnet", "hash_gumbel")
     assert "### The paper's claims against these measurements" in text

@@ -31,8 +31,8 @@ def test_csr_both_directions_match_the_matrix() -> None:
         users = g.item_indices[g.item_indptr[i]:g.item_indptr[i + 1]].tolist()
         assert users == sorted(np.flatnonzero(dense[:, i]).tolist())
     # edge_users pairs with user_indices to enumerate exactly the training edges
-    pairs = set(zip(g.edge_users.tolist(), g.user_indices.tolist()))
-    assert pairs == set(zip(*np.nonzero(dense)))
+    pairs = set(zip(g.edge_users.tolist(), g.user_indices.tolist(), strict=True))
+    assert pairs == set(zip(*np.nonzero(dense), strict=True))
     keys = g.edge_keys()
     assert bool((keys[1:] > keys[:-1]).all())
     assert g.user_degree().tolist() == dense.sum(1).tolist()

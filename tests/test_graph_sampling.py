@@ -42,7 +42,7 @@ def test_neighbors_stay_inside_and_are_distinct_when_possible(degrees: list[int]
     nodes = torch.arange(len(rows))
     out = sample_neighbors(indptr, indices, nodes, fanout, torch.Generator().manual_seed(seed))
     assert out.shape == (len(rows), fanout) and out.dtype == torch.long
-    for r, sample in zip(rows, out.tolist()):
+    for r, sample in zip(rows, out.tolist(), strict=True):
         if not r:
             assert sample == [-1] * fanout
             continue

@@ -189,14 +189,14 @@ def test_save_load_round_trip(tmp_path):
         assert back.bits == 40 and back.ntotal == 300
         np.testing.assert_array_equal(back.codes, index.codes)
         np.testing.assert_array_equal(back.ids, index.ids)
-        for a, b in zip(index.search(q, 17), back.search(q, 17)):
+        for a, b in zip(index.search(q, 17), back.search(q, 17), strict=True):
             np.testing.assert_array_equal(a, b)
     header = (tmp_path / "idx" / "index.json").read_text()
     assert '"bits": 40' in header
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(HashgnnError, match="no index.json"):
+    with pytest.raises(HashgnnError, match=r"no index\.json"):
         HammingIndex.load(tmp_path)
     (tmp_path / "index.json").write_text("{not json")
     with pytest.raises(HashgnnError, match="not valid JSON"):

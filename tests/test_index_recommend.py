@@ -109,7 +109,7 @@ def test_recommend_errors(run, tmp_path):
         recommend(folder, [codes.n_users], k=5)
     with pytest.raises(HashgnnError, match="unknown mode"):
         recommend(folder, [0], k=5, mode="lsh")
-    with pytest.raises(HashgnnError, match="no codes.json"):
+    with pytest.raises(HashgnnError, match=r"no codes\.json"):
         recommend(tmp_path, [0], k=5)
     with pytest.raises(HashgnnError, match=r"\.parquet or \.csv"):
         recommend_all(folder, tmp_path / "x.txt")

@@ -125,7 +125,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert not (run / "final_metrics.json").exists()
 
     out = subprocess.run(_hashgnn("train", "--resume", str(run), "--quiet", "--json"),
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr
     resumed = json.loads(out.stdout)
     assert resumed["test"] == full["test"]
@@ -138,7 +138,7 @@ def test_cli_flags_override_config_file(tmp_path: Path) -> None:
     tiny_config(train={"epochs": 1}).save(cfg_path)
     run = tmp_path / "run"
     out = subprocess.run(_hashgnn("train", "--config", str(cfg_path), "--bits", "24", "--out", str(run), "--quiet"),
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["bits"] == 24 and saved["model"]["hidden_dim"] == 16
@@ -149,7 +149,7 @@ def test_bad_config_key_is_a_clear_error(tmp_path: Path) -> None:
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text("model:\n  bitz: 32\n")
     out = subprocess.run(_hashgnn("train", "--config", str(cfg_path), "--out", str(tmp_path / "r")),
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2
     assert "bitz" in out.stderr and "Traceback" not in out.stderr
 

@@ -33,6 +33,7 @@ from hashgnn.eval.metrics import METRICS, check_ks
 
 BASELINES = ("popular",)
 MODES = ("hamming", "hierarchical", "continuous")
+_DEFAULTS = EvalConfig()  # the library defaults, shown as the options' defaults
 
 
 def parse_ks(ks: list[int], extra: list[str]) -> list[int]:
@@ -112,10 +113,10 @@ def evaluate_cmd(
     model: ModelOpt = "popular",
     run: RunOpt = None,
     mode: ModeOpt = "hamming",
-    candidates: CandidatesOpt = EvalConfig().candidates,
-    k: KOpt = EvalConfig().ks,
+    candidates: CandidatesOpt = _DEFAULTS.candidates,
+    k: KOpt = _DEFAULTS.ks,
     legacy_depth: LegacyDepthOpt = None,
-    batch_users: BatchUsersOpt = EvalConfig().batch_users,
+    batch_users: BatchUsersOpt = _DEFAULTS.batch_users,
     json_out: JsonOpt = False,
     progress: ProgressOpt = True,
     mirror: MirrorOpt = None,

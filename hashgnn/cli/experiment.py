@@ -15,7 +15,7 @@ from hashgnn.errors import ConfigError
 ListOpt = Optional[list[str]]
 
 
-def _split(values: list[str] | None, what: str, as_int: bool = False) -> list | None:  # type: ignore[type-arg]
+def _split(values: list[str] | None, what: str, as_int: bool = False) -> list | None:
     """Values of a repeatable option that also takes comma-separated lists (``--only-bits 32,64``)."""
     if not values:
         return None

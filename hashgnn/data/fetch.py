@@ -204,7 +204,8 @@ def _stream(source: str, label: str, progress: bool) -> Iterator[bytes]:
                                source)
     else:
         try:
-            f = open(source, "rb")
+            # Not a `with` here: a missing file and a failing read raise different errors; closed below.
+            f = open(source, "rb")  # noqa: SIM115
         except FileNotFoundError:
             raise _Missing() from None
         except OSError as e:

@@ -58,10 +58,7 @@ def split_per_user(
     starts = np.cumsum(counts) - counts
     sorted_users = users[perm]
     rank = np.arange(n) - starts[sorted_users]  # position within the user's ordered interactions
-    if method == "loo":
-        held = (counts >= 2).astype(np.int64)
-    else:
-        held = held_out_counts(counts, test_fraction)
+    held = (counts >= 2).astype(np.int64) if method == "loo" else held_out_counts(counts, test_fraction)
     if method == "random":
         to_test_sorted = rank < held[sorted_users]
     else:

@@ -144,7 +144,7 @@ def evaluate(
     depth = max(ks) if legacy_depth is None else int(legacy_depth)
     if depth < 1:
         raise HashgnnError(f"legacy_depth must be at least 1, got {legacy_depth}")
-    list_len = max(max(ks), depth)
+    list_len = max(*ks, depth)
 
     candidates = np.arange(test.shape[0], dtype=np.int64) if users is None else np.unique(np.asarray(users, np.int64))
     if len(candidates) and (candidates[0] < 0 or candidates[-1] >= test.shape[0]):

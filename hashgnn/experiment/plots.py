@@ -55,9 +55,10 @@ def plot_bits(suite: Suite, rows: list[dict[str, Any]], path: Path, primary: str
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.0), squeeze=False)
-    labels = sorted({k[3] for k in agg}, key=lambda x: [p.label for p in suite.points()].index(x))
+    order = [p.label for p in suite.points()]
+    labels = sorted({k[3] for k in agg}, key=order.index)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, ds in zip(axes[0], datasets):
+    for ax, ds in zip(axes[0], datasets, strict=True):
         for li, label in enumerate(labels):
             for s in settings:
                 pts = [(k, agg[(ds, k, s.name, label)][primary]) for k in suite.bits if (ds, k, s.name, label) in agg]
@@ -143,7 +144,7 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
         for label in labels:
             c = curves[(ds, bits, label)]
             stem, gran = _granularity_split(label)
-            style = dict(color=colors[stems.index(stem) % len(colors)], ls="--" if gran == "bit" else "-")
+            style = {"color": colors[stems.index(stem) % len(colors)], "ls": "--" if gran == "bit" else "-"}
             axes[0][ci].plot(c["epoch"] + 1, c["value"], marker="o", ms=2.0, lw=1.1, label=label, **style)
             if len(c["beta"]):
                 axes[1][ci].plot(c["beta_epoch"] + 1, c["beta"], lw=1.2, **style)
@@ -177,7 +178,7 @@ def plot_qps(points: list[dict[str, Any]], path: Path, primary: str, title: str)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.4 * len(datasets), 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     series = list(dict.fromkeys(p["label"] for p in points))
-    for ax, ds in zip(axes[0], datasets):
+    for ax, ds in zip(axes[0], datasets, strict=True):
         for mode, (_, mk) in _MODE_STYLE.items():
             for si, label in enumerate(series):
                 pts = [p for p in points if p["dataset"] == ds and p["label"] == label and p["mode"] == mode]

@@ -15,6 +15,7 @@ dominate; the search alone is what the paper's speed claim is about.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,7 +68,7 @@ def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None,
         rates = []
         for ex in (None, exclude):
             search(warm, None if ex is None else ex[warm])
-            rates.append(len(users) / _best_time(lambda: search(slice(None), ex), repeats, budget_s))
+            rates.append(len(users) / _best_time(partial(search, slice(None), ex), repeats, budget_s))
         return rates[0], rates[1]
 
     if "hamming" in modes:
@@ -84,7 +85,11 @@ def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None,
         for backend in ("faiss", "torch"):
             f = FloatIndex(dim, backend, threads=threads)
             f.add(codes.item_z)
-            plain, excl = timed(lambda s, ex: f.search(uz[s], k, exclude=ex))
+
+            def search(s: slice, ex: Any, f: FloatIndex = f) -> Any:  # f bound now, not at call time
+                return f.search(uz[s], k, exclude=ex)
+
+            plain, excl = timed(search)
             out[f"continuous_{backend}_qps"], out[f"continuous_{backend}_qps_excluding_train"] = plain, excl
             if best is None or plain > best[0]:
                 best = (plain, excl, backend)

@@ -79,7 +79,7 @@ def _hms(seconds: float | None) -> str:
         return "n/a"
     if seconds < 10:
         return f"{seconds:.1f} s"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s} s"
     h, rem = divmod(s, 3600)
@@ -131,7 +131,7 @@ def check_claims(suite: Suite, rows: list[dict[str, Any]], primary: str,
     cont_settings = [s for s in suite.settings if s.mode == "continuous"]
     claims: list[Claim] = []
     # With variants (e.g. one per encoder), methods are compared within the same variant.
-    variants = list(suite.variants) or [None]
+    variants: list[str | None] = [*suite.variants] or [None]
     for ds in suite.datasets:
         for bits in suite.bits:
             for var, s in ((v, x) for v in variants for x in suite.settings if x.mode in ("hamming", "hierarchical")):
@@ -496,7 +496,7 @@ def write_report(suites: list[Suite], out: str | Path, path: str | Path, command
          f"- Suites: {names}", ""]
     parts = [suite_report(s, out, fig_dir, path.parent, qps=qps, progress=progress, evaluate=evaluate)
              for s in suites]
-    claims = [(s, c) for s, p in zip(suites, parts) for c in p.claims]
+    claims = [(s, c) for s, p in zip(suites, parts, strict=True) for c in p.claims]
     if claims:
         checked = [c for _, c in claims if c.agrees is not None]
         bad = [c for c in checked if not c.agrees]

@@ -141,7 +141,7 @@ def exclusion_csr(exclude: Exclude, n_queries: int, idmap: IdMap) -> tuple[np.nd
         cols = m.indices.astype(np.int64)
     else:
         try:
-            seq = list(exclude)  # type: ignore[arg-type]
+            seq = list(exclude)
         except TypeError:
             raise HashgnnError(f"exclude must be a scipy sparse matrix or a list of id arrays, got "
                                f"{type(exclude).__name__}") from None

@@ -130,7 +130,7 @@ class HammingIndex(SizedIndex):
         self.faiss_use_heap = faiss_use_heap
         self.code_size = code_bytes(self.bits)
         dtype, self._n_words, _ = word_layout(self.code_size)
-        self._words = np.zeros((self._n_words, 0), dtype)  # word-major (W, n): the kernel's layout
+        self._words: np.ndarray = np.zeros((self._n_words, 0), dtype)  # word-major (W, n): the kernel's layout
         self._idmap = IdMap()
         self._derived: Any = None  # faiss index or torch tensor, rebuilt lazily after add()
 

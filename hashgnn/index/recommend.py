@@ -116,6 +116,7 @@ class Recommender:
         from hashgnn.index.hierarchical import HierarchicalIndex
 
         c = self.codes
+        index: HammingIndex | HierarchicalIndex | FloatIndex
         if self.mode == "hamming":
             index = HammingIndex(c.bits, threads=threads)
             index.add(c.item_codes)

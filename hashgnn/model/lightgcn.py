@@ -12,6 +12,8 @@ transpose, keeping no per-layer autograd graph.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -36,12 +38,12 @@ class SymmetricSpMM(torch.autograd.Function):
     """``adj @ x`` for a symmetric sparse ``adj``; the gradient w.r.t. ``x`` is ``adj @ grad``."""
 
     @staticmethod
-    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adj = adj
         return spmm(adj, x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, spmm(ctx.adj, grad)
 
 
@@ -78,7 +80,7 @@ class LightGCNRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x0: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor,  # type: ignore[override]
+    def forward(ctx: Any, x0: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor,
                 layers: int) -> torch.Tensor:
         ctx.adj, ctx.layers = adj, layers
         ctx.save_for_backward(rows)
@@ -93,7 +95,7 @@ class LightGCNRows(torch.autograd.Function):
         return acc / (layers + 1)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (rows,) = ctx.saved_tensors
         adj, layers = ctx.adj, ctx.layers
         g = (grad / (layers + 1)).contiguous()

@@ -72,6 +72,11 @@ class HashModel(nn.Module):
     epoch alone, set by :meth:`on_epoch_start`, so a resumed run that calls it again is identical.
     """
 
+    # Declared for the type checker, which otherwise types module attributes as Tensor | Module. The
+    # encoder is duck-typed: any module with the methods listed under Args.
+    encoder: Any
+    hyperplanes: torch.Tensor  # lsh only: a buffer
+
     def __init__(self, cfg: ModelConfig, graph: BipartiteGraph, encoder: nn.Module,
                  train_cfg: TrainConfig | None = None) -> None:
         super().__init__()
@@ -79,7 +84,7 @@ class HashModel(nn.Module):
         self.graph = graph
         self.train_cfg = train_cfg or TrainConfig()
         self.encoder = encoder
-        d = encoder.out_dim
+        d = int(self.encoder.out_dim)
         self.user_hash: HashLayer | None = None
         self.item_hash: HashLayer | None = None
         if self.method in HASH_LAYER_METHODS:
@@ -156,7 +161,9 @@ class HashModel(nn.Module):
         return out
 
     # ----------------------------------------------------------------------------- vectors
-    def _encode(self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator):
+    def _encode(
+        self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.encoder_frozen:
             with torch.no_grad():
                 return self.encoder(users, items, generator)

@@ -127,14 +127,14 @@ class BipartiteSAGE(nn.Module):
             towers.append((self._sample(items, False, self.item_fanouts, generator), False,
                            self.item_fanouts, self.item_aggs))
         # (tower, hop) slots per node type; hop k of a tower starting with a user is a user iff k even.
-        slots = {True: [], False: []}
+        slots: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
         for t, (hops, first_user, _, _) in enumerate(towers):
             for k in range(len(hops)):
                 slots[(k % 2 == 0) == first_user].append((t, k))
         h: list[list[torch.Tensor]] = [[None] * len(tw[0]) for tw in towers]  # type: ignore[list-item]
         for is_user, enc in ((True, self.user_input), (False, self.item_input)):
             encoded = self._encode_unique(enc, [towers[t][0][k] for t, k in slots[is_user]])
-            for (t, k), e in zip(slots[is_user], encoded):
+            for (t, k), e in zip(slots[is_user], encoded, strict=True):
                 h[t][k] = e
         return [self._aggregate(h[t], hops, f, aggs) for t, (hops, _, f, aggs) in enumerate(towers)]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import scipy.sparse as sp
 import torch
@@ -22,6 +22,9 @@ from hashgnn.config import TrainConfig
 from hashgnn.errors import HashgnnError
 from hashgnn.graph.bipartite import BipartiteGraph
 from hashgnn.graph.sampling import sample_negatives
+
+if TYPE_CHECKING:
+    from hashgnn.model.network import HashModel
 
 
 def build_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -50,7 +53,7 @@ def _graph_for(model: torch.nn.Module, train: Any) -> BipartiteGraph:
 
 
 def train_epoch(
-    model: torch.nn.Module,
+    model: HashModel,
     optimizer: torch.optim.Optimizer,
     train: sp.spmatrix | BipartiteGraph | None,
     train_cfg: TrainConfig,

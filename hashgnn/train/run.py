@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,12 @@ from hashgnn.config import RunConfig
 from hashgnn.data import Interactions, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from hashgnn.eval import Scorer
+    from hashgnn.model.network import HashModel
 
 MODES = ("hamming", "hierarchical", "continuous")
 # Methods whose network is trained towards binary codes; they are served (and early-stopped) in
@@ -71,7 +77,7 @@ def _eval_generator(seed: int, device: torch.device, salt: int) -> torch.Generat
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt)
 
 
-def _scorer(mode: str, codes: RunCodes, candidates: int):
+def _scorer(mode: str, codes: RunCodes, candidates: int) -> Scorer:
     from hashgnn.eval import HammingScorer, HierarchicalScorer, InnerProductScorer
 
     if mode == "hamming":
@@ -83,7 +89,7 @@ def _scorer(mode: str, codes: RunCodes, candidates: int):
     raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
-def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Generator) -> RunCodes:
+def export_codes(model: HashModel, data: Interactions, generator: torch.Generator) -> RunCodes:
     """Continuous vectors and packed codes (sign of each vector) of every user and item.
 
     For hashing methods the vectors have ``bits`` dimensions; for continuous models (``plain``,
@@ -105,7 +111,7 @@ def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Ge
     )
 
 
-def evaluate_codes(codes: RunCodes, train, test, mode: str, ks: list[int], candidates: int,
+def evaluate_codes(codes: RunCodes, train: sp.csr_matrix, test: sp.csr_matrix, mode: str, ks: list[int], candidates: int,
                    batch_users: int = 1024, progress: bool = False) -> dict[str, float]:
     """Metrics of ``codes`` on ``test`` with ``train`` masked, in one retrieval mode."""
     from hashgnn.eval import evaluate
