@@ -8,14 +8,14 @@ MIRROR ?= $(if $(wildcard ../shared/data/README.md),$(abspath ../shared/data),)
 export HASHGNN_DATA_MIRROR := $(or $(HASHGNN_DATA_MIRROR),$(MIRROR))
 RUN    ?= runs/lastfm-hashgnn
 
-.PHONY: install demo test bench-retrieval clean
+.PHONY: install demo test check lint typecheck package-check bench-retrieval clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 # The main job: train HashGNN on Last.fm and print test Recall@20/NDCG@20 in the three retrieval modes
@@ -26,8 +26,22 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -n 2 tests
 
+# What .ci/run checks before the tests (docs/CONTRIBUTING.md): lint, formatting, types, and the built
+# wheel installed into a fresh virtual environment.
+check: lint typecheck package-check
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+package-check: install
+	bash .ci/package-check $(BIN)/python
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache build dist
 
 # The retrieval speed target of docs/BENCHMARKS.md (10^6 items x 64 bits, k = 100, 1,000 queries).
 bench-retrieval: install

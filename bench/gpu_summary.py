@@ -17,18 +17,22 @@ from hashgnn.methods import MODES
 
 def table(path: Path) -> str:
     """The Markdown table of one runs.jsonl file."""
-    lines = ["| run | epochs (best) | s / epoch | Hamming | hierarchical (C = 500) | continuous (z) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| run | epochs (best) | s / epoch | Hamming | hierarchical (C = 500) | continuous (z) |",
+        "|---|---|---|---|---|---|",
+    ]
     for raw in path.read_text().splitlines():
         row = json.loads(raw)
         f = row.get("final")
         if not f:
             lines.append(f"| {row['name']} | no final metrics (failed; see log.txt) | | | | |")
             continue
-        cells = [f"{f['test'][m]['recall@20']:.4f} / {f['test'][m]['ndcg@20']:.4f}"
-                 for m in MODES]
-        lines.append(f"| {row['name']} | {f['epochs_run']} ({f['best_epoch']}) | {f['seconds_per_epoch']:.2f} | "
-                     + " | ".join(cells) + " |")
+        cells = [f"{f['test'][m]['recall@20']:.4f} / {f['test'][m]['ndcg@20']:.4f}" for m in MODES]
+        lines.append(
+            f"| {row['name']} | {f['epochs_run']} ({f['best_epoch']}) | {f['seconds_per_epoch']:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -57,30 +58,36 @@ def main() -> None:
     for n in args.items:
         data = synthetic_corpus(n, args.queries, args.bits, seed=0)
         items, queries, item_z, query_z = data["items"], data["queries"], data["item_z"], data["query_z"]
-        res: dict = {"items": n, "bits": args.bits, "queries": args.queries, "k": args.k, "device": str(device),
-                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+        res: dict = {
+            "items": n,
+            "bits": args.bits,
+            "queries": args.queries,
+            "k": args.k,
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        }
         gpu = HammingIndex(args.bits, "torch", device=args.device)
         gpu.add(items)
         cpu = HammingIndex(args.bits, "own")
         cpu.add(items)
         c = queries[: args.check]
-        exact = all(np.array_equal(a, b) for a, b in zip(gpu.search(c, args.k), cpu.search(c, args.k)))
+        exact = all(np.array_equal(a, b) for a, b in zip(gpu.search(c, args.k), cpu.search(c, args.k), strict=True))
         res["torch_equals_own_kernel"] = bool(exact)
         gpu.search(queries[:256], args.k)
-        res["torch_hamming_qps"] = args.queries / timed(lambda: gpu.search(queries, args.k), device)
+        res["torch_hamming_qps"] = args.queries / timed(partial(gpu.search, queries, args.k), device)
         del cpu
 
         ipm = torch.from_numpy(unpack_codes(items, args.bits)).to(device, torch.bfloat16)
         qpm = torch.from_numpy(unpack_codes(queries, args.bits)).to(device, torch.bfloat16)
         batch = 4096 if device.type == "cuda" else 256
         plain_bf16(ipm, qpm[:batch], args.k, batch)
-        res["plain_bf16_topk_qps"] = args.queries / timed(lambda: plain_bf16(ipm, qpm, args.k, batch), device)
+        res["plain_bf16_topk_qps"] = args.queries / timed(partial(plain_bf16, ipm, qpm, args.k, batch), device)
         del ipm, qpm
 
         f = FloatIndex(args.bits, "torch", device=args.device)
         f.add(item_z)
         f.search(query_z[:256], args.k)
-        res["torch_float32_qps"] = args.queries / timed(lambda: f.search(query_z, args.k), device)
+        res["torch_float32_qps"] = args.queries / timed(partial(f.search, query_z, args.k), device)
         del f, gpu
         if device.type == "cuda":
             torch.cuda.empty_cache()

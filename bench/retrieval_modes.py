@@ -50,17 +50,22 @@ def measure(run: Path, k: int, candidates: int | None, threads: int | None) -> l
         dt = time.perf_counter() - t
         code_bytes = int(codes.item_codes.shape[1])
         float_bytes = int(codes.item_z.shape[1]) * 4
-        rows.append({
-            "mode": mode,
-            f"recall@{k}": metrics[f"recall@{k}"],
-            f"ndcg@{k}": metrics[f"ndcg@{k}"],
-            "queries_per_second": codes.n_users / dt,
-            "users": codes.n_users,
-            "items": codes.n_items,
-            "bytes_per_item": {"hamming": code_bytes, "hierarchical": code_bytes + float_bytes,
-                               "continuous": float_bytes}[mode],
-            "candidates": c if mode == "hierarchical" else None,
-        })
+        rows.append(
+            {
+                "mode": mode,
+                f"recall@{k}": metrics[f"recall@{k}"],
+                f"ndcg@{k}": metrics[f"ndcg@{k}"],
+                "queries_per_second": codes.n_users / dt,
+                "users": codes.n_users,
+                "items": codes.n_items,
+                "bytes_per_item": {
+                    "hamming": code_bytes,
+                    "hierarchical": code_bytes + float_bytes,
+                    "continuous": float_bytes,
+                }[mode],
+                "candidates": c if mode == "hierarchical" else None,
+            }
+        )
     return rows
 
 
@@ -78,14 +83,18 @@ def main() -> None:
         return
     k = args.k
     cmd = " ".join(["python", *sys.argv])
-    print(f"Run `{args.run}`: {rows[0]['users']:,} users x {rows[0]['items']:,} items; "
-          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; command `{cmd}`.\n")
+    print(
+        f"Run `{args.run}`: {rows[0]['users']:,} users x {rows[0]['items']:,} items; "
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; command `{cmd}`.\n"
+    )
     print(f"| mode | Recall@{k} | NDCG@{k} | queries/s (all users, seen excluded) | bytes/item |")
     print("|---|---|---|---|---|")
     for r in rows:
         name = r["mode"] + (f" (C = {r['candidates']})" if r["candidates"] else "")
-        print(f"| {name} | {r[f'recall@{k}']:.4f} | {r[f'ndcg@{k}']:.4f} | {r['queries_per_second']:,.0f} "
-              f"| {r['bytes_per_item']} |")
+        print(
+            f"| {name} | {r[f'recall@{k}']:.4f} | {r[f'ndcg@{k}']:.4f} | {r['queries_per_second']:,.0f} "
+            f"| {r['bytes_per_item']} |"
+        )
 
 
 if __name__ == "__main__":

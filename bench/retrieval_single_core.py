@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
-
+from functools import partial
 
 
 def main() -> None:
@@ -28,8 +28,10 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[100])
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
-    print("| bits | k | own kernel q per CPU-s | faiss heap | faiss counting | own / best faiss "
-          "| per-core limit q/s | own / limit |")
+    print(
+        "| bits | k | own kernel q per CPU-s | faiss heap | faiss counting | own / best faiss "
+        "| per-core limit q/s | own / limit |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for bits in args.bits:
         data = synthetic_corpus(args.items, args.queries, bits, seed=0, with_z=False)
@@ -50,14 +52,17 @@ def main() -> None:
                     best = max(best, args.queries / (time.process_time() - t))
                 return best
 
-            r_own = rate(lambda: own.search(queries, k))
+            r_own = rate(partial(own.search, queries, k))
             r = {}
             for heap in (True, False):
                 flat.use_heap = heap
                 flat.search(queries[:5], k)
-                r[heap] = rate(lambda: flat.search(queries, k))
-            print(f"| {bits} | {k} | {r_own:,.0f} | {r[True]:,.0f} | {r[False]:,.0f} | {r_own / max(r.values()):.1f}x "
-                  f"| {limit:,.0f} | {r_own / limit:.0%} |", flush=True)
+                r[heap] = rate(partial(flat.search, queries, k))
+            print(
+                f"| {bits} | {k} | {r_own:,.0f} | {r[True]:,.0f} | {r[False]:,.0f} | {r_own / max(r.values()):.1f}x "
+                f"| {limit:,.0f} | {r_own / limit:.0%} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

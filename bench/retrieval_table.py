@@ -24,8 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_row(n: int, bits: int, queries: int, k: int, threads: int) -> tuple[str, dict]:
-    cmd = ["hashgnn", "bench", "retrieval", "--items", str(n), "--bits", str(bits), "--queries", str(queries),
-           "--k", str(k), "--threads", str(threads), "--json"]
+    cmd = [
+        "hashgnn",
+        "bench",
+        "retrieval",
+        "--items",
+        str(n),
+        "--bits",
+        str(bits),
+        "--queries",
+        str(queries),
+        "--k",
+        str(k),
+        "--threads",
+        str(threads),
+        "--json",
+    ]
     shown = " ".join(shlex.quote(c) for c in cmd)
     print(f"$ {shown}", file=sys.stderr, flush=True)
     t = time.perf_counter()
@@ -42,9 +56,11 @@ def fmt(x: float | None, digits: int = 0) -> str:
 
 
 def markdown(rows: list[tuple[str, dict]]) -> str:
-    head = ("| items | bits | own Hamming q/s | compute limit q/s | faiss binary q/s (heap / counting) | own / faiss "
-            "| hier. C=500 q/s | hier. C=1000 q/s | faiss IP q/s | torch IP q/s | Hamming / float | hier. C=1000 / float "
-            "| recall@k hier. C=500 / C=1000 / Hamming vs float | bytes/item code / code+float / float | load avg start-end | command |")
+    head = (
+        "| items | bits | own Hamming q/s | compute limit q/s | faiss binary q/s (heap / counting) | own / faiss "
+        "| hier. C=500 q/s | hier. C=1000 q/s | faiss IP q/s | torch IP q/s | Hamming / float | hier. C=1000 / float "
+        "| recall@k hier. C=500 / C=1000 / Hamming vs float | bytes/item code / code+float / float | load avg start-end | command |"
+    )
     sep = "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"
     lines = [head, sep]
     for cmd, r in rows:
@@ -68,8 +84,10 @@ def markdown(rows: list[tuple[str, dict]]) -> str:
 
 def limits(rows: list[tuple[str, dict]]) -> str:
     """Per code width: the popcount rate and the streaming rate over the largest corpus measured."""
-    out = ["| bits | word | popcounts/s per core (measured) | stream of the codes (items, GB/s, all threads) |",
-           "|---|---|---|---|"]
+    out = [
+        "| bits | word | popcounts/s per core (measured) | stream of the codes (items, GB/s, all threads) |",
+        "|---|---|---|---|",
+    ]
     best: dict[int, dict] = {}
     for _, r in rows:
         if "limit" in r and (r["bits"] not in best or r["items"] > best[r["bits"]]["items"]):
@@ -77,9 +95,11 @@ def limits(rows: list[tuple[str, dict]]) -> str:
     for bits in sorted(best):
         r = best[bits]
         lim = r["limit"]
-        out.append(f"| {bits} | {lim['word_bits']}-bit x {lim['words_per_code']} "
-                   f"| {lim['popcounts_per_s_per_core'] / 1e9:.1f} G "
-                   f"| {r['items']:,} items: {fmt(lim.get('stream_bytes_per_s', 0) / 1e9, 1)} |")
+        out.append(
+            f"| {bits} | {lim['word_bits']}-bit x {lim['words_per_code']} "
+            f"| {lim['popcounts_per_s_per_core'] / 1e9:.1f} G "
+            f"| {r['items']:,} items: {fmt(lim.get('stream_bytes_per_s', 0) / 1e9, 1)} |"
+        )
     return "\n".join(out)
 
 
@@ -110,9 +130,14 @@ def main() -> None:
                 log.write(json.dumps({"command": cmd, **res}) + "\n")
                 log.flush()
                 rows.append((cmd, res))
-    text = (f"Machine: {rows[0][1]['machine']}; {args.threads} threads; k = {args.k}; "
-            f"generated {time.strftime('%Y-%m-%d %H:%M')}.\n\n" + markdown(rows) + "\n\nArithmetic limits:\n\n"
-            + limits(rows) + "\n")
+    text = (
+        f"Machine: {rows[0][1]['machine']}; {args.threads} threads; k = {args.k}; "
+        f"generated {time.strftime('%Y-%m-%d %H:%M')}.\n\n"
+        + markdown(rows)
+        + "\n\nArithmetic limits:\n\n"
+        + limits(rows)
+        + "\n"
+    )
     if args.out:
         args.out.write_text(text)
     else:

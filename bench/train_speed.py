@@ -27,8 +27,8 @@ from pathlib import Path
 # nothing measurable when the machine is idle.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import scipy.sparse as sp  # noqa: E402
-import torch  # noqa: E402
+import scipy.sparse as sp
+import torch
 
 REFERENCE_LIGHTGCN_S = 338.7
 
@@ -98,16 +98,31 @@ def main(argv: list[str] | None = None) -> dict:
     secs = time.perf_counter() - t0
     per_batch = secs / timed
     out = {
-        "dataset": args.dataset, "encoder": args.encoder, "method": args.method, "bits": args.bits,
-        "batch_size": tcfg.batch_size, "negatives": tcfg.negatives, "weight_decay": tcfg.weight_decay,
-        "threads": args.threads, "device": str(device), "n_users": train.shape[0], "n_items": train.shape[1],
-        "n_edges": int(train.nnz), "batches_per_epoch": n_batches, "batches_timed": timed,
-        "seconds_per_batch": round(per_batch, 5), "seconds_per_epoch": round(per_batch * n_batches, 2),
-        "loss": round(stats["loss"], 5), "load_seconds": round(load_s, 2), "build_seconds": round(build_s, 2),
+        "dataset": args.dataset,
+        "encoder": args.encoder,
+        "method": args.method,
+        "bits": args.bits,
+        "batch_size": tcfg.batch_size,
+        "negatives": tcfg.negatives,
+        "weight_decay": tcfg.weight_decay,
+        "threads": args.threads,
+        "device": str(device),
+        "n_users": train.shape[0],
+        "n_items": train.shape[1],
+        "n_edges": int(train.nnz),
+        "batches_per_epoch": n_batches,
+        "batches_timed": timed,
+        "seconds_per_batch": round(per_batch, 5),
+        "seconds_per_epoch": round(per_batch * n_batches, 2),
+        "loss": round(stats["loss"], 5),
+        "load_seconds": round(load_s, 2),
+        "build_seconds": round(build_s, 2),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
     }
     if args.encoder == "lightgcn" and args.method == "plain":
         out["speedup_vs_reference_lightgcn"] = round(REFERENCE_LIGHTGCN_S / out["seconds_per_epoch"], 2)

@@ -56,7 +56,27 @@ _WHERE = {
     "ArtifactError": "hashgnn.io",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "METHODS",
+    "MODES",
+    "ArtifactError",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "EvalConfig",
+    "FloatIndex",
+    "HammingIndex",
+    "HashgnnError",
+    "HierarchicalIndex",
+    "ModelConfig",
+    "Run",
+    "RunConfig",
+    "TrainConfig",
+    "Trainer",
+    "evaluate",
+    "load_dataset",
+]
+assert sorted(__all__) == sorted(_WHERE)  # one list of names, kept in step with _WHERE
 
 
 def __getattr__(name: str) -> Any:

@@ -60,7 +60,7 @@ def configure(base: RunConfig | str | Path | None = None, **settings: Any) -> Ru
     return RunConfig.from_dict(d)
 
 
-def load_dataset(dataset: str | Path, progress: bool = False, **settings: Any) -> "Interactions":
+def load_dataset(dataset: str | Path, progress: bool = False, **settings: Any) -> Interactions:
     """Load a registered data set (``hashgnn data list``), a train.txt/test.txt folder or a table file.
 
     ``settings``: DataConfig fields (``split``, ``test_fraction``, ``user_col``, ...). The result's
@@ -83,13 +83,16 @@ class Trainer:
         settings: config fields, flat or ``section.key`` (see :func:`configure`).
     """
 
-    def __init__(self, config: RunConfig | str | Path | None = None, progress: bool = True,
-                 **settings: Any) -> None:
+    def __init__(self, config: RunConfig | str | Path | None = None, progress: bool = True, **settings: Any) -> None:
         self.config = configure(config, **settings)
         self.progress = progress
 
-    def fit(self, dataset: "str | Path | Interactions | None" = None, out: str | Path = "runs/hashgnn",
-            overwrite: bool = False) -> "Run":
+    def fit(
+        self,
+        dataset: str | Path | Interactions | None = None,
+        out: str | Path = "runs/hashgnn",
+        overwrite: bool = False,
+    ) -> Run:
         """Train on ``dataset`` (a name, path, or what :func:`load_dataset` returned) into ``out``.
 
         Returns the finished :class:`~hashgnn.run.Run`. A folder that already holds a run is refused
@@ -108,8 +111,13 @@ class Trainer:
                     raise ConfigError("fit() takes a data set name or path, or what hashgnn.load_dataset returned")
                 cfg.data = dataclasses.replace(DataConfig(**loaded), valid_fraction=cfg.data.valid_fraction)
         train_run(cfg, out, progress=self.progress, overwrite=overwrite)
-        return Run.load(out, mirror=cfg.data.mirror, cache_dir=cfg.data.cache_dir, device=cfg.train.device,
-                        threads=cfg.train.threads)
+        return Run.load(
+            out,
+            mirror=cfg.data.mirror,
+            cache_dir=cfg.data.cache_dir,
+            device=cfg.train.device,
+            threads=cfg.train.threads,
+        )
 
 
 __all__ = ["Trainer", "configure", "load_dataset"]

@@ -7,6 +7,7 @@ ignored).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -92,7 +93,9 @@ class TrainConfig:
     ranking_loss: str = "bpr"  # bpr | margin
     margin: float = 1.0
     recon_weight: float = 0.1  # lambda in lambda * reconstruction + ranking
-    continuous_weight: float = 0.0  # hashing methods: weight of the same losses on z kept beside the codes' (0: the authors')
+    continuous_weight: float = (
+        0.0  # hashing methods: weight of the same losses on z kept beside the codes' (0: the authors')
+    )
     use_ranking: bool = True
     use_reconstruction: bool = True
     weight_decay: float = 0.0
@@ -134,10 +137,10 @@ class RunConfig:
         write_yaml(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return _build(cls, d, "config")
 
-    def portable(self) -> "RunConfig":
+    def portable(self) -> RunConfig:
         """A copy with the execution fields (:data:`EXECUTION_FIELDS`) at their defaults, as saved."""
         d = self.to_dict()
         defaults = RunConfig().to_dict()
@@ -145,8 +148,13 @@ class RunConfig:
             d[sec][key] = defaults[sec][key]
         return RunConfig.from_dict(d)
 
-    def on_this_machine(self, mirror: str | None = None, cache_dir: str | None = None,
-                        device: str | None = None, threads: int | None = None) -> "RunConfig":
+    def on_this_machine(
+        self,
+        mirror: str | None = None,
+        cache_dir: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+    ) -> RunConfig:
         """A copy whose execution fields are the given ones (defaults where None), whatever ``self`` says.
 
         Used on every config read from a run folder: a received folder must not choose where data
@@ -158,7 +166,7 @@ class RunConfig:
         return RunConfig.from_dict(d)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
             d = load_yaml(path) or {}
@@ -211,14 +219,15 @@ def parse_setting(cls: type, key: str, text: str) -> Any:
         raise ConfigError(f"{key}: cannot read {text!r} ({e})") from None
     scalar = [a for a in (args or [t]) if a in (int, float, bool)]
     if float in scalar and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-3 as text
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-3 as text
             value = float(value)
-        except ValueError:
-            pass
-    if scalar and not (isinstance(value, tuple(scalar)) or (float in scalar and isinstance(value, int))) \
-            or (scalar and bool not in scalar and isinstance(value, bool)):
+    if (scalar and not (isinstance(value, tuple(scalar)) or (float in scalar and isinstance(value, int)))) or (
+        scalar and bool not in scalar and isinstance(value, bool)
+    ):
         raise ConfigError(f"{key}: expected {' or '.join(a.__name__ for a in scalar)}, got {text!r}")
     return value
+
+
 def _type_name(t: Any) -> str:
     args = typing.get_args(t)
     if typing.get_origin(t) in (typing.Union, types.UnionType):
@@ -271,8 +280,9 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here; write the "
-                                              "values out", mark)
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed here; write the values out", mark
+            )
         return super().compose_node(parent, index)
 
 
@@ -291,7 +301,7 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (UTF-8 expected)") from None
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
 

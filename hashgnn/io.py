@@ -97,8 +97,9 @@ def read_json(path: str | Path, what: str = "JSON file", remedy: str = "") -> An
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ArtifactError(path, f"not valid JSON ({what}: {e.msg} at line {e.lineno} column {e.colno})",
-                            remedy) from None
+        raise ArtifactError(
+            path, f"not valid JSON ({what}: {e.msg} at line {e.lineno} column {e.colno})", remedy
+        ) from None
 
 
 def npy_header(path: str | Path, remedy: str = "") -> tuple[tuple[int, ...], np.dtype, bool, int]:
@@ -128,8 +129,12 @@ def npy_header(path: str | Path, remedy: str = "") -> tuple[tuple[int, ...], np.
         raise ArtifactError(path, f"holds Python objects (dtype {dtype}), which are never loaded", remedy)
     expected = offset + math.prod(shape) * dtype.itemsize
     if size != expected:
-        raise ArtifactError(path, f"truncated or padded: its header says {dtype} {shape} ({expected} bytes in all) "
-                            f"but the file has {size} bytes", remedy)
+        raise ArtifactError(
+            path,
+            f"truncated or padded: its header says {dtype} {shape} ({expected} bytes in all) "
+            f"but the file has {size} bytes",
+            remedy,
+        )
     return tuple(shape), dtype, bool(fortran), offset
 
 
@@ -147,5 +152,15 @@ def read_npy(path: str | Path, kinds: str = "", ndim: int | None = None, remedy:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-__all__ = ["ArtifactError", "atomic_write", "npy_header", "read_json", "read_npy", "write_json", "write_npy",
-           "write_safetensors", "write_text", "write_yaml"]
+__all__ = [
+    "ArtifactError",
+    "atomic_write",
+    "npy_header",
+    "read_json",
+    "read_npy",
+    "write_json",
+    "write_npy",
+    "write_safetensors",
+    "write_text",
+    "write_yaml",
+]

@@ -12,8 +12,9 @@ The schedule of a method is a pure function of the epoch, :meth:`Method.schedule
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from hashgnn.config import ModelConfig, TrainConfig
@@ -28,8 +29,17 @@ Mode = Literal[MODES]  # type: ignore[valid-type]
 CODE_MODES: tuple[str, ...] = tuple(m for m in MODES if m != "continuous")
 
 # Model fields every method reads (the encoder and code length); Method.knobs lists the others.
-SHARED_KNOBS = ("encoder", "bits", "id_dim", "input_dim", "hidden_dim", "user_fanouts", "item_fanouts",
-                "lightgcn_layers", "lightgcn_dim")
+SHARED_KNOBS = (
+    "encoder",
+    "bits",
+    "id_dim",
+    "input_dim",
+    "hidden_dim",
+    "user_fanouts",
+    "item_fanouts",
+    "lightgcn_layers",
+    "lightgcn_dim",
+)
 GUIDANCE_KNOBS = ("guidance", "ste_clip", "beta_schedule", "beta_epochs", "beta_value", "beta_step", "beta_hold")
 
 
@@ -56,28 +66,28 @@ class Schedule:
     hard: bool = False
 
 
-def _beta(epoch: int, c: "ModelConfig") -> float:
+def _beta(epoch: int, c: ModelConfig) -> float:
     from hashgnn.model.guidance import beta_at
 
     return beta_at(epoch, c.beta_schedule, c.beta_step, c.beta_hold, c.beta_epochs, c.beta_value)
 
 
-def guided(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
+def guided(epoch: int, c: ModelConfig, t: TrainConfig) -> Schedule:
     """hashgnn, hashgnn_nr: beta by the configured schedule."""
     return Schedule(epoch, beta=_beta(epoch, c))
 
 
-def always_codes(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
+def always_codes(epoch: int, c: ModelConfig, t: TrainConfig) -> Schedule:
     """hash_ste: the code throughout (beta = 1)."""
     return Schedule(epoch, beta=1.0)
 
 
-def never_codes(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
+def never_codes(epoch: int, c: ModelConfig, t: TrainConfig) -> Schedule:
     """continuous: z throughout (beta = 0)."""
     return Schedule(epoch)
 
 
-def two_stage(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
+def two_stage(epoch: int, c: ModelConfig, t: TrainConfig) -> Schedule:
     """hashgnn_sp: ``pretrain_epochs`` on the encoder output, then the frozen encoder's hash layers
     trained as hashgnn with the schedule restarted."""
     if epoch < t.pretrain_epochs:
@@ -85,17 +95,17 @@ def two_stage(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
     return Schedule(epoch, beta=_beta(epoch - t.pretrain_epochs, c), encoder_frozen=True)
 
 
-def encoder_only(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
+def encoder_only(epoch: int, c: ModelConfig, t: TrainConfig) -> Schedule:
     """plain, mf, lsh: the encoder output throughout."""
     return Schedule(epoch, stage="continuous")
 
 
-def continuation(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
+def continuation(epoch: int, c: ModelConfig, t: TrainConfig) -> Schedule:
     """hashnet: ``scale = (1 + gamma epoch) ** power``."""
     return Schedule(epoch, scale=float((1.0 + c.hashnet_gamma * epoch) ** c.hashnet_power))
 
 
-def annealed(epoch: int, c: "ModelConfig", t: "TrainConfig") -> Schedule:
+def annealed(epoch: int, c: ModelConfig, t: TrainConfig) -> Schedule:
     """hash_gumbel: tau from gumbel_tau0 down to gumbel_tau_min (geometric) over the soft epochs,
     then ``gumbel_hard_epochs`` with hard bits (beta = 1)."""
     soft_epochs = max(t.epochs - c.gumbel_hard_epochs, 1)
@@ -131,7 +141,7 @@ class Method:
     summary: str
     serves: str
     model: str
-    schedule_fn: Callable[[int, "ModelConfig", "TrainConfig"], Schedule]
+    schedule_fn: Callable[[int, ModelConfig, TrainConfig], Schedule]
     hashing: bool = True
     hash_layer: bool = True
     reconstruction: bool = True
@@ -146,7 +156,7 @@ class Method:
         """The retrieval mode the method is served (and validated) with."""
         return "hamming" if self.hashing else "continuous"
 
-    def schedule(self, epoch: int, model_cfg: "ModelConfig", train_cfg: "TrainConfig") -> Schedule:
+    def schedule(self, epoch: int, model_cfg: ModelConfig, train_cfg: TrainConfig) -> Schedule:
         """The schedule state of ``epoch`` (0-based)."""
         return self.schedule_fn(epoch, model_cfg, train_cfg)
 
@@ -158,33 +168,113 @@ class Method:
 
 _HASHGNN = "hashgnn.model.hashgnn:HashGNN"
 _REGISTRY: tuple[Method, ...] = (
-    Method("hashgnn", "method", "guided mix of z = tanh(hash(h)) and sign(z) (STE), beta by schedule", "z",
-           _HASHGNN, guided, continuous_term=True, knobs=GUIDANCE_KNOBS),
-    Method("hash_ste", "ablation", "sign(z) with STE throughout (beta = 1)", "z", _HASHGNN, always_codes,
-           continuous_term=True, knobs=("ste_clip",)),
-    Method("hashgnn_nr", "ablation", "as hashgnn, without the ranking loss", "z", _HASHGNN, guided,
-           ranking=False, continuous_term=True, knobs=GUIDANCE_KNOBS),
-    Method("hashgnn_sp", "ablation", "epochs < pretrain_epochs: encoder output h; then the encoder is frozen "
-           "and the hash layer trained as hashgnn (schedule restarts)", "z", _HASHGNN, two_stage,
-           continuous_term=True, knobs=GUIDANCE_KNOBS + ("pretrain_epochs",)),
-    Method("continuous", "continuous", "z only (beta = 0): the continuous counterpart of hashgnn", "z",
-           _HASHGNN, never_codes, hashing=False),
-    Method("plain", "continuous", "encoder output h, no hash layer (lightgcn: LightGCN itself); ranking + L2",
-           "h", "hashgnn.model.baselines:Plain", encoder_only, hashing=False, hash_layer=False,
-           reconstruction=False),
-    Method("mf", "continuous", "BPR matrix factorisation embeddings; ranking + L2", "h",
-           "hashgnn.model.baselines:Plain", encoder_only, hashing=False, hash_layer=False,
-           reconstruction=False, encoder="mf", knobs=("mf_dim",)),
-    Method("lsh", "baseline", "encoder output h (trained as hashgnn_sp's first stage); served h R with R a "
-           "fixed N(0, 1) (d x K) matrix of random hyperplanes", "h R", "hashgnn.model.baselines:LSH",
-           encoder_only, hash_layer=False),
-    Method("hashnet", "baseline", "tanh(scale * a), a = W h + b, scale = (1 + gamma epoch) ** power",
-           "tanh(scale a)", "hashgnn.model.baselines:HashNet", continuation,
-           knobs=("hashnet_gamma", "hashnet_power"), logged=("scale",)),
-    Method("hash_gumbel", "baseline", "each bit a two-way Gumbel-softmax tanh((a + L) / (2 tau)), L logistic "
-           "noise, tau annealed geometrically; the last gumbel_hard_epochs use hard bits sign(a + L) with "
-           "the soft gradient (straight-through)", "tanh(a)", "hashgnn.model.baselines:HashGumbel", annealed,
-           knobs=("gumbel_tau0", "gumbel_tau_min", "gumbel_hard_epochs"), logged=("tau",)),
+    Method(
+        "hashgnn",
+        "method",
+        "guided mix of z = tanh(hash(h)) and sign(z) (STE), beta by schedule",
+        "z",
+        _HASHGNN,
+        guided,
+        continuous_term=True,
+        knobs=GUIDANCE_KNOBS,
+    ),
+    Method(
+        "hash_ste",
+        "ablation",
+        "sign(z) with STE throughout (beta = 1)",
+        "z",
+        _HASHGNN,
+        always_codes,
+        continuous_term=True,
+        knobs=("ste_clip",),
+    ),
+    Method(
+        "hashgnn_nr",
+        "ablation",
+        "as hashgnn, without the ranking loss",
+        "z",
+        _HASHGNN,
+        guided,
+        ranking=False,
+        continuous_term=True,
+        knobs=GUIDANCE_KNOBS,
+    ),
+    Method(
+        "hashgnn_sp",
+        "ablation",
+        "epochs < pretrain_epochs: encoder output h; then the encoder is frozen "
+        "and the hash layer trained as hashgnn (schedule restarts)",
+        "z",
+        _HASHGNN,
+        two_stage,
+        continuous_term=True,
+        knobs=GUIDANCE_KNOBS + ("pretrain_epochs",),
+    ),
+    Method(
+        "continuous",
+        "continuous",
+        "z only (beta = 0): the continuous counterpart of hashgnn",
+        "z",
+        _HASHGNN,
+        never_codes,
+        hashing=False,
+    ),
+    Method(
+        "plain",
+        "continuous",
+        "encoder output h, no hash layer (lightgcn: LightGCN itself); ranking + L2",
+        "h",
+        "hashgnn.model.baselines:Plain",
+        encoder_only,
+        hashing=False,
+        hash_layer=False,
+        reconstruction=False,
+    ),
+    Method(
+        "mf",
+        "continuous",
+        "BPR matrix factorisation embeddings; ranking + L2",
+        "h",
+        "hashgnn.model.baselines:Plain",
+        encoder_only,
+        hashing=False,
+        hash_layer=False,
+        reconstruction=False,
+        encoder="mf",
+        knobs=("mf_dim",),
+    ),
+    Method(
+        "lsh",
+        "baseline",
+        "encoder output h (trained as hashgnn_sp's first stage); served h R with R a "
+        "fixed N(0, 1) (d x K) matrix of random hyperplanes",
+        "h R",
+        "hashgnn.model.baselines:LSH",
+        encoder_only,
+        hash_layer=False,
+    ),
+    Method(
+        "hashnet",
+        "baseline",
+        "tanh(scale * a), a = W h + b, scale = (1 + gamma epoch) ** power",
+        "tanh(scale a)",
+        "hashgnn.model.baselines:HashNet",
+        continuation,
+        knobs=("hashnet_gamma", "hashnet_power"),
+        logged=("scale",),
+    ),
+    Method(
+        "hash_gumbel",
+        "baseline",
+        "each bit a two-way Gumbel-softmax tanh((a + L) / (2 tau)), L logistic "
+        "noise, tau annealed geometrically; the last gumbel_hard_epochs use hard bits sign(a + L) with "
+        "the soft gradient (straight-through)",
+        "tanh(a)",
+        "hashgnn.model.baselines:HashGumbel",
+        annealed,
+        knobs=("gumbel_tau0", "gumbel_tau_min", "gumbel_hard_epochs"),
+        logged=("tau",),
+    ),
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in _REGISTRY}
@@ -204,8 +294,9 @@ def get_method(name: str) -> Method:
 
 def names(role: Role | None = None, hashing: bool | None = None) -> tuple[str, ...]:
     """Method names, in registry order, filtered by role and/or by being a hashing method."""
-    return tuple(m.name for m in _REGISTRY
-                 if (role is None or m.role == role) and (hashing is None or m.hashing == hashing))
+    return tuple(
+        m.name for m in _REGISTRY if (role is None or m.role == role) and (hashing is None or m.hashing == hashing)
+    )
 
 
 def serving_mode(method: str) -> str:
@@ -213,7 +304,7 @@ def serving_mode(method: str) -> str:
     return get_method(method).serving_mode
 
 
-def train_defaults(cfg: "ModelConfig") -> dict[str, Any]:
+def train_defaults(cfg: ModelConfig) -> dict[str, Any]:
     """TrainConfig values that reproduce a method's reference setting (apply where not set).
 
     ``plain`` with lightgcn and ``mf`` follow LightGCN-PyTorch (batch 2048, one negative, lr 1e-3,
@@ -223,11 +314,29 @@ def train_defaults(cfg: "ModelConfig") -> dict[str, Any]:
     """
     m = get_method(cfg.method)
     if m.encoder == "mf" or (not m.hash_layer and not m.hashing and cfg.encoder == "lightgcn"):
-        return {"batch_size": 2048, "negatives": 1, "lr": 1e-3, "weight_decay": 1e-4, "ranking_loss": "bpr",
-                "use_reconstruction": False}
+        return {
+            "batch_size": 2048,
+            "negatives": 1,
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "ranking_loss": "bpr",
+            "use_reconstruction": False,
+        }
     batch = 2048 if cfg.encoder == "lightgcn" else 256
     return {"batch_size": batch, "negatives": 10, "lr": 1e-3, "weight_decay": 0.0, "ranking_loss": "bpr"}
 
 
-__all__ = ["CODE_MODES", "ENCODERS", "METHODS", "METHOD_NAMES", "MODES", "Method", "Mode", "Schedule", "get_method", "names",
-           "serving_mode", "train_defaults"]
+__all__ = [
+    "CODE_MODES",
+    "ENCODERS",
+    "METHODS",
+    "METHOD_NAMES",
+    "MODES",
+    "Method",
+    "Mode",
+    "Schedule",
+    "get_method",
+    "names",
+    "serving_mode",
+    "train_defaults",
+]

@@ -51,8 +51,10 @@ VALID_SALT, EXPORT_SALT = 1, 2
 
 
 def _retrain(path: Path) -> str:
-    return (f"re-export the artifacts from the run's checkpoint with `hashgnn train --resume {path}`, "
-            f"or train again with `hashgnn train --config {path / Run.CONFIG} --out NEW_FOLDER`")
+    return (
+        f"re-export the artifacts from the run's checkpoint with `hashgnn train --resume {path}`, "
+        f"or train again with `hashgnn train --config {path / Run.CONFIG} --out NEW_FOLDER`"
+    )
 
 
 class Run:
@@ -79,8 +81,21 @@ class Run:
     RUNNER_RECORD = "experiment.json"
     RUNNER_ERROR = "experiment_error.txt"
     SETTINGS_CACHE = "settings_metrics.json"
-    FILES = (CONFIG, METRICS_LOG, BEST_WEIGHTS, WEIGHTS, CODES_HEADER, USER_CODES, ITEM_CODES, USER_Z, ITEM_Z,
-             USER_IDS, ITEM_IDS, FINAL_METRICS, PLOT)
+    FILES = (
+        CONFIG,
+        METRICS_LOG,
+        BEST_WEIGHTS,
+        WEIGHTS,
+        CODES_HEADER,
+        USER_CODES,
+        ITEM_CODES,
+        USER_Z,
+        ITEM_Z,
+        USER_IDS,
+        ITEM_IDS,
+        FINAL_METRICS,
+        PLOT,
+    )
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -98,8 +113,15 @@ class Run:
 
     # ------------------------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str | Path, *, mirror: str | None = None, cache_dir: str | None = None,
-             device: str | None = None, threads: int | None = None) -> "Run":
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        mirror: str | None = None,
+        cache_dir: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+    ) -> Run:
         """Open a finished run and validate every artifact in it.
 
         ``mirror``, ``cache_dir``, ``device`` and ``threads`` replace the folder's values (None: the
@@ -128,8 +150,11 @@ class Run:
                 cfg = RunConfig.load(p)
             except ConfigError as e:
                 msg = str(e)
-                raise ArtifactError(p, msg[len(str(p)) + 2:] if msg.startswith(str(p)) else msg,
-                                    f"repair or replace {p.name} (it is the run's YAML config)") from None
+                raise ArtifactError(
+                    p,
+                    msg[len(str(p)) + 2 :] if msg.startswith(str(p)) else msg,
+                    f"repair or replace {p.name} (it is the run's YAML config)",
+                ) from None
             except (OSError, UnicodeDecodeError) as e:
                 raise ArtifactError(p, f"unreadable ({e})") from None
             m = self._machine
@@ -147,8 +172,9 @@ class Run:
         p = self.file(self.FINAL_METRICS)
         m = read_json(p, "the run's final metrics", _retrain(self.path))
         if not isinstance(m, dict) or not isinstance(m.get("test"), dict):
-            raise ArtifactError(p, "expected a JSON object with a 'test' mapping of metrics per retrieval mode",
-                                _retrain(self.path))
+            raise ArtifactError(
+                p, "expected a JSON object with a 'test' mapping of metrics per retrieval mode", _retrain(self.path)
+            )
         return m
 
     @property
@@ -165,7 +191,7 @@ class Run:
         return rows
 
     @property
-    def codes(self) -> "RunCodes":
+    def codes(self) -> RunCodes:
         """Codes and vectors of every user and item, validated against each other and the config."""
         if self._codes is None:
             self._codes = self._read_codes()
@@ -176,14 +202,17 @@ class Run:
         """The served continuous vectors ``(user_z, item_z)``."""
         return self.codes.user_z, self.codes.item_z
 
-    def _read_codes(self) -> "RunCodes":
+    def _read_codes(self) -> RunCodes:
         from hashgnn.codes.artifacts import RunCodes
 
         fix = _retrain(self.path)
         hp = self.file(self.CODES_HEADER)
         if not hp.exists():
-            raise ArtifactError(self.path, f"no {self.CODES_HEADER}, so the run has not exported its codes (is it a "
-                                "finished hashgnn run folder?)", f"finish it with `hashgnn train --resume {self.path}`")
+            raise ArtifactError(
+                self.path,
+                f"no {self.CODES_HEADER}, so the run has not exported its codes (is it a finished hashgnn run folder?)",
+                f"finish it with `hashgnn train --resume {self.path}`",
+            )
         header = read_json(hp, "the header of the code artifacts", fix)
         if not isinstance(header, dict):
             raise ArtifactError(hp, "expected a JSON object", fix)
@@ -191,8 +220,11 @@ class Run:
             raise ArtifactError(hp, "not a code header (no format_version, no bits)", fix)
         version = header.get("format_version")
         if version != CODES_FORMAT_VERSION:
-            raise ArtifactError(hp, f"format_version {version!r}; this hashgnn reads format_version "
-                                f"{CODES_FORMAT_VERSION}", "use the hashgnn release that wrote the run, or " + fix)
+            raise ArtifactError(
+                hp,
+                f"format_version {version!r}; this hashgnn reads format_version {CODES_FORMAT_VERSION}",
+                "use the hashgnn release that wrote the run, or " + fix,
+            )
         try:
             bits, n_users, n_items = (int(header[k]) for k in ("bits", "n_users", "n_items"))
         except (KeyError, TypeError, ValueError):
@@ -205,10 +237,14 @@ class Run:
             want_dtype = {"u": np.uint8, "f": np.float32}.get(kinds)
             if want_dtype is not None and a.dtype != want_dtype:
                 raise ArtifactError(p, f"has dtype {a.dtype}, expected {np.dtype(want_dtype)}", fix)
-            for got, want in zip(a.shape, shape):
+            for got, want in zip(a.shape, shape, strict=True):  # read_npy checked ndim
                 if want is not None and got != want:
-                    raise ArtifactError(p, f"has shape {a.shape}, but {self.CODES_HEADER} and {self.CONFIG} "
-                                        f"say {tuple('any' if s is None else s for s in shape)}", fix)
+                    raise ArtifactError(
+                        p,
+                        f"has shape {a.shape}, but {self.CODES_HEADER} and {self.CONFIG} "
+                        f"say {tuple('any' if s is None else s for s in shape)}",
+                        fix,
+                    )
             return a
 
         uc = arr(self.USER_CODES, "u", (n_users, nbytes))
@@ -216,8 +252,12 @@ class Run:
         uz = arr(self.USER_Z, "f", (n_users, None))
         iz = arr(self.ITEM_Z, "f", (n_items, uz.shape[1]))
         if uz.shape[1] != bits:
-            raise ArtifactError(self.file(self.USER_Z), f"has {uz.shape[1]} columns but {self.CODES_HEADER} says "
-                                f"{bits} bits (the codes are the signs of these vectors)", fix)
+            raise ArtifactError(
+                self.file(self.USER_Z),
+                f"has {uz.shape[1]} columns but {self.CODES_HEADER} says "
+                f"{bits} bits (the codes are the signs of these vectors)",
+                fix,
+            )
         cfg = self.config.model if self.file(self.CONFIG).exists() else None
         if cfg is not None and get_method(cfg.method).serves != "h" and bits != cfg.bits:
             raise ArtifactError(hp, f"says {bits} bits but {self.CONFIG} trains {cfg.bits}-bit codes", fix)
@@ -234,11 +274,14 @@ class Run:
             with safe_open(str(path), framework="pt") as f:
                 f.keys()
         except Exception as e:  # safetensors raises its own error types for every kind of damage
-            raise ArtifactError(path, f"not a readable safetensors file ({e})",
-                                "re-export it with `hashgnn train --resume` on the run folder") from None
+            raise ArtifactError(
+                path,
+                f"not a readable safetensors file ({e})",
+                "re-export it with `hashgnn train --resume` on the run folder",
+            ) from None
 
     # ------------------------------------------------------------------------------- writing
-    def save_codes(self, codes: "RunCodes") -> None:
+    def save_codes(self, codes: RunCodes) -> None:
         """Write the code artifacts, array by array, then the header (each atomically)."""
         self.path.mkdir(parents=True, exist_ok=True)
         write_npy(self.file(self.USER_CODES), np.ascontiguousarray(codes.user_codes, dtype=np.uint8))
@@ -249,16 +292,19 @@ class Run:
             if ids is not None:
                 ids = np.asarray(ids)
                 write_npy(self.file(name), ids.astype(str) if ids.dtype == object else ids)
-        write_json(self.file(self.CODES_HEADER), {
-            "format_version": CODES_FORMAT_VERSION,
-            "bits": int(codes.bits),
-            "n_users": codes.n_users,
-            "n_items": codes.n_items,
-            "bytes_per_code": int(codes.user_codes.shape[1]),
-            "bit_order": "numpy.packbits big-endian",
-            "bit_meaning": "1 = +1, 0 = -1",
-            "has_ids": codes.user_ids is not None,
-        })
+        write_json(
+            self.file(self.CODES_HEADER),
+            {
+                "format_version": CODES_FORMAT_VERSION,
+                "bits": int(codes.bits),
+                "n_users": codes.n_users,
+                "n_items": codes.n_items,
+                "bytes_per_code": int(codes.user_codes.shape[1]),
+                "bit_order": "numpy.packbits big-endian",
+                "bit_meaning": "1 = +1, 0 = -1",
+                "has_ids": codes.user_ids is not None,
+            },
+        )
         self._codes = None
 
     def save_metrics(self, final: dict[str, Any]) -> None:
@@ -266,7 +312,7 @@ class Run:
         write_json(self.file(self.FINAL_METRICS), final)
 
     # ------------------------------------------------------------------------------- data, model
-    def data(self) -> "Interactions":
+    def data(self) -> Interactions:
         """The run's data set (its full train and test splits), loaded once; counts must match the codes."""
         if self._data is None:
             import warnings
@@ -280,12 +326,14 @@ class Run:
                 data = load_interactions(self.config.data, progress=False)
             c = self.codes
             if (c.n_users, c.n_items) != (data.n_users, data.n_items):
-                raise HashgnnError(f"{self.path}: codes cover {c.n_users} users / {c.n_items} items but the data "
-                                   f"set now has {data.n_users} / {data.n_items}; the data changed since training")
+                raise HashgnnError(
+                    f"{self.path}: codes cover {c.n_users} users / {c.n_items} items but the data "
+                    f"set now has {data.n_users} / {data.n_items}; the data changed since training"
+                )
             self._data = data
         return self._data
 
-    def model(self, device: str | None = None) -> "torch.nn.Module":
+    def model(self, device: str | None = None) -> torch.nn.Module:
         """Rebuild the trained network from ``model.safetensors`` (on the training graph, eval mode).
 
         The schedule is set to the last trained epoch's, so ``model.embed(generator)`` serves what the
@@ -309,8 +357,9 @@ class Run:
         try:
             model.load_state_dict(load_file(p, device=str(dev)))
         except RuntimeError as e:
-            raise ArtifactError(p, f"does not fit the network {self.CONFIG} describes ({e})",
-                                _retrain(self.path)) from None
+            raise ArtifactError(
+                p, f"does not fit the network {self.CONFIG} describes ({e})", _retrain(self.path)
+            ) from None
         epochs_run = int(self.metrics.get("epochs_run", 1)) if self.file(self.FINAL_METRICS).exists() else 1
         model.on_epoch_start(max(epochs_run - 1, 0))
         model.eval()
@@ -325,25 +374,42 @@ class Run:
         threads = threads if threads is not None else self.config.train.threads
         return build_index(self.codes, mode, candidates or self.config.eval.candidates, threads)
 
-    def recommend(self, users: Any, k: int = 20, mode: str = "hamming", *, candidates: int | None = None,
-                  exclude_seen: bool = True, by_original_id: bool = False) -> "Recommendations":
+    def recommend(
+        self,
+        users: Any,
+        k: int = 20,
+        mode: str = "hamming",
+        *,
+        candidates: int | None = None,
+        exclude_seen: bool = True,
+        by_original_id: bool = False,
+    ) -> Recommendations:
         """Top-``k`` items of ``users`` (indices, or original ids with ``by_original_id``), seen items excluded."""
         from hashgnn.index.recommend import Recommender
 
         rec = Recommender(self, mode, candidates, exclude_seen, self.config.train.threads)
         return rec.topk(rec.user_indices(users, by_original_id), k)
 
-    def evaluate(self, mode: str = "hamming", ks: list[int] | None = None, candidates: int | None = None,
-                 progress: bool = False) -> dict[str, float]:
+    def evaluate(
+        self, mode: str = "hamming", ks: list[int] | None = None, candidates: int | None = None, progress: bool = False
+    ) -> dict[str, float]:
         """Test metrics of the saved codes in ``mode`` (training items masked), as at the end of training."""
         from hashgnn.train.run import evaluate_codes
 
         _check_mode(mode)
         cfg = self.config
         data = self.data()
-        return evaluate_codes(self.codes, data.train, data.test, mode, list(ks or cfg.eval.ks),
-                              candidates or cfg.eval.candidates, cfg.eval.batch_users, progress=progress,
-                              threads=cfg.train.threads)
+        return evaluate_codes(
+            self.codes,
+            data.train,
+            data.test,
+            mode,
+            list(ks or cfg.eval.ks),
+            candidates or cfg.eval.candidates,
+            cfg.eval.batch_users,
+            progress=progress,
+            threads=cfg.train.threads,
+        )
 
 
 def _check_mode(mode: str) -> None:
@@ -351,4 +417,4 @@ def _check_mode(mode: str) -> None:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
-__all__ = ["Run", "ArtifactError"]
+__all__ = ["ArtifactError", "Run"]

@@ -17,7 +17,6 @@ import pytest
 from hashgnn.cli import main
 from hashgnn.config import DataConfig
 from hashgnn.data import fetch_dataset, load_interactions
-from hashgnn.data import registry as registry_mod
 from hashgnn.data.fetch import dataset_cache_dir
 from hashgnn.data.registry import REGISTRY
 from hashgnn.errors import ChecksumError, DataWarning, HashgnnError
@@ -42,7 +41,7 @@ def leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.endswith(".part")] if folder.exists() else []
 
 
-@pytest.fixture()
+@pytest.fixture
 def serve() -> Iterator:
     """Start an HTTP server on 127.0.0.1 (ephemeral port) for a folder; shut it down afterwards."""
     servers = []
@@ -76,13 +75,11 @@ def test_folder_mirror_fetch_verifies_and_reuses_the_cache(mirror: Path, tmp_pat
     again = fetch_dataset("music_toy", mirror=tmp_path / "no-such-mirror", cache_dir=cache, progress=False)
     assert again == folder
     # ... but it is reported when it is needed.
-    with pytest.raises(HashgnnError, match="mirror folder .*no-such-mirror does not exist"):
-        fetch_dataset("music_toy", mirror=tmp_path / "no-such-mirror", cache_dir=tmp_path / "c2",
-                      progress=False)
+    with pytest.raises(HashgnnError, match=r"mirror folder .*no-such-mirror does not exist"):
+        fetch_dataset("music_toy", mirror=tmp_path / "no-such-mirror", cache_dir=tmp_path / "c2", progress=False)
 
 
-def test_env_vars_choose_mirror_and_cache(mirror: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_vars_choose_mirror_and_cache(mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HASHGNN_DATA_MIRROR", mirror.as_uri())  # a file:// URL
     monkeypatch.setenv("HASHGNN_CACHE", str(tmp_path / "envcache"))
     with pytest.warns(DataWarning, match="dropped 527 test interaction"):  # music_toy's unseen test items
@@ -102,8 +99,9 @@ def corrupt_mirror(mirror: Path, tmp_path: Path) -> Path:
     return bad
 
 
-def test_checksum_mismatch_is_an_error_and_nothing_is_kept(mirror: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_checksum_mismatch_is_an_error_and_nothing_is_kept(
+    mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = corrupt_mirror(mirror, tmp_path)
     cache = tmp_path / "cache"
     with pytest.raises(ChecksumError) as e:
@@ -113,8 +111,7 @@ def test_checksum_mismatch_is_an_error_and_nothing_is_kept(mirror: Path, tmp_pat
     assert sha(bad / "music_toy" / "train.txt") in msg and "not kept" in msg
     folder = dataset_cache_dir("music_toy", cache)
     assert not (folder / "train.txt").exists() and leftovers(folder) == []
-    code, out, err = run_cli(["data", "info", "music_toy", "--mirror", str(bad), "--cache-dir", str(cache)],
-                             capsys)
+    code, _, err = run_cli(["data", "info", "music_toy", "--mirror", str(bad), "--cache-dir", str(cache)], capsys)
     assert code == 2 and "music_toy/train.txt does not match the registry" in err and "Traceback" not in err
     assert not (folder / "train.txt").exists()
 
@@ -133,8 +130,8 @@ def test_a_corrupt_cached_copy_is_replaced_or_removed(mirror: Path, tmp_path: Pa
 
 def test_http_mirror_serves_the_shared_folder(mirror: Path, tmp_path: Path, serve) -> None:
     url = serve(mirror)
+    cfg = DataConfig(dataset="music_toy", mirror=url + "/", cache_dir=str(tmp_path / "c"))
     with pytest.warns(DataWarning, match="dropped 527 test interaction"):
-        cfg = DataConfig(dataset="music_toy", mirror=url + "/", cache_dir=str(tmp_path / "c"))
         data = load_interactions(cfg, progress=False)
     assert (data.n_users, data.n_items, data.train.nnz) == (1872, 3846, 16180)
     assert data.meta["n_test_raw"] == 4998
@@ -142,13 +139,14 @@ def test_http_mirror_serves_the_shared_folder(mirror: Path, tmp_path: Path, serv
 
 def test_http_mirror_checksum_mismatch(mirror: Path, tmp_path: Path, serve) -> None:
     url = serve(corrupt_mirror(mirror, tmp_path))
-    with pytest.raises(ChecksumError, match="music_toy/train.txt"):
+    with pytest.raises(ChecksumError, match=r"music_toy/train\.txt"):
         fetch_dataset("music_toy", mirror=url, cache_dir=tmp_path / "c", progress=False)
     assert not (dataset_cache_dir("music_toy", tmp_path / "c") / "train.txt").exists()
 
 
 def test_mirror_without_the_file_falls_back_to_the_public_address(
-        mirror: Path, tmp_path: Path, serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror: Path, tmp_path: Path, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = serve(mirror)
     empty = tmp_path / "empty-mirror"
     empty.mkdir()
@@ -182,10 +180,12 @@ def test_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "unknown data set 'movielens-99'" in err and "gowalla" in err
 
 
-def test_fetch_extras_and_cli_prints_the_folder(mirror: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["data", "fetch", "lastfm", "--extras", "--mirror", str(mirror),
-                            "--cache-dir", str(tmp_path), "-q"], capsys)
+def test_fetch_extras_and_cli_prints_the_folder(
+    mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        ["data", "fetch", "lastfm", "--extras", "--mirror", str(mirror), "--cache-dir", str(tmp_path), "-q"], capsys
+    )
     assert code == 0
     folder = Path(out.strip())
     assert folder == dataset_cache_dir("lastfm", tmp_path)

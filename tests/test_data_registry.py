@@ -39,7 +39,7 @@ def slow_pairs(path: Path) -> list[tuple[int, int]]:
 
 def matrix_pairs(m) -> set[tuple[int, int]]:
     r, c = m.nonzero()
-    return set(zip(r.tolist(), c.tolist()))
+    return set(zip(r.tolist(), c.tolist(), strict=True))
 
 
 def test_registry_lists_the_six_data_sets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,8 +71,15 @@ def test_gowalla_must_show_command(mirror: Path, tmp_path: Path) -> None:
     env = {**os.environ, "HASHGNN_DATA_MIRROR": "../shared/data", "HASHGNN_CACHE": str(tmp_path)}
     exe = Path(sys.executable).with_name("hashgnn")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from hashgnn.cli import main; main()"]
-    proc = subprocess.run([*cmd, "data", "info", "gowalla", "--json"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*cmd, "data", "info", "gowalla", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
     assert [stats[k] for k in ("n_users", "n_items", "n_train", "n_test")] == [29858, 40981, 810128, 217242]
@@ -115,15 +122,14 @@ def test_lastfm_counts_and_one_based_ids(mirror: Path) -> None:
     assert data.meta["n_test_raw"] == 10533
     ref_train = pd.read_csv(mirror / "lastfm" / "data1.txt", sep="\t", header=None)
     ref_test = pd.read_csv(mirror / "lastfm" / "test1.txt", sep="\t", header=None)
-    assert matrix_pairs(data.train) == set(zip(ref_train[0] - 1, ref_train[1] - 1))
+    assert matrix_pairs(data.train) == set(zip(ref_train[0] - 1, ref_train[1] - 1, strict=True))
     seen_u, seen_i = set(ref_train[0]), set(ref_train[1])
-    kept = {(u - 1, i - 1) for u, i in zip(ref_test[0], ref_test[1]) if u in seen_u and i in seen_i}
+    kept = {(u - 1, i - 1) for u, i in zip(ref_test[0], ref_test[1], strict=True) if u in seen_u and i in seen_i}
     assert matrix_pairs(data.test) == kept
     assert data.user_ids[0] == 1 and data.item_ids[-1] == 4489
 
 
-def test_a_registered_name_written_as_a_path_is_a_path(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registered_name_written_as_a_path_is_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "gowalla"
     d.mkdir()
     (d / "train.txt").write_text("0 0\n1 1\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,9 @@ def expected_held_out(n: int, fraction: float) -> int:
 
 interactions = st.integers(min_value=1, max_value=12).flatmap(
     lambda n_users: st.lists(st.integers(0, n_users - 1), min_size=1, max_size=80).map(
-        lambda users: (n_users, np.array(users, dtype=np.int64))))
+        lambda users: (n_users, np.array(users, dtype=np.int64))
+    )
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -49,7 +52,7 @@ def test_temporal_split_takes_the_latest(data, fraction: float, times) -> None:
         order = idx[np.argsort(time[idx], kind="stable")]
         k = expected_held_out(len(idx), fraction)
         want = np.zeros(len(users), bool)
-        want[order[len(order) - k:]] = True
+        want[order[len(order) - k :]] = True
         assert np.array_equal(is_test[idx], want[idx])
 
 
@@ -111,8 +114,9 @@ def test_carve_validation_edge_cases() -> None:
         carve_validation(data, 1.0, seed=1)
     with pytest.raises(ConfigError, match="already has a validation split"):
         carve_validation(carve_validation(data, 0.2, seed=1), 0.2, seed=1)
-    one_each = Interactions(name="one", train=interactions_matrix(np.arange(3), np.arange(3), 3, 3),
-                            test=interactions_matrix([], [], 3, 3))
+    one_each = Interactions(
+        name="one", train=interactions_matrix(np.arange(3), np.arange(3), 3, 3), test=interactions_matrix([], [], 3, 3)
+    )
     carved = carve_validation(one_each, 0.5, seed=0)
     assert carved.valid.nnz == 0 and carved.train.nnz == 3
 

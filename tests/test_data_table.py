@@ -27,7 +27,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def pairs(data, m) -> set[tuple[object, object]]:
     """The (original user id, original item id) pairs of matrix ``m``."""
     r, c = m.nonzero()
-    return {(data.user_ids[u].item(), data.item_ids[i].item()) for u, i in zip(r, c)}
+    return {(data.user_ids[u].item(), data.item_ids[i].item()) for u, i in zip(r, c, strict=True)}
 
 
 def test_string_ids_are_mapped_and_the_mapping_kept(tmp_path: Path) -> None:
@@ -39,8 +39,15 @@ def test_string_ids_are_mapped_and_the_mapping_kept(tmp_path: Path) -> None:
     assert data.item_ids.tolist() == ["x", "y", "z"]
     assert data.user_ids.dtype.kind == "U"  # saveable with numpy, no pickle
     everything = pairs(data, data.train) | pairs(data, data.test)
-    assert everything == {("bob", "x"), ("alice", "y"), ("bob", "y"), ("alice", "z"), ("carol", "x"),
-                          ("alice", "x"), ("bob", "z")}
+    assert everything == {
+        ("bob", "x"),
+        ("alice", "y"),
+        ("bob", "y"),
+        ("alice", "z"),
+        ("carol", "x"),
+        ("alice", "x"),
+        ("bob", "z"),
+    }
     assert not pairs(data, data.train) & pairs(data, data.test)
     # round(3 * 0.4) = 1 test item for alice and bob; carol keeps her single item in train
     assert np.diff(data.test.indptr).tolist() == [1, 1, 0]
@@ -59,12 +66,22 @@ def test_integer_ids_keep_numeric_order_and_loo_uses_row_order(tmp_path: Path) -
 
 def test_rating_threshold_and_temporal_split(tmp_path: Path) -> None:
     p = tmp_path / "ratings.csv"
-    p.write_text("uid,iid,stars,when\n"
-                 "1,a,5,2021-01-03\n1,b,2,2021-01-01\n1,c,4,2021-01-02\n1,d,5,2021-01-04\n"
-                 "1,e,4.5,2021-01-05\n2,a,4,2021-02-01\n2,c,3,2021-01-01\n3,d,5,2020-01-01\n"
-                 "4,e,5,2020-01-01\n")
-    cfg = DataConfig(dataset=str(p), user_col="uid", item_col="iid", rating_col="stars", min_rating=4,
-                     time_col="when", split="temporal", test_fraction=0.5)
+    p.write_text(
+        "uid,iid,stars,when\n"
+        "1,a,5,2021-01-03\n1,b,2,2021-01-01\n1,c,4,2021-01-02\n1,d,5,2021-01-04\n"
+        "1,e,4.5,2021-01-05\n2,a,4,2021-02-01\n2,c,3,2021-01-01\n3,d,5,2020-01-01\n"
+        "4,e,5,2020-01-01\n"
+    )
+    cfg = DataConfig(
+        dataset=str(p),
+        user_col="uid",
+        item_col="iid",
+        rating_col="stars",
+        min_rating=4,
+        time_col="when",
+        split="temporal",
+        test_fraction=0.5,
+    )
     data = load_interactions(cfg)
     assert data.meta["n_below_min_rating"] == 2
     # user 1 keeps a(01-03), c(01-02), d(01-04), e(01-05): the last round(4 * .5) = 2 by time go to test;
@@ -111,18 +128,32 @@ def test_bom_and_windows_line_endings_in_a_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name, content, args, line, fragments",
     [
-        ("cols.csv", "usr,itm\n1,2\n", [], 1,
-         ["has no column 'user', 'item'", "columns found: ['usr', 'itm']", "--user-col"]),
-        ("sep.csv", "user;item\nu;a\n", [], 1,
-         ["separator mismatch", "separator ','", "one column", "--sep ';'"]),
+        (
+            "cols.csv",
+            "usr,itm\n1,2\n",
+            [],
+            1,
+            ["has no column 'user', 'item'", "columns found: ['usr', 'itm']", "--user-col"],
+        ),
+        ("sep.csv", "user;item\nu;a\n", [], 1, ["separator mismatch", "separator ','", "one column", "--sep ';'"]),
         ("tab.csv", "user\titem\nu\ta\n", [], 1, ["separator mismatch", "--sep '\\t'"]),
         ("emptyid.csv", "user,item\nu,a\n\nv, \n", [], 4, ["empty cell in id column 'item'"]),
         ("emptyuser.tsv", "user\titem\nu\ta\n\tb\n", [], 3, ["empty cell in id column 'user'"]),
-        ("rating.csv", "user,item,r\nu,a,5\nu,b,five\n", ["--rating-col", "r"], 3,
-         ["rating 'five' is not a number", "column 'r'"]),
+        (
+            "rating.csv",
+            "user,item,r\nu,a,5\nu,b,five\n",
+            ["--rating-col", "r"],
+            3,
+            ["rating 'five' is not a number", "column 'r'"],
+        ),
         ("norating.csv", "user,item,r\nu,a,5\nu,b,\n", ["--rating-col", "r"], 3, ["empty rating"]),
-        ("time.csv", "user,item,t\nu,a,1\nu,b,yesterday-ish\n", ["--time-col", "t"], 3,
-         ["time 'yesterday-ish' is neither a number nor a date"]),
+        (
+            "time.csv",
+            "user,item,t\nu,a,1\nu,b,yesterday-ish\n",
+            ["--time-col", "t"],
+            3,
+            ["time 'yesterday-ish' is neither a number nor a date"],
+        ),
         ("long.csv", "user,item\nu,a\nv,b,c\n", [], 3, ["Expected 2 fields in line 3, saw 3"]),
         ("long1.csv", "user,item\nu,a,c\nv,b\n", [], 2, ["more fields than the 2 column(s)"]),
         ("empty.csv", "", [], None, ["is empty"]),
@@ -131,8 +162,15 @@ def test_bom_and_windows_line_endings_in_a_table(tmp_path: Path) -> None:
         ("latin1.csv", "user,item\nren\xe9,a\n".encode("latin-1"), [], None, ["is not a UTF-8 text file"]),
     ],
 )
-def test_bad_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: str | bytes,
-                    args: list[str], line: int | None, fragments: list[str]) -> None:
+def test_bad_tables(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: str | bytes,
+    args: list[str],
+    line: int | None,
+    fragments: list[str],
+) -> None:
     p = tmp_path / name
     p.write_bytes(content.encode() if isinstance(content, str) else content)
     code, out, err = run_cli(["data", "info", str(p), *args], capsys)
@@ -206,8 +244,7 @@ def test_compressed_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 2 and "cell.csv.gz: row 2: empty cell in id column 'user'" in err
 
 
-def test_info_prints_a_table_and_carves_validation(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_prints_a_table_and_carves_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "log.csv"
     rows = [f"u{u},i{(u * 7 + k) % 13}" for u in range(20) for k in range(10)]
     p.write_text("user,item\n" + "\n".join(rows) + "\n")

@@ -41,7 +41,7 @@ def reference_pairs(text: str) -> set[tuple[int, int]]:
 
 def dense(m) -> set[tuple[int, int]]:
     r, c = m.nonzero()
-    return set(zip(r.tolist(), c.tolist()))
+    return set(zip(r.tolist(), c.tolist(), strict=True))
 
 
 def test_basic_counts_follow_max_id_plus_one(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_vectorised_reader_matches_a_slow_reference(tmp_path: Path) -> None:
     p = tmp_path / "train.txt"
     p.write_text(text)
     got = read_user_lines(p)
-    assert set(zip(got.users.tolist(), got.items.tolist())) == reference_pairs(text)
+    assert set(zip(got.users.tolist(), got.items.tolist(), strict=True)) == reference_pairs(text)
     assert len(got.users) == sum(len(line.split()) - 1 for line in lines if line.split())
 
 
@@ -100,8 +100,9 @@ def test_vectorised_reader_matches_a_slow_reference(tmp_path: Path) -> None:
         ("0 1\n1 2\n2 é\n", 3, "non-integer id 'é'"),
     ],
 )
-def test_bad_token_names_file_line_and_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                               train: str, line: int, fragment: str) -> None:
+def test_bad_token_names_file_line_and_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], train: str, line: int, fragment: str
+) -> None:
     d = write_folder(tmp_path / "d", train, "0 1\n")
     with pytest.raises(DataError) as e:
         load_interactions(str(d))
@@ -122,8 +123,9 @@ def test_bad_token_names_file_line_and_problem(tmp_path: Path, capsys: pytest.Ca
         ("0 1\n".encode("utf-16"), "UTF-16", None),
     ],
 )
-def test_empty_and_binary_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes,
-                                fragment: str, line: int | None) -> None:
+def test_empty_and_binary_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, fragment: str, line: int | None
+) -> None:
     d = write_folder(tmp_path / "d", "0 1\n", content)
     with pytest.raises(DataError) as e:
         load_interactions(str(d))

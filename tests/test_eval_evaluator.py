@@ -36,9 +36,14 @@ class TableScorer:
 
 # ---- topk_desc --------------------------------------------------------------------------------------
 
+
 @settings(max_examples=100, deadline=None)
 @given(
-    st.integers(1, 6), st.integers(1, 40), st.integers(1, 50), st.integers(1, 4), st.booleans(),
+    st.integers(1, 6),
+    st.integers(1, 40),
+    st.integers(1, 50),
+    st.integers(1, 4),
+    st.booleans(),
     st.integers(0, 2**31 - 1),
 )
 def test_topk_desc_matches_stable_sort(rows, n, k, levels, with_inf, seed):
@@ -72,6 +77,7 @@ def test_topk_desc_all_equal_and_nan():
 
 
 # ---- evaluate against the reference ---------------------------------------------------------------
+
 
 @st.composite
 def eval_case(draw):

@@ -26,6 +26,7 @@ def csr_rows(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
 
 # ---- the reference: one user at a time, written like NGCF's utility/metrics.py --------------------
 
+
 def ref_dcg(r: list[int], k: int) -> float:
     return sum(rel / math.log2(pos + 2) for pos, rel in enumerate(r[:k]))
 
@@ -49,13 +50,14 @@ def reference_user(ranked: list[int], test_items: set[int], ks: list[int], depth
 
 def reference_mean(ranked: list[list[int]], tests: list[set[int]], ks: list[int], depth: int) -> dict[str, float]:
     """Average of :func:`reference_user` over the users with test items."""
-    rows = [reference_user(r, t, ks, depth) for r, t in zip(ranked, tests) if t]
+    rows = [reference_user(r, t, ks, depth) for r, t in zip(ranked, tests, strict=True) if t]
     out = {key: (sum(x[key] for x in rows) / len(rows) if rows else 0.0) for key in metric_keys(ks)}
     out["n_users"] = len(rows)
     return out
 
 
 # ---- hand-computed ----------------------------------------------------------------------------------
+
 
 def test_hand_computed_case():
     # user 0: list [3, 1, 7, 2, 9], test {1, 2, 5} -> hit vector 0 1 0 1 0
@@ -122,11 +124,12 @@ def test_check_ks():
 
 
 def test_short_lists_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ranked lists hold 3 items, need 5"):
         per_user_metrics(np.zeros((1, 3), np.int64), csr_rows([[1]], 5), [5])
 
 
 # ---- random data against the reference ------------------------------------------------------------
+
 
 @st.composite
 def ranked_case(draw):
@@ -134,7 +137,7 @@ def ranked_case(draw):
     n_users = draw(st.integers(1, 8))
     ks = draw(st.lists(st.integers(1, 30), min_size=1, max_size=4))
     depth = draw(st.one_of(st.none(), st.integers(1, 30)))
-    length = max(max(ks), depth or 0)
+    length = max(*ks, depth or 0)
     ranked, tests, top = [], [], np.full((n_users, length), -1, np.int64)
     for u in range(n_users):
         perm = draw(st.permutations(range(n_items)))

@@ -7,8 +7,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_eval_metrics import csr_rows, reference_mean
 from test_eval_evaluator import reference_rank
+from test_eval_metrics import csr_rows, reference_mean
 
 from hashgnn.codes.packing import hamming_distance_reference, pack_codes
 from hashgnn.errors import HashgnnError
@@ -77,8 +77,14 @@ def brute_hierarchical(uc, ic, bits, uz, iz, users, c, exclude_rows):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 20), st.integers(1, 30), st.sampled_from([3, 8, 16]), st.integers(1, 35),
-       st.booleans(), st.integers(0, 2**31 - 1))
+@given(
+    st.integers(1, 20),
+    st.integers(1, 30),
+    st.sampled_from([3, 8, 16]),
+    st.integers(1, 35),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
 def test_hierarchical_scorer_vs_brute_force(n_users, n_items, bits, c, with_exclude, seed):
     rng = np.random.default_rng(seed)
     uc, ic = random_codes(rng, n_users, bits), random_codes(rng, n_items, bits)
@@ -86,8 +92,11 @@ def test_hierarchical_scorer_vs_brute_force(n_users, n_items, bits, c, with_excl
     uz = rng.integers(-3, 4, (n_users, 4)).astype(np.float32)
     iz = rng.integers(-3, 4, (n_items, 4)).astype(np.float32)
     users = rng.permutation(n_users)[: max(1, n_users // 2)]
-    excl = csr_rows([rng.choice(n_items, rng.integers(0, n_items + 1), replace=False).tolist()
-                     for _ in users], n_items) if with_exclude else None
+    excl = (
+        csr_rows([rng.choice(n_items, rng.integers(0, n_items + 1), replace=False).tolist() for _ in users], n_items)
+        if with_exclude
+        else None
+    )
     scorer = HierarchicalScorer(uc, ic, bits, uz, iz, candidates=c)
     got = scorer(users, exclude=excl).numpy()
     assert np.array_equal(got, brute_hierarchical(uc, ic, bits, uz, iz, users, c, excl))
@@ -116,8 +125,9 @@ def test_hierarchical_evaluation_vs_reference():
     iz = rng.integers(-2, 3, (n_items, 3)).astype(np.float32)
     train = csr_rows([rng.choice(n_items, 5, replace=False).tolist() for _ in range(n_users)], n_items)
     test = csr_rows([rng.choice(n_items, 4, replace=False).tolist() for _ in range(n_users)], n_items)
-    got = evaluate(HierarchicalScorer(uc, ic, bits, uz, iz, candidates=c), train, test, [5, 20],
-                   batch_users=7, progress=False)
+    got = evaluate(
+        HierarchicalScorer(uc, ic, bits, uz, iz, candidates=c), train, test, [5, 20], batch_users=7, progress=False
+    )
     users = np.arange(n_users)
     full = brute_hierarchical(uc, ic, bits, uz, iz, users, c, train)
     ranked = [reference_rank(full[u], set(train[u].indices.tolist()), 20) for u in users]

@@ -45,8 +45,9 @@ def test_every_row_has_finite_metrics(smoke: dict[str, Path]) -> None:
     suite = load_suite(SMOKE)
     rows = read_results(smoke["results"])
     assert len(rows) == len(suite.points()) * len(suite.settings)
-    assert {(r["run"], r["setting"]) for r in rows} == {(p.run_id, s.name) for p in suite.points()
-                                                        for s in suite.settings}
+    assert {(r["run"], r["setting"]) for r in rows} == {
+        (p.run_id, s.name) for p in suite.points() for s in suite.settings
+    }
     for r in rows:
         assert r["status"] == "ok", r
         setting = next(s for s in suite.settings if s.name == r["setting"])
@@ -70,13 +71,15 @@ def test_report_structure(smoke: dict[str, Path]) -> None:
     for title, table in tables:
         setting = next(s for s in suite.settings if s.label == title)
         lines = table.strip().splitlines()
-        assert lines[0] == "| " + " | ".join(["method", "kind", "seeds", *setting.metrics, "epochs",
-                                               "train time / run"]) + " |"
+        assert (
+            lines[0]
+            == "| " + " | ".join(["method", "kind", "seeds", *setting.metrics, "epochs", "train time / run"]) + " |"
+        )
         names = [ln.split("|")[1].strip() for ln in lines[2:]]
         plain = [re.sub(r"\*\*(.+)\*\* \(best hashing\)", r"\1", n) for n in names]
         assert plain == [*suite.methods, "most popular"]
         assert sum("(best hashing)" in n for n in names) == 1
-        best = names[[i for i, n in enumerate(names) if "(best hashing)" in n][0]]
+        best = next(n for n in names if "(best hashing)" in n)
         assert re.sub(r"\*\*(.+)\*\*.*", r"\1", best) in method_names(hashing=True)
     assert "### The paper's claims against these measurements" in text
     assert "## Summary: the paper's claims" in text
@@ -86,8 +89,9 @@ def test_report_structure(smoke: dict[str, Path]) -> None:
     assert (smoke["out"] / "smoke" / "report.md").exists()
 
 
-def test_rerun_trains_nothing_and_writes_the_same_results(smoke: dict[str, Path], capsys: pytest.CaptureFixture[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_trains_nothing_and_writes_the_same_results(
+    smoke: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import hashgnn.train.run as run_mod
 
     def refuse(*a, **k):  # type: ignore[no-untyped-def]
@@ -143,9 +147,13 @@ def test_sigterm_is_recorded_as_an_interrupted_invocation(tmp_path: Path, mirror
 
     out = tmp_path / "runs"
     env = {**os.environ, "HASHGNN_DATA_MIRROR": str(mirror), "HASHGNN_CACHE": str(_cache_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "hashgnn", "experiment", str(SMOKE), "--out", str(out),
-                             "--quiet", "--no-qps"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hashgnn", "experiment", str(SMOKE), "--out", str(out), "--quiet", "--no-qps"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob("smoke/*/*/*/*/config.yaml")) and time.monotonic() < deadline:

@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from hashgnn.methods import MODES
-
 import hashgnn.experiment.runner as runner
 from hashgnn.config import RunConfig
 from hashgnn.eval.metrics import metric_keys
 from hashgnn.experiment import Selection, load_suite, run_suite, write_report
 from hashgnn.experiment.results import read_results
+from hashgnn.methods import MODES
 
 SUITE = """\
 name: {name}
@@ -59,15 +58,26 @@ class FakeTrainer:
         if cfg.model.method in self.fail:
             raise RuntimeError(f"boom in {cfg.model.method}")
         ks = cfg.eval.ks
-        test = {mode: {**{key: value(cfg, mode, key) for key in metric_keys(ks)}, "n_users": 10}
-                for mode in MODES}
-        (out / "metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": e, "beta": e / cfg.train.epochs, "valid_recall@20": 0.01 * e}) + "\n"
-            for e in range(cfg.train.epochs)))
-        final = {"method": cfg.model.method, "encoder": cfg.model.encoder, "dataset": cfg.data.dataset,
-                 "bits": cfg.model.bits, "seed": cfg.train.seed, "epochs_run": cfg.train.epochs, "best_epoch": 0,
-                 "train_seconds": 1.5, "seconds_per_epoch": 0.5, "test": test,
-                 "baseline_popular": {key: 0.05 for key in metric_keys(ks)}}
+        test = {mode: {**{key: value(cfg, mode, key) for key in metric_keys(ks)}, "n_users": 10} for mode in MODES}
+        (out / "metrics.jsonl").write_text(
+            "".join(
+                json.dumps({"epoch": e, "beta": e / cfg.train.epochs, "valid_recall@20": 0.01 * e}) + "\n"
+                for e in range(cfg.train.epochs)
+            )
+        )
+        final = {
+            "method": cfg.model.method,
+            "encoder": cfg.model.encoder,
+            "dataset": cfg.data.dataset,
+            "bits": cfg.model.bits,
+            "seed": cfg.train.seed,
+            "epochs_run": cfg.train.epochs,
+            "best_epoch": 0,
+            "train_seconds": 1.5,
+            "seconds_per_epoch": 0.5,
+            "test": test,
+            "baseline_popular": dict.fromkeys(metric_keys(ks), 0.05),
+        }
         (out / "final_metrics.json").write_text(json.dumps(final))
         return final
 
@@ -131,8 +141,13 @@ def test_failed_and_unimplemented_methods_are_error_rows(tmp_path: Path, monkeyp
     assert "RuntimeError: boom in hash_ste" in ste["error"]
     assert (out / "s" / ste["run"] / "experiment_error.txt").read_text().startswith("Traceback")
     assert not any("lsh" in t for t in fake.trained)  # never attempted
-    report = write_report([load_suite(suite_file(tmp_path, methods="hashgnn, hash_ste, lsh"))], out,
-                          tmp_path / "r.md", qps=False, progress=False).read_text()
+    report = write_report(
+        [load_suite(suite_file(tmp_path, methods="hashgnn, hash_ste, lsh"))],
+        out,
+        tmp_path / "r.md",
+        qps=False,
+        progress=False,
+    ).read_text()
     assert "### Failed runs" in report and "boom in hash_ste" in report and "not implemented" in report
     # Fixed and rerun: the failed runs had saved their config, so they are resumed; lsh fails again.
     fake.fail = set()

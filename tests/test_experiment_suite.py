@@ -53,8 +53,12 @@ def test_grid_expansion_order_and_run_ids(tmp_path: Path) -> None:
     s = load_suite(write(tmp_path, SUITE))
     pts = s.points()
     assert len(pts) == 2 * 2 * 2 * 2 * 2  # datasets x methods x variants x bits x seeds
-    assert [p.run_id for p in pts[:4]] == ["music_toy/hashgnn-a/bits8/seed1", "music_toy/hashgnn-a/bits8/seed2",
-                                           "music_toy/hashgnn-a/bits16/seed1", "music_toy/hashgnn-a/bits16/seed2"]
+    assert [p.run_id for p in pts[:4]] == [
+        "music_toy/hashgnn-a/bits8/seed1",
+        "music_toy/hashgnn-a/bits8/seed2",
+        "music_toy/hashgnn-a/bits16/seed1",
+        "music_toy/hashgnn-a/bits16/seed2",
+    ]
     assert len({p.run_id for p in pts}) == len(pts)
     assert [x.name for x in s.settings] == ["hamming", "hierarchical"]
     assert s.settings[1].label == "Hierarchical (C = 50)"
@@ -73,31 +77,58 @@ def test_patch_precedence_and_bits_placeholder(tmp_path: Path) -> None:
     assert (c.train.epochs, c.train.lr, c.model.beta_epochs) == (5, 0.02, 6)
     c = by["lastfm/mf-a/bits8/seed1"]  # variant over the method patch
     assert c.model.beta_epochs == 7 and c.train.epochs == 5
-    assert config_diff(by["lastfm/mf-a/bits8/seed1"], by["lastfm/mf-b/bits8/seed1"]) == [
-        "model.beta_epochs: 7 != 6"]
+    assert config_diff(by["lastfm/mf-a/bits8/seed1"], by["lastfm/mf-b/bits8/seed1"]) == ["model.beta_epochs: 7 != 6"]
 
 
-@pytest.mark.parametrize("old,new,line,match", [
-    ("name: tiny\n", "name: tiny\nmethds: [x]\n", 2, "unknown key 'methds' in the suite"),
-    ("  seeds: [1, 2]\n", "  seeds: [1, 2]\n  seed: 3\n", 12, "unknown key 'seed' in grid"),
-    ("  methods: [hashgnn, mf]\n", "  methods: [hashgnn, mff]\n", 8, "unknown method 'mff'"),
-    ("  - {mode: hierarchical, candidates: 50, metrics: [recall@20]}\n",
-     "  - {mode: hierarchical, candidates: 50, metrics: [recall@50]}\n", 21, "eval.ks = \\[20, 100\\]"),
-    ("  - {mode: hierarchical, candidates: 50, metrics: [recall@20]}\n",
-     "  - {mode: hamming, candidates: 50, metrics: [recall@20]}\n", 21, "candidates only applies"),
-    ("  - {name: hamming, mode: hamming, metrics: [recall@20, ndcg_legacy@100]}\n",
-     "  - {name: hamming, mode: hamming, metrics: [recal@20]}\n", 20, "not METRIC@K"),
-    ("  mf: {train: {epochs: 5}, model: {beta_epochs: 6}}\n",
-     "  mf: {train: {epochs: 5, epoch: 2}, model: {beta_epochs: 6}}\n", 15, "overrides.mf.train: unknown key 'epoch'"),
-    ("report: {primary: recall@20, plots: [bits]}\n", "report: {primary: recall@20, plots: [bitz]}\n", 22,
-     "unknown plot 'bitz'"),
-    ("  bits: [8, 16]\n", "  bits: [8, sixteen]\n", 10, "'sixteen' is not a int"),
-    ("  eval: {ks: [20, 100]}\n", "  eval: {ks: [20, 100]}\n  evaluation: {}\n", 7, "unknown section 'evaluation'"),
-    ("  train: {epochs: 3, lr: 0.01}\n", "  train: {epochs: 3,\n    lr: 0.01, lrr: 1}\n", 6,
-     "base.train: unknown key 'lrr'"),
-])
-def test_bad_suite_is_a_config_error_with_file_and_line(tmp_path: Path, old: str, new: str, line: int,
-                                                        match: str) -> None:
+@pytest.mark.parametrize(
+    "old,new,line,match",
+    [
+        ("name: tiny\n", "name: tiny\nmethds: [x]\n", 2, "unknown key 'methds' in the suite"),
+        ("  seeds: [1, 2]\n", "  seeds: [1, 2]\n  seed: 3\n", 12, "unknown key 'seed' in grid"),
+        ("  methods: [hashgnn, mf]\n", "  methods: [hashgnn, mff]\n", 8, "unknown method 'mff'"),
+        (
+            "  - {mode: hierarchical, candidates: 50, metrics: [recall@20]}\n",
+            "  - {mode: hierarchical, candidates: 50, metrics: [recall@50]}\n",
+            21,
+            "eval.ks = \\[20, 100\\]",
+        ),
+        (
+            "  - {mode: hierarchical, candidates: 50, metrics: [recall@20]}\n",
+            "  - {mode: hamming, candidates: 50, metrics: [recall@20]}\n",
+            21,
+            "candidates only applies",
+        ),
+        (
+            "  - {name: hamming, mode: hamming, metrics: [recall@20, ndcg_legacy@100]}\n",
+            "  - {name: hamming, mode: hamming, metrics: [recal@20]}\n",
+            20,
+            "not METRIC@K",
+        ),
+        (
+            "  mf: {train: {epochs: 5}, model: {beta_epochs: 6}}\n",
+            "  mf: {train: {epochs: 5, epoch: 2}, model: {beta_epochs: 6}}\n",
+            15,
+            "overrides.mf.train: unknown key 'epoch'",
+        ),
+        (
+            "report: {primary: recall@20, plots: [bits]}\n",
+            "report: {primary: recall@20, plots: [bitz]}\n",
+            22,
+            "unknown plot 'bitz'",
+        ),
+        ("  bits: [8, 16]\n", "  bits: [8, sixteen]\n", 10, "'sixteen' is not a int"),
+        ("  eval: {ks: [20, 100]}\n", "  eval: {ks: [20, 100]}\n  evaluation: {}\n", 7, "unknown section 'evaluation'"),
+        (
+            "  train: {epochs: 3, lr: 0.01}\n",
+            "  train: {epochs: 3,\n    lr: 0.01, lrr: 1}\n",
+            6,
+            "base.train: unknown key 'lrr'",
+        ),
+    ],
+)
+def test_bad_suite_is_a_config_error_with_file_and_line(
+    tmp_path: Path, old: str, new: str, line: int, match: str
+) -> None:
     assert old in SUITE
     p = write(tmp_path, SUITE.replace(old, new))
     with pytest.raises(ConfigError, match=match) as e:
@@ -118,8 +149,12 @@ def test_selection_filters_and_typos(tmp_path: Path) -> None:
     s = load_suite(write(tmp_path, SUITE))
     sel = Selection(bits=[8], methods=["mf"], variants=["a"])
     chosen = [p.run_id for p in s.points() if sel.selects(p)]
-    assert chosen == ["music_toy/mf-a/bits8/seed1", "music_toy/mf-a/bits8/seed2",
-                      "lastfm/mf-a/bits8/seed1", "lastfm/mf-a/bits8/seed2"]
+    assert chosen == [
+        "music_toy/mf-a/bits8/seed1",
+        "music_toy/mf-a/bits8/seed2",
+        "lastfm/mf-a/bits8/seed1",
+        "lastfm/mf-a/bits8/seed2",
+    ]
     assert sel.describe() == "--only-methods mf --only-bits 8 --only-variants a"
     with pytest.raises(ConfigError, match="--only-bits 12: not in the grid"):
         Selection(bits=[12]).check(s)
@@ -139,14 +174,30 @@ def _rows(values: dict[str, list[float]], setting: str = "hamming") -> list[dict
     rows = []
     for label, vals in values.items():
         for seed, v in enumerate(vals):
-            rows.append({"dataset": "d", "bits": 32, "setting": setting, "label": label, "method": label,
-                         "seed": seed, "status": "ok", "recall@20": v})
+            rows.append(
+                {
+                    "dataset": "d",
+                    "bits": 32,
+                    "setting": setting,
+                    "label": label,
+                    "method": label,
+                    "seed": seed,
+                    "status": "ok",
+                    "recall@20": v,
+                }
+            )
     return rows
 
 
 def test_aggregate_and_claims_on_hand_made_rows(tmp_path: Path) -> None:
-    rows = _rows({"hashgnn": [0.10, 0.11, 0.12], "hash_ste": [0.12, 0.13, 0.14], "lsh": [0.05, 0.05, 0.06],
-                  "hashnet": [0.105, 0.115, 0.11]})
+    rows = _rows(
+        {
+            "hashgnn": [0.10, 0.11, 0.12],
+            "hash_ste": [0.12, 0.13, 0.14],
+            "lsh": [0.05, 0.05, 0.06],
+            "hashnet": [0.105, 0.115, 0.11],
+        }
+    )
     rows += _rows({"continuous": [0.12, 0.12, 0.12]}, setting="continuous")
     rows.append({"dataset": "d", "bits": 32, "setting": "hamming", "label": "hashgnn", "status": "error"})
     agg = aggregate(rows, ["recall@20"])
@@ -196,11 +247,25 @@ def test_shipped_suites_load_with_the_documented_grids() -> None:
     common = [p for p in bits.points() if p.run_id in shared]
     assert common and all(config_diff(p.config, shared[p.run_id].config) == [] for p in common)
     guidance = load_suite(REPO / "experiments" / "guidance.yaml")
-    scheds = {(p.config.model.beta_schedule, p.config.model.beta_epochs if p.config.model.beta_schedule == "linear"
-               else p.config.model.beta_value if p.config.model.beta_schedule == "constant" else None,
-               p.config.model.guidance) for p in guidance.points()}
+    scheds = {
+        (
+            p.config.model.beta_schedule,
+            p.config.model.beta_epochs
+            if p.config.model.beta_schedule == "linear"
+            else p.config.model.beta_value
+            if p.config.model.beta_schedule == "constant"
+            else None,
+            p.config.model.guidance,
+        )
+        for p in guidance.points()
+    }
     for g in ("node", "bit"):
-        assert {("staircase", None, g), ("linear", 10, g), ("linear", 30, g), ("linear", 100, g),
-                ("constant", 0.5, g)} <= scheds
+        assert {
+            ("staircase", None, g),
+            ("linear", 10, g),
+            ("linear", 30, g),
+            ("linear", 100, g),
+            ("constant", 0.5, g),
+        } <= scheds
     smoke = load_suite(REPO / "experiments" / "smoke.yaml")
     assert smoke.datasets == ["music_toy"] and set(smoke.methods) == set(paper.methods)

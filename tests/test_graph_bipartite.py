@@ -25,14 +25,14 @@ def test_csr_both_directions_match_the_matrix() -> None:
     dense = train.toarray() > 0
     assert (g.n_users, g.n_items, g.n_edges) == (9, 7, int(dense.sum()))
     for u in range(g.n_users):
-        items = g.user_indices[g.user_indptr[u]:g.user_indptr[u + 1]].tolist()
+        items = g.user_indices[g.user_indptr[u] : g.user_indptr[u + 1]].tolist()
         assert items == sorted(np.flatnonzero(dense[u]).tolist())
     for i in range(g.n_items):
-        users = g.item_indices[g.item_indptr[i]:g.item_indptr[i + 1]].tolist()
+        users = g.item_indices[g.item_indptr[i] : g.item_indptr[i + 1]].tolist()
         assert users == sorted(np.flatnonzero(dense[:, i]).tolist())
     # edge_users pairs with user_indices to enumerate exactly the training edges
-    pairs = set(zip(g.edge_users.tolist(), g.user_indices.tolist()))
-    assert pairs == set(zip(*np.nonzero(dense)))
+    pairs = set(zip(g.edge_users.tolist(), g.user_indices.tolist(), strict=True))
+    assert pairs == set(zip(*np.nonzero(dense), strict=True))
     keys = g.edge_keys()
     assert bool((keys[1:] > keys[:-1]).all())
     assert g.user_degree().tolist() == dense.sum(1).tolist()
@@ -54,11 +54,11 @@ def test_norm_adj_is_symmetric_normalised_adjacency() -> None:
     r = train.toarray()
     n = g.n_nodes
     a = np.zeros((n, n))
-    a[: g.n_users, g.n_users:] = r
-    a[g.n_users:, : g.n_users] = r.T
+    a[: g.n_users, g.n_users :] = r
+    a[g.n_users :, : g.n_users] = r.T
     deg = a.sum(1)
     with np.errstate(divide="ignore"):
-        s = np.where(deg > 0, deg ** -0.5, 0.0)
+        s = np.where(deg > 0, deg**-0.5, 0.0)
     expected = s[:, None] * a * s[None, :]
     np.testing.assert_allclose(adj.to_dense().numpy(), expected, rtol=1e-6, atol=1e-7)
     assert np.isfinite(adj.values().numpy()).all()

@@ -42,7 +42,7 @@ def test_neighbors_stay_inside_and_are_distinct_when_possible(degrees: list[int]
     nodes = torch.arange(len(rows))
     out = sample_neighbors(indptr, indices, nodes, fanout, torch.Generator().manual_seed(seed))
     assert out.shape == (len(rows), fanout) and out.dtype == torch.long
-    for r, sample in zip(rows, out.tolist()):
+    for r, sample in zip(rows, out.tolist(), strict=True):
         if not r:
             assert sample == [-1] * fanout
             continue
@@ -59,8 +59,9 @@ def test_padding_nodes_and_empty_graph_give_padding() -> None:
     assert out[0].tolist() == [-1, -1, -1] and out[2].tolist() == [-1, -1, -1]
     assert set(out[1].tolist()) <= {1, 2}
     empty_ptr, empty_idx = _csr([[], []])
-    assert sample_neighbors(empty_ptr, empty_idx, torch.tensor([0, 1]), 2,
-                            torch.Generator().manual_seed(0)).tolist() == [[-1, -1], [-1, -1]]
+    assert sample_neighbors(
+        empty_ptr, empty_idx, torch.tensor([0, 1]), 2, torch.Generator().manual_seed(0)
+    ).tolist() == [[-1, -1], [-1, -1]]
 
 
 def test_neighbors_are_uniform_without_replacement() -> None:
@@ -69,8 +70,9 @@ def test_neighbors_are_uniform_without_replacement() -> None:
     neigh = list(range(100, 112))
     indptr, indices = _csr([neigh])
     reps = 6000
-    out = sample_neighbors(indptr, indices, torch.zeros(reps, dtype=torch.long), 4,
-                           torch.Generator().manual_seed(123)).numpy()
+    out = sample_neighbors(
+        indptr, indices, torch.zeros(reps, dtype=torch.long), 4, torch.Generator().manual_seed(123)
+    ).numpy()
     counts = np.array([(out == v).sum() for v in neigh], dtype=float)
     assert _chi2_ok(counts, np.full(12, reps * 4 / 12))
     # pairs: C(12, 2) = 66 cells, each in a subset with probability C(10, 2) / C(12, 4)
@@ -88,8 +90,9 @@ def test_neighbors_are_uniform_with_replacement() -> None:
     neigh = [3, 8, 9]
     indptr, indices = _csr([neigh])
     reps = 4000
-    out = sample_neighbors(indptr, indices, torch.zeros(reps, dtype=torch.long), 5,
-                           torch.Generator().manual_seed(7)).numpy()
+    out = sample_neighbors(
+        indptr, indices, torch.zeros(reps, dtype=torch.long), 5, torch.Generator().manual_seed(7)
+    ).numpy()
     counts = np.array([(out == v).sum() for v in neigh], dtype=float)
     assert _chi2_ok(counts, np.full(3, reps * 5 / 3))
     # with replacement: repeats within a row must occur (5 draws from 3 values)
@@ -138,10 +141,13 @@ def test_negatives_are_uniform_over_non_interacted_items() -> None:
 def test_negatives_from_a_sparse_csr_tensor_match_the_graph_path() -> None:
     train = _train_matrix(seed=4)
     g = BipartiteGraph.from_csr(train)
-    t = torch.sparse_csr_tensor(torch.from_numpy(train.indptr.astype(np.int64)),
-                                torch.from_numpy(train.indices.astype(np.int64)),
-                                torch.from_numpy(train.data), size=train.shape,
-                                check_invariants=False)
+    t = torch.sparse_csr_tensor(
+        torch.from_numpy(train.indptr.astype(np.int64)),
+        torch.from_numpy(train.indices.astype(np.int64)),
+        torch.from_numpy(train.data),
+        size=train.shape,
+        check_invariants=False,
+    )
     users = torch.arange(g.n_users)
     a = sample_negatives(g, users, 3, torch.Generator().manual_seed(2))
     b = sample_negatives(t, users, 3, torch.Generator().manual_seed(2))

@@ -45,8 +45,11 @@ def test_float_index_matches_numpy(n, nq, dim, k_extra, density, form, backend, 
     queries = rng.integers(-3, 4, (nq, dim)).astype(np.float32)
     k = max(1, min(n, 20) + k_extra)
     excluded = rng.random((nq, n)) < density
-    exclude = None if form == "none" else (
-        sp.csr_matrix(excluded) if form == "csr" else [np.flatnonzero(r) for r in excluded])
+    exclude = (
+        None
+        if form == "none"
+        else (sp.csr_matrix(excluded) if form == "csr" else [np.flatnonzero(r) for r in excluded])
+    )
     index = FloatIndex(dim, backend)
     index.add(items)
     scores, ids = index.search(queries, k, exclude=exclude)

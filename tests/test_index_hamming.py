@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from hashgnn.codes.packing import hamming_distance_reference, pack_codes
 from hashgnn.errors import HashgnnError
-from hashgnn.index import HammingIndex
-from hashgnn.index import _kernels
+from hashgnn.index import HammingIndex, _kernels
 from hashgnn.index.hamming import to_words
 
 BIG = 1 << 30
@@ -103,8 +102,20 @@ def test_kernel_blocking_and_shards(words_bytes, n, nq, k, shards, qblock, varyi
     out_d = np.empty((nq, kk), np.int32)
     out_i = np.empty((nq, kk), np.int64)
     xt = np.ascontiguousarray(to_words(items).T)
-    _kernels.hamming_topk(xt, to_words(queries), kk, ex.indptr.astype(np.int64), ex.indices.astype(np.int64),
-                          bits, shards, qblock, _kernels.GROUP, sample, out_d, out_i)
+    _kernels.hamming_topk(
+        xt,
+        to_words(queries),
+        kk,
+        ex.indptr.astype(np.int64),
+        ex.indices.astype(np.int64),
+        bits,
+        shards,
+        qblock,
+        _kernels.GROUP,
+        sample,
+        out_d,
+        out_i,
+    )
     want_d, want_i = brute_topk(items, queries, kk, excluded)
     np.testing.assert_array_equal(out_d, want_d)
     np.testing.assert_array_equal(out_i, want_i)
@@ -121,8 +132,20 @@ def test_kernel_rescans_when_the_sampled_threshold_is_too_low():
     out_d = np.empty((1, k), np.int32)
     out_i = np.empty((1, k), np.int64)
     empty = np.zeros(0, np.int64)
-    _kernels.hamming_topk(np.ascontiguousarray(to_words(items).T), to_words(q), k, empty, empty, 64, 1, 1,
-                          _kernels.GROUP, sample, out_d, out_i)
+    _kernels.hamming_topk(
+        np.ascontiguousarray(to_words(items).T),
+        to_words(q),
+        k,
+        empty,
+        empty,
+        64,
+        1,
+        1,
+        _kernels.GROUP,
+        sample,
+        out_d,
+        out_i,
+    )
     want_d, want_i = brute_topk(items, q, k)
     np.testing.assert_array_equal(out_d, want_d)
     np.testing.assert_array_equal(out_i, want_i)
@@ -189,14 +212,14 @@ def test_save_load_round_trip(tmp_path):
         assert back.bits == 40 and back.ntotal == 300
         np.testing.assert_array_equal(back.codes, index.codes)
         np.testing.assert_array_equal(back.ids, index.ids)
-        for a, b in zip(index.search(q, 17), back.search(q, 17)):
+        for a, b in zip(index.search(q, 17), back.search(q, 17), strict=True):
             np.testing.assert_array_equal(a, b)
     header = (tmp_path / "idx" / "index.json").read_text()
     assert '"bits": 40' in header
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(HashgnnError, match="no index.json"):
+    with pytest.raises(HashgnnError, match=r"no index\.json"):
         HammingIndex.load(tmp_path)
     (tmp_path / "index.json").write_text("{not json")
     with pytest.raises(HashgnnError, match="not valid JSON"):

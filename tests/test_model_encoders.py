@@ -104,7 +104,7 @@ def test_lightgcn_rows_match_dense_propagation_and_its_gradient() -> None:
     assert torch.allclose(hu, ref_u, atol=1e-6) and torch.allclose(hi, ref_i, atol=1e-6)
     assert torch.allclose(fast_grad, x0.grad, atol=1e-6)
     pu, pi = model.propagate()
-    assert torch.allclose(pu, out[: g.n_users], atol=1e-6) and torch.allclose(pi, out[g.n_users:], atol=1e-6)
+    assert torch.allclose(pu, out[: g.n_users], atol=1e-6) and torch.allclose(pi, out[g.n_users :], atol=1e-6)
 
 
 def test_lightgcn_with_zero_layers_is_the_embedding() -> None:

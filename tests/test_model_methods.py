@@ -4,6 +4,7 @@ draws), determinism of train_epoch, the NaN guard, attributes through build_mode
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,17 @@ from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.model import METHODS, NodeAttributes, build_model
 from hashgnn.train.loop import build_optimizer, train_epoch
 
-TINY_MODEL = dict(bits=16, id_dim=12, input_dim=10, hidden_dim=10, user_fanouts=[4, 2], item_fanouts=[4],
-                  lightgcn_dim=12, lightgcn_layers=2, mf_dim=12)
+TINY_MODEL = {
+    "bits": 16,
+    "id_dim": 12,
+    "input_dim": 10,
+    "hidden_dim": 10,
+    "user_fanouts": [4, 2],
+    "item_fanouts": [4],
+    "lightgcn_dim": 12,
+    "lightgcn_layers": 2,
+    "mf_dim": 12,
+}
 TINY_TRAIN = TrainConfig(batch_size=2048, negatives=3, epochs=2, pretrain_epochs=1, threads=1)
 
 
@@ -83,8 +93,12 @@ def test_hashgnn_sp_freezes_the_encoder_after_pretraining(music_toy: sp.csr_matr
 
 def test_schedules_per_method(music_toy: sp.csr_matrix) -> None:
     def model_for(method: str, **kw):
-        return build_model(ModelConfig(**{**TINY_MODEL, **kw}, method=method, encoder="lightgcn"), music_toy,
-                           train_cfg=dataclasses.replace(TINY_TRAIN, epochs=5), seed=0)
+        return build_model(
+            ModelConfig(**{**TINY_MODEL, **kw}, method=method, encoder="lightgcn"),
+            music_toy,
+            train_cfg=dataclasses.replace(TINY_TRAIN, epochs=5),
+            seed=0,
+        )
 
     m = model_for("hashgnn")
     assert [m.on_epoch_start(e) for e in range(4)] == pytest.approx([0, 0, 0.02, 0.02])
@@ -99,7 +113,7 @@ def test_schedules_per_method(music_toy: sp.csr_matrix) -> None:
         gm.on_epoch_start(e)
         taus.append(gm.schedule_state()["tau"])
     assert taus[0] == pytest.approx(1.0) and taus[3] == pytest.approx(0.05)  # last soft epoch
-    assert all(a > b for a, b in zip(taus[:3], taus[1:4]))
+    assert all(a > b for a, b in itertools.pairwise(taus[:4]))
     assert gm.on_epoch_start(4) == 1.0  # final epoch: hard bits, straight through
 
 
@@ -117,7 +131,7 @@ def test_node_guidance_draw_is_shared_by_user_and_positive(music_toy: sp.csr_mat
 
 @pytest.mark.parametrize("encoder", ["sage", "lightgcn"])
 def test_train_epoch_is_deterministic(music_toy: sp.csr_matrix, encoder: str) -> None:
-    kw = dict(method="hashgnn", encoder=encoder, beta_schedule="constant", beta_value=0.4, guidance="bit")
+    kw = {"method": "hashgnn", "encoder": encoder, "beta_schedule": "constant", "beta_value": 0.4, "guidance": "bit"}
     _, a, ga = _run(music_toy, epochs=2, **kw)
     _, b, gb = _run(music_toy, epochs=2, **kw)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "edges_per_s")} for r in rows]  # noqa: E731
@@ -146,8 +160,9 @@ def test_nan_loss_raises_before_the_optimiser_step(music_toy: sp.csr_matrix, mon
 def test_attributes_flow_through_build_model(music_toy: sp.csr_matrix) -> None:
     n_users, n_items = music_toy.shape
     g = torch.Generator().manual_seed(0)
-    ua = NodeAttributes(categorical=torch.randint(0, 5, (n_users, 2), generator=g),
-                        numeric=torch.randn(n_users, 3, generator=g))
+    ua = NodeAttributes(
+        categorical=torch.randint(0, 5, (n_users, 2), generator=g), numeric=torch.randn(n_users, 3, generator=g)
+    )
     ia = NodeAttributes(numeric=torch.randn(n_items, 2, generator=g))
     cfg = ModelConfig(**TINY_MODEL, method="hashgnn", encoder="sage")
     tc = dataclasses.replace(TINY_TRAIN, batch_size=4096)
@@ -162,9 +177,14 @@ def test_attributes_flow_through_build_model(music_toy: sp.csr_matrix) -> None:
 
 
 def test_bad_configs_are_clear_errors(music_toy: sp.csr_matrix) -> None:
-    for kw, msg in [({"method": "nope"}, "unknown method"), ({"bits": 4}, "between 8 and 256"),
-                    ({"encoder": "gat"}, "unknown encoder"), ({"guidance": "row"}, "guidance"),
-                    ({"beta_schedule": "cos"}, "schedule"), ({"user_fanouts": [0]}, "fan-outs")]:
+    for kw, msg in [
+        ({"method": "nope"}, "unknown method"),
+        ({"bits": 4}, "between 8 and 256"),
+        ({"encoder": "gat"}, "unknown encoder"),
+        ({"guidance": "row"}, "guidance"),
+        ({"beta_schedule": "cos"}, "schedule"),
+        ({"user_fanouts": [0]}, "fan-outs"),
+    ]:
         with pytest.raises(ConfigError, match=msg):
             build_model(ModelConfig(**{**TINY_MODEL, **kw}), music_toy)
 

@@ -140,8 +140,14 @@ def test_input_encoder_with_attributes_is_wide_and_deep() -> None:
     out = enc(ids)
     assert out.shape == (2, 2, 5)
     # the encoder is exactly leaky_relu(W [id || cat0 || cat1 || num] + b), slope 0.2
-    x = torch.cat([enc.id_emb.weight[3], enc.cat_embs[0].weight[attrs.categorical[3, 0]],
-                   enc.cat_embs[1].weight[attrs.categorical[3, 1]], attrs.numeric[3]])
+    x = torch.cat(
+        [
+            enc.id_emb.weight[3],
+            enc.cat_embs[0].weight[attrs.categorical[3, 0]],
+            enc.cat_embs[1].weight[attrs.categorical[3, 1]],
+            attrs.numeric[3],
+        ]
+    )
     ref = torch.nn.functional.leaky_relu(enc.dense(x), 0.2)
     assert torch.allclose(out[0, 1], ref, atol=1e-6)
     out.sum().backward()

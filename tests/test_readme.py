@@ -19,12 +19,13 @@ def test_readme_has_one_python_example() -> None:
     assert len(blocks) == 1 and "import hashgnn as hg" in blocks[0]
 
 
-def test_readme_python_example_runs(mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_python_example_runs(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)  # the example writes runs/lastfm-py relative to the working folder
     (code,) = python_blocks()
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102  (our own README)
+    exec(compile(code, str(README), "exec"), namespace)
     run, items = namespace["run"], namespace["items"]
     assert (tmp_path / "runs" / "lastfm-py" / "final_metrics.json").exists()
     assert items.shape == (3, 10) and (items >= 0).all()

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from hashgnn.methods import MODES
 import torch
 
 import hashgnn as hg
@@ -17,13 +15,21 @@ from hashgnn.cli import main
 from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.io import ArtifactError
+from hashgnn.methods import MODES
 from hashgnn.run import EXPORT_SALT, Run
 from hashgnn.train.run import train_run
 
 TINY = {
     "data": {"dataset": "music_toy", "valid_fraction": 0.1},
-    "model": {"method": "hashgnn", "encoder": "lightgcn", "bits": 16, "lightgcn_dim": 16, "lightgcn_layers": 2,
-              "beta_schedule": "linear", "beta_epochs": 1},
+    "model": {
+        "method": "hashgnn",
+        "encoder": "lightgcn",
+        "bits": 16,
+        "lightgcn_dim": 16,
+        "lightgcn_layers": 2,
+        "beta_schedule": "linear",
+        "beta_epochs": 1,
+    },
     "train": {"epochs": 2, "batch_size": 2048, "negatives": 2, "seed": 3, "device": "cpu", "threads": 1},
     "eval": {"ks": [10, 20], "candidates": 50},
 }
@@ -119,10 +125,16 @@ def _garbage(p: Path) -> None:
 
 
 NPYS = (Run.USER_CODES, Run.ITEM_CODES, Run.USER_Z, Run.ITEM_Z)
-DAMAGE = [(name, how) for name in NPYS for how in (lambda p: _head(p, 100), _wrong_shape, _wrong_dtype,
-                                                  _huge_header, _garbage)]
-DAMAGE += [(name, how) for name in (Run.CODES_HEADER, Run.FINAL_METRICS, Run.CONFIG)
-           for how in (lambda p: _head(p, 10), _garbage, lambda p: p.write_text("[1, 2, 3]"))]
+DAMAGE = [
+    (name, how)
+    for name in NPYS
+    for how in (lambda p: _head(p, 100), _wrong_shape, _wrong_dtype, _huge_header, _garbage)
+]
+DAMAGE += [
+    (name, how)
+    for name in (Run.CODES_HEADER, Run.FINAL_METRICS, Run.CONFIG)
+    for how in (lambda p: _head(p, 10), _garbage, lambda p: p.write_text("[1, 2, 3]"))
+]
 DAMAGE += [(Run.WEIGHTS, lambda p: _head(p, 100)), (Run.WEIGHTS, _garbage)]
 
 
@@ -157,10 +169,13 @@ def test_metrics_measure_what_recommend_returns(trained: Path, mode: str) -> Non
     for key, v in values.items():
         assert float(v[valid].mean()) == pytest.approx(run.metrics["test"][mode][key], rel=1e-12, abs=1e-15)
     # ... and the brute-force scorers of hashgnn.eval rank the same lists
-    scorer = {"hamming": lambda: HammingScorer(c.user_codes, c.item_codes, c.bits),
-              "hierarchical": lambda: HierarchicalScorer(c.user_codes, c.item_codes, c.bits, c.user_z, c.item_z,
-                                                         run.config.eval.candidates),
-              "continuous": lambda: InnerProductScorer(c.user_z, c.item_z)}[mode]()
+    scorer = {
+        "hamming": lambda: HammingScorer(c.user_codes, c.item_codes, c.bits),
+        "hierarchical": lambda: HierarchicalScorer(
+            c.user_codes, c.item_codes, c.bits, c.user_z, c.item_z, run.config.eval.candidates
+        ),
+        "continuous": lambda: InnerProductScorer(c.user_z, c.item_z),
+    }[mode]()
     np.testing.assert_array_equal(topk_items(scorer, users, max(ks), exclude=data.train), recs.items)
 
 

@@ -37,7 +37,7 @@ def test_git_blob_pin_matches_git(mirror: Path) -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves BODY under /tofu/<file>, misbehaving as the path asks."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if "short" in self.path:  # announces the whole body, sends half, closes
             self.send_response(200)
             self.send_header("Content-Length", str(len(BODY)))
@@ -66,7 +66,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture()
+@pytest.fixture
 def server() -> Iterator[str]:
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -112,16 +112,14 @@ def test_a_cut_connection_is_not_cached(server: str, tmp_path: Path, monkeypatch
     assert cached(tmp_path / "c") == []
 
 
-def test_a_download_larger_than_pinned_is_refused(server: str, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_download_larger_than_pinned_is_refused(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     register(monkeypatch, f"{server}/huge/", git_pin(tmp_path))
     with pytest.raises(HashgnnError, match="more than the 1000 bytes"):
         fetch_dataset("tofu", mirror=None, cache_dir=tmp_path / "c", progress=False)
     assert cached(tmp_path / "c") == []
 
 
-def test_a_download_past_the_deadline_is_stopped(server: str, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_download_past_the_deadline_is_stopped(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     register(monkeypatch, f"{server}/tofu/", git_pin(tmp_path))
     monkeypatch.setattr(fetch_mod, "DEADLINE_S", -1)
     with pytest.raises(HashgnnError, match="took longer than"):

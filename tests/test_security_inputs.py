@@ -21,8 +21,14 @@ from hashgnn.train.run import train_run
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hashgnn", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "hashgnn", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 @pytest.mark.parametrize("k", ["100000000000000", "3847"])  # music_toy has 3,846 items
@@ -76,18 +82,20 @@ def test_oversized_yaml_is_refused(tmp_path: Path) -> None:
         RunConfig.load(p)
 
 
-@pytest.mark.parametrize("section,key,value,expected", [
-    ("eval", "batch_users", "1024", "an integer"),
-    ("train", "epochs", 2.5, "an integer"),
-    ("train", "lr", "fast", "a number"),
-    ("train", "use_ranking", "yes", "true/false"),
-    ("model", "user_fanouts", [10, "5"], "an integer"),
-    ("eval", "ks", 20, "a list of integers"),
-    ("data", "mirror", 5, "a string or null"),
-    ("train", "threads", True, "an integer or null"),
-])
-def test_config_values_are_type_checked(tmp_path: Path, section: str, key: str, value: object,
-                                        expected: str) -> None:
+@pytest.mark.parametrize(
+    "section,key,value,expected",
+    [
+        ("eval", "batch_users", "1024", "an integer"),
+        ("train", "epochs", 2.5, "an integer"),
+        ("train", "lr", "fast", "a number"),
+        ("train", "use_ranking", "yes", "true/false"),
+        ("model", "user_fanouts", [10, "5"], "an integer"),
+        ("eval", "ks", 20, "a list of integers"),
+        ("data", "mirror", 5, "a string or null"),
+        ("train", "threads", True, "an integer or null"),
+    ],
+)
+def test_config_values_are_type_checked(tmp_path: Path, section: str, key: str, value: object, expected: str) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({section: {key: value}}))
     with pytest.raises(ConfigError) as e:

@@ -29,8 +29,15 @@ TINY = {
 
 def hashgnn_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m hashgnn ARGS`` in ``cwd``, as a separate process."""
-    return subprocess.run([sys.executable, "-m", "hashgnn", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "hashgnn", *args],
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def user_folder(root: Path, config_text: str) -> Path:
@@ -61,8 +68,7 @@ def test_overwrite_refuses_a_folder_that_is_not_only_a_run(tmp_path: Path) -> No
     cfg_text = yaml.safe_dump(RunConfig.from_dict(TINY).to_dict())
     folder = user_folder(tmp_path / "project", cfg_text)
     before = snapshot(folder)
-    r = hashgnn_cli(["train", "--config", str(folder / "config.yaml"), "--out", str(folder), "--overwrite"],
-                    tmp_path)
+    r = hashgnn_cli(["train", "--config", str(folder / "config.yaml"), "--out", str(folder), "--overwrite"], tmp_path)
     assert r.returncode == 2 and "not a hashgnn run" in r.stderr
     assert "results.csv" in r.stderr and "src" in r.stderr
     assert snapshot(folder) == before
@@ -80,8 +86,12 @@ def test_overwrite_of_the_current_folder_is_refused(tmp_path: Path) -> None:
 
 def test_protected_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for folder, why in ((Path("/"), "root"), (Path.home(), "home"), (tmp_path, "current"),
-                        (tmp_path.parent, "holds the current")):
+    for folder, why in (
+        (Path("/"), "root"),
+        (Path.home(), "home"),
+        (tmp_path, "current"),
+        (tmp_path.parent, "holds the current"),
+    ):
         with pytest.raises(HashgnnError, match=why):
             check_replaceable_run(folder)
 
@@ -92,9 +102,17 @@ def test_training_into_a_folder_of_other_files_is_refused(tmp_path: Path) -> Non
     folder.mkdir()
     (folder / "metrics.jsonl").write_text("mine\n")
     (folder / "paper.tex").write_text("\\section{}\n")
-    with pytest.raises(HashgnnError, match="paper.tex"):
+    with pytest.raises(HashgnnError, match=r"paper\.tex"):
         train_run(RunConfig.from_dict(TINY), folder, progress=False)
     assert (folder / "metrics.jsonl").read_text() == "mine\n"
+
+
+def fail_half_way(run: Path) -> None:
+    """Replace ``run`` and fail after the new run has written something."""
+    with Replacement(run):
+        run.mkdir()
+        (run / "config.yaml").write_text("half\n")
+        raise RuntimeError("boom")
 
 
 def test_overwrite_replaces_a_real_run_and_restores_it_on_failure(tmp_path: Path) -> None:
@@ -103,10 +121,7 @@ def test_overwrite_replaces_a_real_run_and_restores_it_on_failure(tmp_path: Path
     original = snapshot(run)
     # A failure while the new run trains puts the old run back, byte for byte.
     with pytest.raises(RuntimeError, match="boom"):
-        with Replacement(run):
-            run.mkdir()
-            (run / "config.yaml").write_text("half\n")
-            raise RuntimeError("boom")
+        fail_half_way(run)
     assert snapshot(run) == original and not list(tmp_path.glob(".run.replaced-*"))
     # A successful overwrite replaces it and leaves nothing aside.
     cfg = RunConfig.from_dict({**TINY, "train": {**TINY["train"], "seed": 4}})
@@ -117,9 +132,12 @@ def test_overwrite_replaces_a_real_run_and_restores_it_on_failure(tmp_path: Path
 
 
 def write_suite(path: Path, name: str = "s", dataset: str = "music_toy", variant: str | None = None) -> Path:
-    d: dict = {"name": name, "base": {"train": {"epochs": 1}},
-               "grid": {"methods": ["mf"], "datasets": [dataset], "bits": [16], "seeds": [1]},
-               "settings": [{"name": "h", "mode": "hamming", "metrics": ["recall@20"]}]}
+    d: dict = {
+        "name": name,
+        "base": {"train": {"epochs": 1}},
+        "grid": {"methods": ["mf"], "datasets": [dataset], "bits": [16], "seeds": [1]},
+        "settings": [{"name": "h", "mode": "hamming", "metrics": ["recall@20"]}],
+    }
     if variant is not None:
         d["variants"] = {variant: {"train": {"lr": 0.01}}}
     path.write_text(yaml.safe_dump(d))

@@ -54,16 +54,18 @@ def test_the_saved_config_holds_no_machine_fields(run: Path) -> None:
 
 def test_a_received_run_cannot_choose_mirror_or_cache(run: Path, tmp_path: Path) -> None:
     evil_cache = tmp_path / "evil-cache"
-    folder = hostile_copy(run, tmp_path / "received", mirror="http://127.0.0.1:9/evil/",
-                          cache_dir=str(evil_cache))
+    folder = hostile_copy(run, tmp_path / "received", mirror="http://127.0.0.1:9/evil/", cache_dir=str(evil_cache))
     want = evaluate_run(run, mode="hamming", progress=False)
     got = evaluate_run(folder, mode="hamming", progress=False)  # the environment's mirror and cache
     assert got == want and not evil_cache.exists()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    for cmd in (["evaluate", "--run", str(folder), "--k", "20", "--json"],
-                ["recommend", "--run", str(folder), "--users", "0", "--k", "5", "--json"]):
-        r = subprocess.run([sys.executable, "-m", "hashgnn", *cmd], capture_output=True, text=True, env=env,
-                           timeout=300)
+    for cmd in (
+        ["evaluate", "--run", str(folder), "--k", "20", "--json"],
+        ["recommend", "--run", str(folder), "--users", "0", "--k", "5", "--json"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "hashgnn", *cmd], check=False, capture_output=True, text=True, env=env, timeout=300
+        )
         assert r.returncode == 0, r.stderr
     assert not evil_cache.exists()
 
@@ -78,8 +80,9 @@ def test_a_run_folder_cannot_make_errors_list_other_folders(run: Path, tmp_path:
     assert "id_rsa" not in str(e.value) and "train.txt" in str(e.value)
 
 
-def test_a_data_folder_is_saved_as_an_absolute_path(mirror: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_data_folder_is_saved_as_an_absolute_path(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     data = tmp_path / "work" / "toy"
@@ -98,7 +101,7 @@ def test_a_data_folder_is_saved_as_an_absolute_path(mirror: Path, tmp_path: Path
 @pytest.mark.parametrize("latest", ["../../etc", "/etc", "ckpt-0000/../..", "state.json", 5, None])
 def test_the_checkpoint_pointer_names_only_checkpoints(tmp_path: Path, latest: object) -> None:
     (tmp_path / "checkpoint.json").write_text(json.dumps({"latest": latest}))
-    with pytest.raises(HashgnnError, match="checkpoint.json"):
+    with pytest.raises(HashgnnError, match=r"checkpoint\.json"):
         latest_checkpoint(tmp_path)
     (tmp_path / "checkpoint.json").write_text("{not json")
     with pytest.raises(HashgnnError, match="not a checkpoint pointer"):
@@ -112,8 +115,14 @@ def test_resume_with_a_hostile_pointer_is_a_clear_error(run: Path, tmp_path: Pat
     shutil.copytree(run, folder)
     (folder / "final_metrics.json").unlink()
     (folder / "checkpoint.json").write_text(json.dumps({"latest": "../../../../etc"}))
-    r = subprocess.run([sys.executable, "-m", "hashgnn", "train", "--resume", str(folder)], capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    r = subprocess.run(
+        [sys.executable, "-m", "hashgnn", "train", "--resume", str(folder)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert r.returncode == 2 and "not a checkpoint of this run" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -122,6 +131,7 @@ def test_a_checkpoint_is_never_replaced_in_place(tmp_path: Path, monkeypatch: py
     opt = torch.optim.Adam(model.parameters())
     gen = torch.Generator().manual_seed(0)
     first = save_checkpoint(tmp_path, 3, model, opt, gen, {"history": []})
+
     # The process dies while writing the pointer for a second save of the same epoch (a resumed run):
     # the checkpoint the pointer names must still be there and whole.
     def die(*a: object, **k: object) -> None:

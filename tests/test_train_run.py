@@ -12,22 +12,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from hashgnn.methods import MODES
 import yaml
 
 from hashgnn.codes.artifacts import load_codes
 from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.errors import HashgnnError
+from hashgnn.methods import MODES
 from hashgnn.train.checkpoint import latest_checkpoint
 from hashgnn.train.run import evaluate_run, train_run
 
 TINY = {
     "data": {"dataset": "music_toy", "valid_fraction": 0.1},
-    "model": {"method": "hashgnn", "encoder": "sage", "bits": 16, "id_dim": 16, "input_dim": 16,
-              "hidden_dim": 16, "user_fanouts": [4, 2], "item_fanouts": [4],
-              "beta_schedule": "linear", "beta_epochs": 2},
+    "model": {
+        "method": "hashgnn",
+        "encoder": "sage",
+        "bits": 16,
+        "id_dim": 16,
+        "input_dim": 16,
+        "hidden_dim": 16,
+        "user_fanouts": [4, 2],
+        "item_fanouts": [4],
+        "beta_schedule": "linear",
+        "beta_epochs": 2,
+    },
     "train": {"epochs": 3, "batch_size": 1024, "negatives": 2, "seed": 7, "device": "cpu", "threads": 1},
     "eval": {"ks": [20, 50], "candidates": 100},
 }
@@ -43,13 +51,28 @@ def tiny_config(**sections: dict) -> RunConfig:
 def test_run_folder_holds_everything(tmp_path: Path) -> None:
     run = tmp_path / "run"
     final = train_run(tiny_config(), run, progress=False)
-    for name in ("config.yaml", "metrics.jsonl", "final_metrics.json", "model.safetensors", "codes.json",
-                 "user_codes.npy", "item_codes.npy", "user_z.npy", "item_z.npy", "training.png"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "final_metrics.json",
+        "model.safetensors",
+        "codes.json",
+        "user_codes.npy",
+        "item_codes.npy",
+        "user_z.npy",
+        "item_z.npy",
+        "training.png",
+    ):
         assert (run / name).exists(), name
     # Saved as it ran, less where it ran: mirror, cache, device and threads belong to the machine.
     saved = RunConfig.load(run / "config.yaml")
     assert saved == tiny_config().portable() and saved != tiny_config()
-    assert (saved.data.mirror, saved.data.cache_dir, saved.train.device, saved.train.threads) == (None, None, "auto", None)
+    assert (saved.data.mirror, saved.data.cache_dir, saved.train.device, saved.train.threads) == (
+        None,
+        None,
+        "auto",
+        None,
+    )
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert all("valid_recall@20" in r and np.isfinite(r["loss"]) for r in rows)
@@ -116,8 +139,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     full = train_run(cfg, tmp_path / "full", progress=False)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_hashgnn("train", "--config", str(cfg_path), "--out", str(run), "--quiet"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _hashgnn("train", "--config", str(cfg_path), "--out", str(run), "--quiet"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         ckpt = latest_checkpoint(run) if (run / "checkpoint.json").exists() else None
@@ -129,8 +155,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     proc.wait()
     assert not (run / "final_metrics.json").exists()
 
-    out = subprocess.run(_hashgnn("train", "--resume", str(run), "--quiet", "--json"),
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        _hashgnn("train", "--resume", str(run), "--quiet", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     resumed = json.loads(out.stdout)
     assert resumed["test"] == full["test"]
@@ -142,8 +173,13 @@ def test_cli_flags_override_config_file(tmp_path: Path) -> None:
     cfg_path = tmp_path / "cfg.yaml"
     tiny_config(train={"epochs": 1}).save(cfg_path)
     run = tmp_path / "run"
-    out = subprocess.run(_hashgnn("train", "--config", str(cfg_path), "--bits", "24", "--out", str(run), "--quiet"),
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        _hashgnn("train", "--config", str(cfg_path), "--bits", "24", "--out", str(run), "--quiet"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["bits"] == 24 and saved["model"]["hidden_dim"] == 16
@@ -153,8 +189,13 @@ def test_cli_flags_override_config_file(tmp_path: Path) -> None:
 def test_bad_config_key_is_a_clear_error(tmp_path: Path) -> None:
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text("model:\n  bitz: 32\n")
-    out = subprocess.run(_hashgnn("train", "--config", str(cfg_path), "--out", str(tmp_path / "r")),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        _hashgnn("train", "--config", str(cfg_path), "--out", str(tmp_path / "r")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 2
     assert "bitz" in out.stderr and "Traceback" not in out.stderr
 

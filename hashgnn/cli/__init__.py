@@ -14,14 +14,15 @@ import os
 # user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import signal  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import warnings  # noqa: E402
+import signal
+import sys
+import threading
+import warnings
+from typing import Annotated
 
-import typer  # noqa: E402
+import typer
 
-from hashgnn.errors import DataWarning, HashgnnError  # noqa: E402
+from hashgnn.errors import DataWarning, HashgnnError
 
 app = typer.Typer(
     name="hashgnn",
@@ -31,6 +32,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from hashgnn import __version__
+
+        typer.echo(f"hashgnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    # No docstring: typer would show it instead of the app's help.
+    pass
 
 
 def _register() -> None:

@@ -24,8 +24,10 @@ DatasetArg = Annotated[
 ]
 MirrorOpt = Annotated[
     Optional[str],
-    typer.Option(help="Mirror to fetch named data sets from: a folder or a file:// / http(s):// base URL "
-                 "laid out as <name>/<file>. Default: $HASHGNN_DATA_MIRROR, else the public address."),
+    typer.Option(
+        help="Mirror to fetch named data sets from: a folder or a file:// / http(s):// base URL "
+        "laid out as <name>/<file>. Default: $HASHGNN_DATA_MIRROR, else the public address."
+    ),
 ]
 CacheOpt = Annotated[Optional[str], typer.Option(help="Cache folder. Default: $HASHGNN_CACHE or the per-user cache.")]
 UserColOpt = Annotated[str, typer.Option(help="Table files: the user id column.")]
@@ -36,9 +38,13 @@ TimeColOpt = Annotated[Optional[str], typer.Option(help="Table files: an optiona
 SepOpt = Annotated[Optional[str], typer.Option(help="Table files: the separator (default by extension).")]
 SplitOpt = Annotated[str, typer.Option(help="Table files: random | temporal | loo (leave last one out).")]
 TestFracOpt = Annotated[float, typer.Option(help="Table files: fraction of each user's interactions for test.")]
-ValidFracOpt = Annotated[float, typer.Option(help="Fraction of each user's train interactions held out for validation (0: none).")]
+ValidFracOpt = Annotated[
+    float, typer.Option(help="Fraction of each user's train interactions held out for validation (0: none).")
+]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the random splits.")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail (instead of warning) on test users/items unseen in train.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Fail (instead of warning) on test users/items unseen in train.")
+]
 
 
 def data_config(
@@ -59,9 +65,20 @@ def data_config(
 ) -> DataConfig:
     """Collect the shared data options into a :class:`DataConfig`."""
     return DataConfig(
-        dataset=dataset, mirror=mirror, cache_dir=cache_dir, user_col=user_col, item_col=item_col,
-        rating_col=rating_col, min_rating=min_rating, time_col=time_col, sep=sep, split=split,
-        test_fraction=test_fraction, valid_fraction=valid_fraction, seed=split_seed, strict=strict,
+        dataset=dataset,
+        mirror=mirror,
+        cache_dir=cache_dir,
+        user_col=user_col,
+        item_col=item_col,
+        rating_col=rating_col,
+        min_rating=min_rating,
+        time_col=time_col,
+        sep=sep,
+        split=split,
+        test_fraction=test_fraction,
+        valid_fraction=valid_fraction,
+        seed=split_seed,
+        strict=strict,
     )
 
 

@@ -48,12 +48,26 @@ def list_cmd(json_out: JsonOpt = False) -> None:
         print_json(rows)
         return
     table = Table(title="registered data sets (published counts)")
-    for col, justify in (("name", "left"), ("format", "left"), ("users", "right"), ("items", "right"),
-                         ("train", "right"), ("test", "right"), ("SHA-256", "left")):
+    for col, justify in (
+        ("name", "left"),
+        ("format", "left"),
+        ("users", "right"),
+        ("items", "right"),
+        ("train", "right"),
+        ("test", "right"),
+        ("SHA-256", "left"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in rows:
-        table.add_row(r["name"], r["format"], f"{r['n_users']:,}", f"{r['n_items']:,}", f"{r['n_train']:,}",
-                      f"{r['n_test']:,}", "registry" if r["verified"] else "first use")
+        table.add_row(
+            r["name"],
+            r["format"],
+            f"{r['n_users']:,}",
+            f"{r['n_items']:,}",
+            f"{r['n_train']:,}",
+            f"{r['n_test']:,}",
+            "registry" if r["verified"] else "first use",
+        )
     out = Console()
     out.print(table)
     # Addresses are long: one per line under the table, so the table fits a narrow terminal.
@@ -66,8 +80,7 @@ def fetch_cmd(
     name: Annotated[str, typer.Argument(help="A registered data set name (see `hashgnn data list`).")],
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
-    extras: Annotated[bool, typer.Option(
-        "--extras", help="Also fetch side files (id maps, social links).")] = False,
+    extras: Annotated[bool, typer.Option("--extras", help="Also fetch side files (id maps, social links).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -76,18 +89,27 @@ def fetch_cmd(
 
     folder = fetch_dataset(name, mirror=mirror, cache_dir=cache_dir, progress=not quiet, extras=extras)
     if json_out:
-        print_json({"name": name, "path": str(folder), "files": sorted(p.name for p in folder.iterdir()
-                                                                        if not p.name.startswith("."))})
+        print_json(
+            {
+                "name": name,
+                "path": str(folder),
+                "files": sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")),
+            }
+        )
     else:
         print(folder)
 
 
 @data_app.command("info")
 def info_cmd(
-    name_or_path: Annotated[str, typer.Argument(
-        metavar="NAME_OR_PATH",
-        help="A registered data set name, a folder holding train.txt and test.txt, or a table file "
-        "(.csv, .tsv, .parquet).")],
+    name_or_path: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME_OR_PATH",
+            help="A registered data set name, a folder holding train.txt and test.txt, or a table file "
+            "(.csv, .tsv, .parquet).",
+        ),
+    ],
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
     user_col: UserColOpt = DATA.user_col,
@@ -98,9 +120,12 @@ def info_cmd(
     sep: SepOpt = None,
     split: SplitOpt = DATA.split,
     test_fraction: TestFracOpt = DATA.test_fraction,
-    valid_fraction: Annotated[float, typer.Option(
-        help="Also carve this fraction of each user's train interactions into a validation split "
-        "(0: none).")] = 0.0,
+    valid_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Also carve this fraction of each user's train interactions into a validation split (0: none)."
+        ),
+    ] = 0.0,
     split_seed: SplitSeedOpt = DATA.seed,
     strict: StrictOpt = DATA.strict,
     json_out: JsonOpt = False,
@@ -109,10 +134,22 @@ def info_cmd(
     """Load a data source and print its counts: users, items, train / test (/ valid) and density."""
     from hashgnn.data import carve_validation, load_interactions
 
-    cfg = data_config(name_or_path, mirror=mirror, cache_dir=cache_dir, user_col=user_col, item_col=item_col,
-                      rating_col=rating_col, min_rating=min_rating, time_col=time_col, sep=sep, split=split,
-                      test_fraction=test_fraction, valid_fraction=valid_fraction, split_seed=split_seed,
-                      strict=strict)
+    cfg = data_config(
+        name_or_path,
+        mirror=mirror,
+        cache_dir=cache_dir,
+        user_col=user_col,
+        item_col=item_col,
+        rating_col=rating_col,
+        min_rating=min_rating,
+        time_col=time_col,
+        sep=sep,
+        split=split,
+        test_fraction=test_fraction,
+        valid_fraction=valid_fraction,
+        split_seed=split_seed,
+        strict=strict,
+    )
     data = load_interactions(cfg, progress=not quiet)
     if valid_fraction:
         data = carve_validation(data, valid_fraction, split_seed)

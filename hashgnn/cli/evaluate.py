@@ -34,6 +34,9 @@ from hashgnn.eval.metrics import METRICS, check_ks
 from hashgnn.eval.popular import evaluate_baseline
 from hashgnn.methods import MODES
 
+_DEFAULTS = EvalConfig()  # the library defaults, shown as the options' defaults
+
+
 def parse_ks(ks: list[int], extra: list[str]) -> list[int]:
     """Cut-offs from ``--k`` plus the bare integers that follow it (``--k 20 50 100``)."""
     values = list(ks)
@@ -90,10 +93,10 @@ def evaluate_cmd(
     model: ModelOpt = "popular",
     run: RunOpt = None,
     mode: ModeOpt = "hamming",
-    candidates: CandidatesOpt = EvalConfig().candidates,
-    k: KOpt = EvalConfig().ks,
+    candidates: CandidatesOpt = _DEFAULTS.candidates,
+    k: KOpt = _DEFAULTS.ks,
     legacy_depth: LegacyDepthOpt = None,
-    batch_users: BatchUsersOpt = EvalConfig().batch_users,
+    batch_users: BatchUsersOpt = _DEFAULTS.batch_users,
     json_out: JsonOpt = False,
     progress: ProgressOpt = True,
     mirror: MirrorOpt = None,
@@ -124,15 +127,27 @@ def evaluate_cmd(
             from hashgnn.train.run import evaluate_run
         except ImportError as e:
             raise HashgnnError(f"evaluating a run needs the training stage, not available here ({e})") from None
-        result = evaluate_run(run, mode=mode, ks=ks, candidates=candidates, progress=progress, mirror=mirror,
-                              cache_dir=cache_dir)
+        result = evaluate_run(
+            run, mode=mode, ks=ks, candidates=candidates, progress=progress, mirror=mirror, cache_dir=cache_dir
+        )
         title = f"{run} ({mode})"
     else:
         assert dataset is not None
         cfg = data_config(
-            dataset, mirror=mirror, cache_dir=cache_dir, user_col=user_col, item_col=item_col,
-            rating_col=rating_col, min_rating=min_rating, time_col=time_col, sep=sep, split=split,
-            test_fraction=test_fraction, valid_fraction=0.0, split_seed=split_seed, strict=strict,
+            dataset,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            user_col=user_col,
+            item_col=item_col,
+            rating_col=rating_col,
+            min_rating=min_rating,
+            time_col=time_col,
+            sep=sep,
+            split=split,
+            test_fraction=test_fraction,
+            valid_fraction=0.0,
+            split_seed=split_seed,
+            strict=strict,
         )
         result = evaluate_baseline(cfg, model, ks, batch_users, legacy_depth, progress=progress)
         title = f"{model} on {dataset}"

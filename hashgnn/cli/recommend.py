@@ -26,14 +26,37 @@ def parse_users(users: list[str], extra: list[str]) -> list[str]:
 def recommend(
     ctx: typer.Context,
     run: Annotated[Path, typer.Option("--run", "-r", help="A finished run folder (codes, vectors, config.yaml).")],
-    users: Annotated[Optional[list[str]], typer.Option("--users", "-u", help="Users to recommend for: indices 0..n-1 (or original ids with --original-ids); several may follow one --users.")] = None,
+    users: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--users",
+            "-u",
+            help="Users to recommend for: indices 0..n-1 (or original ids with --original-ids); several may follow one --users.",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="Items per user.")] = 20,
-    mode: Annotated[str, typer.Option(help="hamming (codes) | hierarchical (Hamming top-C re-ranked by vectors) | continuous (vectors).")] = "hamming",
-    candidates: Annotated[Optional[int], typer.Option(help="C of hierarchical search (default: the run's eval.candidates).")] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="hamming (codes) | hierarchical (Hamming top-C re-ranked by vectors) | continuous (vectors)."
+        ),
+    ] = "hamming",
+    candidates: Annotated[
+        Optional[int], typer.Option(help="C of hierarchical search (default: the run's eval.candidates).")
+    ] = None,
     all_users: Annotated[bool, typer.Option("--all", help="Recommend for every user and write --out.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With --all: output file, .parquet or .csv (columns user, rank, item, score).")] = None,
-    original_ids: Annotated[bool, typer.Option("--original-ids", help="--users are the data set's original user ids, not indices.")] = False,
-    include_seen: Annotated[bool, typer.Option("--include-seen", help="Do not exclude the users' training items.")] = False,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="With --all: output file, .parquet or .csv (columns user, rank, item, score)."
+        ),
+    ] = None,
+    original_ids: Annotated[
+        bool, typer.Option("--original-ids", help="--users are the data set's original user ids, not indices.")
+    ] = False,
+    include_seen: Annotated[
+        bool, typer.Option("--include-seen", help="Do not exclude the users' training items.")
+    ] = False,
     batch_users: Annotated[int, typer.Option(help="With --all: users per batch (bounds memory).")] = 4096,
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
     mirror: MirrorOpt = None,
@@ -58,30 +81,49 @@ def recommend(
             raise HashgnnError("give either --users or --all, not both")
         if out is None:
             raise HashgnnError("--all needs --out FILE.parquet (or .csv)")
-        summary = recommend_all(run, out, k, mode, candidates, not include_seen, batch_users, threads,
-                                progress=not quiet, mirror=mirror, cache_dir=cache_dir)
+        summary = recommend_all(
+            run,
+            out,
+            k,
+            mode,
+            candidates,
+            not include_seen,
+            batch_users,
+            threads,
+            progress=not quiet,
+            mirror=mirror,
+            cache_dir=cache_dir,
+        )
         if json_out:
             print_json(summary)
         else:
-            console.print(f"wrote {summary['rows']:,} rows for {summary['users']:,} users to {out} "
-                          f"in {summary['seconds']} s")
+            console.print(
+                f"wrote {summary['rows']:,} rows for {summary['users']:,} users to {out} in {summary['seconds']} s"
+            )
         return
     if not wanted:
         raise HashgnnError("give --users U [U ...] (indices 0..n-1) or --all --out FILE")
     if out is not None:
         raise HashgnnError("--out is only used with --all")
-    rec = recommend_api(run, wanted, k, mode, candidates, not include_seen, original_ids, threads,
-                        mirror=mirror, cache_dir=cache_dir)
+    rec = recommend_api(
+        run, wanted, k, mode, candidates, not include_seen, original_ids, threads, mirror=mirror, cache_dir=cache_dir
+    )
     frame = rec.to_frame()
     if json_out:
-        print_json({
-            "mode": mode,
-            "k": k,
-            "recommendations": [
-                {"user": _plain(u), "items": [_plain(i) for i in g["item"]], "scores": [float(s) for s in g["score"]]}
-                for u, g in frame.groupby("user", sort=False)
-            ],
-        })
+        print_json(
+            {
+                "mode": mode,
+                "k": k,
+                "recommendations": [
+                    {
+                        "user": _plain(u),
+                        "items": [_plain(i) for i in g["item"]],
+                        "scores": [float(s) for s in g["score"]],
+                    }
+                    for u, g in frame.groupby("user", sort=False)
+                ],
+            }
+        )
         return
     from rich.table import Table
 

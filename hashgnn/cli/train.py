@@ -10,7 +10,11 @@ from rich.table import Table
 
 from hashgnn.cli import app
 from hashgnn.cli.common import (
-    CacheOpt, MirrorOpt, SepOpt, console, print_json,
+    CacheOpt,
+    MirrorOpt,
+    SepOpt,
+    console,
+    print_json,
 )
 from hashgnn.config import RunConfig, override
 from hashgnn.errors import HashgnnError
@@ -19,16 +23,24 @@ from hashgnn.methods import ENCODERS, METHOD_NAMES
 
 @app.command("train")
 def train(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Registered name, folder with train.txt/test.txt, or table file.")] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option("--dataset", "-d", help="Registered name, folder with train.txt/test.txt, or table file."),
+    ] = None,
     method: Annotated[Optional[str], typer.Option(help=" | ".join(METHOD_NAMES) + " (hashgnn.methods).")] = None,
     encoder: Annotated[Optional[str], typer.Option(help=" | ".join(ENCODERS))] = None,
     bits: Annotated[Optional[int], typer.Option(help="Code length K (8..256).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of initialisation, sampling and guidance.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to create.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (sections data/model/train/eval); flags override it.")] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="YAML config (sections data/model/train/eval); flags override it."),
+    ] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its newest checkpoint.")] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue the run in this folder from its newest checkpoint.")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Positive edges per batch.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     negatives: Annotated[Optional[int], typer.Option(help="Negatives per positive edge.")] = None,
@@ -36,11 +48,20 @@ def train(
     beta_epochs: Annotated[Optional[int], typer.Option(help="linear schedule: epochs until beta = 1.")] = None,
     guidance: Annotated[Optional[str], typer.Option(help="node | bit granularity of the guidance draw.")] = None,
     ranking_loss: Annotated[Optional[str], typer.Option(help="bpr | margin")] = None,
-    valid_fraction: Annotated[Optional[float], typer.Option(help="Share of each user's train items held out for validation (0: none).")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Stop after this many validations without improvement (0: never).")] = None,
+    valid_fraction: Annotated[
+        Optional[float], typer.Option(help="Share of each user's train items held out for validation (0: none).")
+    ] = None,
+    patience: Annotated[
+        Optional[int], typer.Option(help="Stop after this many validations without improvement (0: never).")
+    ] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch whose training time passes this many minutes.")] = None,
-    continuous_weight: Annotated[Optional[float], typer.Option(help="Hashing methods: weight of the losses on z kept beside the codes' (0: the authors').")] = None,
+    max_minutes: Annotated[
+        Optional[float], typer.Option(help="Stop after the epoch whose training time passes this many minutes.")
+    ] = None,
+    continuous_weight: Annotated[
+        Optional[float],
+        typer.Option(help="Hashing methods: weight of the losses on z kept beside the codes' (0: the authors')."),
+    ] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for PyTorch.")] = None,
     mirror: MirrorOpt = None,
     cache_dir: CacheOpt = None,
@@ -52,10 +73,22 @@ def train(
     sep: SepOpt = None,
     split: Annotated[Optional[str], typer.Option(help="Table files: random | temporal | loo.")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(help="Table files: test share per user.")] = None,
-    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Any config field as section.key=value "
-                        "(e.g. --set model.beta_hold=4 --set train.pretrain_epochs=5); applied after --config and "
-                        "the flags above; repeatable.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the hashgnn run in --out once the new one has finished (a folder with other files is refused).")] = False,
+    settings: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set",
+            help="Any config field as section.key=value "
+            "(e.g. --set model.beta_hold=4 --set train.pretrain_epochs=5); applied after --config and "
+            "the flags above; repeatable.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the hashgnn run in --out once the new one has finished (a folder with other files is refused).",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -63,27 +96,69 @@ def train(
     from hashgnn.train.run import resume_run, train_run
 
     if resume is not None:
-        given = [n for n, v in (("--dataset", dataset), ("--method", method), ("--config", config), ("--out", out),
-                                ("--set", settings)) if v]
+        given = [
+            n
+            for n, v in (
+                ("--dataset", dataset),
+                ("--method", method),
+                ("--config", config),
+                ("--out", out),
+                ("--set", settings),
+            )
+            if v
+        ]
         if given:
-            raise HashgnnError(f"--resume takes its settings from the run folder; drop {', '.join(given)} "
-                               "(only --mirror, --cache-dir, --device and --threads, this machine's, may be given)")
-        final = resume_run(resume, progress=not quiet, mirror=mirror, cache_dir=cache_dir, device=device,
-                           threads=threads)
+            raise HashgnnError(
+                f"--resume takes its settings from the run folder; drop {', '.join(given)} "
+                "(only --mirror, --cache-dir, --device and --threads, this machine's, may be given)"
+            )
+        final = resume_run(
+            resume, progress=not quiet, mirror=mirror, cache_dir=cache_dir, device=device, threads=threads
+        )
         run_dir = resume
     else:
         if out is None:
             raise HashgnnError("--out RUN_FOLDER is required (or --resume RUN_FOLDER to continue a run)")
         cfg = RunConfig.load(config) if config else RunConfig()
-        cfg.data = override(cfg.data, dataset=dataset, mirror=mirror, cache_dir=cache_dir, user_col=user_col,
-                            item_col=item_col, rating_col=rating_col, min_rating=min_rating, time_col=time_col,
-                            sep=sep, split=split, test_fraction=test_fraction, valid_fraction=valid_fraction)
-        cfg.model = override(cfg.model, method=method, encoder=encoder, bits=bits, beta_schedule=beta_schedule,
-                             beta_epochs=beta_epochs, guidance=guidance)
-        cfg.train = override(cfg.train, epochs=epochs, seed=seed, device=device, batch_size=batch_size, lr=lr,
-                             negatives=negatives, ranking_loss=ranking_loss, patience=patience,
-                             eval_every=eval_every, threads=threads, max_minutes=max_minutes,
-                             continuous_weight=continuous_weight)
+        cfg.data = override(
+            cfg.data,
+            dataset=dataset,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            user_col=user_col,
+            item_col=item_col,
+            rating_col=rating_col,
+            min_rating=min_rating,
+            time_col=time_col,
+            sep=sep,
+            split=split,
+            test_fraction=test_fraction,
+            valid_fraction=valid_fraction,
+        )
+        cfg.model = override(
+            cfg.model,
+            method=method,
+            encoder=encoder,
+            bits=bits,
+            beta_schedule=beta_schedule,
+            beta_epochs=beta_epochs,
+            guidance=guidance,
+        )
+        cfg.train = override(
+            cfg.train,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            lr=lr,
+            negatives=negatives,
+            ranking_loss=ranking_loss,
+            patience=patience,
+            eval_every=eval_every,
+            threads=threads,
+            max_minutes=max_minutes,
+            continuous_weight=continuous_weight,
+        )
         if settings:
             from hashgnn.api import configure
 

@@ -2,4 +2,4 @@
 
 from hashgnn.codes.packing import hamming_distance_reference, pack_codes, sign, unpack_codes
 
-__all__ = ["sign", "pack_codes", "unpack_codes", "hamming_distance_reference"]
+__all__ = ["hamming_distance_reference", "pack_codes", "sign", "unpack_codes"]

@@ -14,14 +14,14 @@ from hashgnn.data.registry import REGISTRY, DatasetSpec, get_spec, list_datasets
 from hashgnn.data.split import carve_validation, split_per_user
 
 __all__ = [
-    "absolute_dataset",
-    "Interactions",
-    "load_interactions",
-    "carve_validation",
-    "split_per_user",
-    "fetch_dataset",
-    "list_datasets",
-    "get_spec",
-    "DatasetSpec",
     "REGISTRY",
+    "DatasetSpec",
+    "Interactions",
+    "absolute_dataset",
+    "carve_validation",
+    "fetch_dataset",
+    "get_spec",
+    "list_datasets",
+    "load_interactions",
+    "split_per_user",
 ]

@@ -14,8 +14,9 @@ The same rules apply to every source:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -55,23 +56,30 @@ def assemble(
     user_seen = np.diff(train_m.indptr) > 0
     item_seen = np.bincount(train_m.indices, minlength=n_items) > 0
     unseen = ~user_seen[te_u] | ~item_seen[te_i]
-    meta["n_test_raw"] = int(len(te_u))
+    meta["n_test_raw"] = len(te_u)
     n_unseen = int(unseen.sum())
     if n_unseen:
         bad_users = np.unique(te_u[~user_seen[te_u]])
         bad_items = np.unique(te_i[~item_seen[te_i]])
-        counts = (f"{n_unseen} test interaction(s) whose user or item never occurs in train "
-                  f"({len(bad_users)} user(s), {len(bad_items)} item(s))")
+        counts = (
+            f"{n_unseen} test interaction(s) whose user or item never occurs in train "
+            f"({len(bad_users)} user(s), {len(bad_items)} item(s))"
+        )
         if strict:
             k = int(np.flatnonzero(unseen)[0])
             u, i = int(te_u[k]), int(te_i[k])
-            who = (f"user {_show(user_ids, u)}" if not user_seen[u] else f"item {_show(item_ids, i)}")
+            who = f"user {_show(user_ids, u)}" if not user_seen[u] else f"item {_show(item_ids, i)}"
             raise DataError(
                 f"test {who} never occurs in train; {counts} in all. A model learned from train cannot "
                 "score them: fix the split, or drop --strict (strict=False) to drop them with a warning",
-                test_path, test_line_of(k) if test_line_of is not None else None)
-        warnings.warn(f"{test_path}: dropped {counts}; use --strict (strict=True) to make this an error",
-                      DataWarning, stacklevel=3)
+                test_path,
+                test_line_of(k) if test_line_of is not None else None,
+            )
+        warnings.warn(
+            f"{test_path}: dropped {counts}; use --strict (strict=True) to make this an error",
+            DataWarning,
+            stacklevel=3,
+        )
         te_u, te_i = te_u[~unseen], te_i[~unseen]
     meta["n_test_unseen_dropped"] = n_unseen
 
@@ -79,8 +87,9 @@ def assemble(
     _warn_duplicates(test_path, len(te_u) - test_m.nnz, "test")
     meta["n_test_duplicates"] = int(len(te_u) - test_m.nnz)
     meta["n_test_in_train"] = int(train_m.multiply(test_m).nnz)
-    return Interactions(name=name, train=train_m, test=test_m, valid=None, user_ids=user_ids,
-                        item_ids=item_ids, meta=meta)
+    return Interactions(
+        name=name, train=train_m, test=test_m, valid=None, user_ids=user_ids, item_ids=item_ids, meta=meta
+    )
 
 
 def dedupe_first(users: np.ndarray, items: np.ndarray, order: np.ndarray, n_items: int) -> np.ndarray:
@@ -92,8 +101,12 @@ def dedupe_first(users: np.ndarray, items: np.ndarray, order: np.ndarray, n_item
 
 def _warn_duplicates(path: Path | str, n: int, split: str) -> None:
     if n:
-        warnings.warn(f"{path}: dropped {n} duplicate {split} interaction(s) (a user-item pair listed "
-                      "more than once is kept once)", DataWarning, stacklevel=4)
+        warnings.warn(
+            f"{path}: dropped {n} duplicate {split} interaction(s) (a user-item pair listed "
+            "more than once is kept once)",
+            DataWarning,
+            stacklevel=4,
+        )
 
 
 def _show(ids: np.ndarray | None, k: int) -> str:

@@ -27,8 +27,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import platformdirs
 from tqdm import tqdm
@@ -121,8 +122,10 @@ def fetch_dataset(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise HashgnnError(f"cannot create the cache folder {folder} ({e.strerror or e}); "
-                           "set HASHGNN_CACHE or --cache-dir to a writable folder") from None
+        raise HashgnnError(
+            f"cannot create the cache folder {folder} ({e.strerror or e}); "
+            "set HASHGNN_CACHE or --cache-dir to a writable folder"
+        ) from None
     remove_stale_parts(folder)
     for file, pin in spec.all_files(extras).items():
         target = folder / file
@@ -135,8 +138,9 @@ def fetch_dataset(
     return folder
 
 
-def _fetch_file(spec: DatasetSpec, file: str, pin: Pin, mirror: str | os.PathLike[str] | None, target: Path,
-                progress: bool) -> None:
+def _fetch_file(
+    spec: DatasetSpec, file: str, pin: Pin, mirror: str | os.PathLike[str] | None, target: Path, progress: bool
+) -> None:
     """Fetch one file from the mirror or, when the mirror lacks it, from the public address."""
     public = spec.base_url + urllib.parse.quote(file)
     not_in_mirror = ""
@@ -150,9 +154,11 @@ def _fetch_file(spec: DatasetSpec, file: str, pin: Pin, mirror: str | os.PathLik
     try:
         _copy_verified(public, spec.name, file, pin, target, progress)
     except _Missing:
-        raise HashgnnError(f"{public}: not found (HTTP 404){not_in_mirror}; the public copy of "
-                           f"{spec.name}/{file} has moved. Point HASHGNN_DATA_MIRROR or --mirror at a "
-                           "folder or URL holding <name>/<file>.") from None
+        raise HashgnnError(
+            f"{public}: not found (HTTP 404){not_in_mirror}; the public copy of "
+            f"{spec.name}/{file} has moved. Point HASHGNN_DATA_MIRROR or --mirror at a "
+            "folder or URL holding <name>/<file>."
+        ) from None
     except HashgnnError as e:
         if not_in_mirror and not isinstance(e, ChecksumError):
             raise HashgnnError(f"{e}{not_in_mirror}") from None
@@ -172,14 +178,17 @@ def _mirror_source(mirror: str | os.PathLike[str], name: str, file: str) -> str:
     if scheme == "file":
         root = Path(urllib.request.url2pathname(urllib.parse.urlsplit(m).path))
     elif "://" in m:
-        raise HashgnnError(f"mirror {m!r}: unsupported scheme {scheme!r}; use a folder, a file:// URL "
-                           "or an http(s):// base URL")
+        raise HashgnnError(
+            f"mirror {m!r}: unsupported scheme {scheme!r}; use a folder, a file:// URL or an http(s):// base URL"
+        )
     else:
         root = Path(m).expanduser()
     if not root.is_dir():
-        raise HashgnnError(f"mirror folder {root} does not exist; fix HASHGNN_DATA_MIRROR / --mirror "
-                           "(a folder laid out as <name>/<file>, or an http(s):// base URL) or unset it "
-                           "to use the public addresses")
+        raise HashgnnError(
+            f"mirror folder {root} does not exist; fix HASHGNN_DATA_MIRROR / --mirror "
+            "(a folder laid out as <name>/<file>, or an http(s):// base URL) or unset it "
+            "to use the public addresses"
+        )
     return str(root / name / file)
 
 
@@ -204,8 +213,9 @@ def _copy_verified(source: str, name: str, file: str, pin: Pin, target: Path, pr
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except OSError as e:
-        raise HashgnnError(f"cannot write {target} ({e.strerror or e}); set HASHGNN_CACHE or "
-                           "--cache-dir to a writable folder") from None
+        raise HashgnnError(
+            f"cannot write {target} ({e.strerror or e}); set HASHGNN_CACHE or --cache-dir to a writable folder"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -217,8 +227,10 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
         old = urllib.parse.urlsplit(req.full_url).scheme.lower()
         new = urllib.parse.urlsplit(newurl).scheme.lower()
         if old == "https" and new != "https":
-            raise HashgnnError(f"{req.full_url} redirects to {newurl}, from https to {new}; refused (the "
-                               "download could be altered on the way). Use a mirror (--mirror).")
+            raise HashgnnError(
+                f"{req.full_url} redirects to {newurl}, from https to {new}; refused (the "
+                "download could be altered on the way). Use a mirror (--mirror)."
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -241,25 +253,31 @@ def _stream(source: str, label: str, progress: bool, limit: int) -> Iterator[byt
             raise HashgnnError(f"could not download {source}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", None) or e
-            raise HashgnnError(f"could not download {source}: {reason}. Check the network, or set "
-                               "HASHGNN_DATA_MIRROR / --mirror to a folder or URL holding <name>/<file>."
-                               ) from None
+            raise HashgnnError(
+                f"could not download {source}: {reason}. Check the network, or set "
+                "HASHGNN_DATA_MIRROR / --mirror to a folder or URL holding <name>/<file>."
+            ) from None
         with resp:
             size = resp.headers.get("Content-Length")
             declared = int(size) if size and size.isdigit() else None
             if declared is not None and declared > limit:
-                raise HashgnnError(f"{source}: the server announces {declared} bytes, more than the {limit} "
-                                   f"expected for {label}; refused")
+                raise HashgnnError(
+                    f"{source}: the server announces {declared} bytes, more than the {limit} "
+                    f"expected for {label}; refused"
+                )
             got = 0
             for chunk in _chunks(resp, declared, label, progress, source, limit):
                 got += len(chunk)
                 yield chunk
             if declared is not None and got != declared:
-                raise HashgnnError(f"{source}: the connection ended after {got} of {declared} bytes; the "
-                                   "partial file was not kept. Try again.")
+                raise HashgnnError(
+                    f"{source}: the connection ended after {got} of {declared} bytes; the "
+                    "partial file was not kept. Try again."
+                )
     else:
         try:
-            f = open(source, "rb")
+            # Not a `with` here: a missing file and a failing read raise different errors; closed below.
+            f = open(source, "rb")  # noqa: SIM115
         except FileNotFoundError:
             raise _Missing() from None
         except OSError as e:
@@ -268,12 +286,19 @@ def _stream(source: str, label: str, progress: bool, limit: int) -> Iterator[byt
             yield from _chunks(f, os.fstat(f.fileno()).st_size, label, progress, source, limit)
 
 
-def _chunks(f: BinaryIO, size: int | None, label: str, progress: bool, source: str,
-            limit: int) -> Iterator[bytes]:
+def _chunks(f: BinaryIO, size: int | None, label: str, progress: bool, source: str, limit: int) -> Iterator[bytes]:
     deadline = time.monotonic() + DEADLINE_S
     got = 0
-    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr,
-              disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=label,
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    ) as bar:
         while True:
             try:
                 chunk = f.read(_CHUNK)
@@ -285,7 +310,9 @@ def _chunks(f: BinaryIO, size: int | None, label: str, progress: bool, source: s
             if got > limit:
                 raise HashgnnError(f"{source}: more than the {limit} bytes expected for {label}; refused")
             if time.monotonic() > deadline:
-                raise HashgnnError(f"{source}: the download of {label} took longer than {DEADLINE_S} s; "
-                                   "stopped. Try again, or use a mirror (--mirror).")
+                raise HashgnnError(
+                    f"{source}: the download of {label} took longer than {DEADLINE_S} s; "
+                    "stopped. Try again, or use a mirror (--mirror)."
+                )
             bar.update(len(chunk))
             yield chunk

@@ -30,9 +30,11 @@ from hashgnn.data.table import read_table, table_kind
 from hashgnn.data.txt import read_user_lines
 from hashgnn.errors import DataError, DataWarning
 
-ACCEPTED = ("a registered data set name ({names}), a folder holding train.txt and test.txt "
-            "(one line per user: `user item item ...`), or a table file (.csv, .tsv, .parquet; CSV/TSV "
-            "may be compressed)")
+ACCEPTED = (
+    "a registered data set name ({names}), a folder holding train.txt and test.txt "
+    "(one line per user: `user item item ...`), or a table file (.csv, .tsv, .parquet; CSV/TSV "
+    "may be compressed)"
+)
 
 
 def load_interactions(cfg: DataConfig | str, progress: bool = True) -> Interactions:
@@ -56,19 +58,20 @@ def load_interactions(cfg: DataConfig | str, progress: bool = True) -> Interacti
     accepted = ACCEPTED.format(names=", ".join(REGISTRY))
     if path.exists():
         raise DataError(f"is not a table file nor a folder; expected {accepted}", path)
-    raise DataError(f"{ds!r} is neither a registered data set nor an existing folder or file; expected "
-                    f"{accepted}")
+    raise DataError(f"{ds!r} is neither a registered data set nor an existing folder or file; expected {accepted}")
 
 
 def load_registered(spec: DatasetSpec, folder: Path, strict: bool = False) -> Interactions:
     """Read the fetched files of a registered data set from ``folder``."""
     meta = {"source": "registry", "format": spec.fmt, "path": str(folder)}
     if spec.fmt == "txt":
-        return load_txt_folder(folder, strict=strict, name=spec.name, train_file=spec.train_file,
-                               test_file=spec.test_file, meta=meta)
+        return load_txt_folder(
+            folder, strict=strict, name=spec.name, train_file=spec.train_file, test_file=spec.test_file, meta=meta
+        )
     if spec.fmt == "lastfm":
-        return load_one_based_pairs(folder / spec.train_file, folder / spec.test_file, spec.name,
-                                    strict=strict, meta=meta)
+        return load_one_based_pairs(
+            folder / spec.train_file, folder / spec.test_file, spec.name, strict=strict, meta=meta
+        )
     raise AssertionError(f"registry format {spec.fmt!r} has no reader")  # a registry bug, not user input
 
 
@@ -84,22 +87,33 @@ def load_txt_folder(
     missing = [f for f in (train_file, test_file) if not (folder / f).is_file()]
     if missing:
         # The folder's other entries are not listed: the path may come from a received config.
-        raise DataError(f"has no {' or '.join(missing)}; a data folder holds {train_file} and {test_file} "
-                        "(one line per user: `user item item ...`)", folder)
+        raise DataError(
+            f"has no {' or '.join(missing)}; a data folder holds {train_file} and {test_file} "
+            "(one line per user: `user item item ...`)",
+            folder,
+        )
     tr = read_user_lines(folder / train_file)
     te = read_user_lines(folder / test_file)
     n_users = int(max(tr.listed_users.max(), te.listed_users.max())) + 1
     n_items = int(max([a.max() for a in (tr.items, te.items) if len(a)], default=-1)) + 1
     meta = {"source": "folder", "format": "txt", "path": str(folder), **(meta or {})}
     return assemble(
-        name or folder.resolve().name, (tr.users, tr.items), (te.users, te.items), n_users, n_items,
-        train_path=tr.path, test_path=te.path, test_line_of=lambda k: int(te.lines[k]), strict=strict,
+        name or folder.resolve().name,
+        (tr.users, tr.items),
+        (te.users, te.items),
+        n_users,
+        n_items,
+        train_path=tr.path,
+        test_path=te.path,
+        test_line_of=lambda k: int(te.lines[k]),
+        strict=strict,
         meta=meta,
     )
 
 
-def load_one_based_pairs(train_path: Path, test_path: Path, name: str, strict: bool = False,
-                         meta: dict | None = None) -> Interactions:
+def load_one_based_pairs(
+    train_path: Path, test_path: Path, name: str, strict: bool = False, meta: dict | None = None
+) -> Interactions:
     """Read lastfm-style files: tab-separated ``user item count`` rows, 1-based integer ids.
 
     Index = id - 1 and the id space is max id (as LightGCN-PyTorch counts it: 1,892 users, 4,489
@@ -112,26 +126,44 @@ def load_one_based_pairs(train_path: Path, test_path: Path, name: str, strict: b
         for col, ids in (("user", rows.users), ("item", rows.items)):
             if ids.dtype.kind != "i":
                 k = int(np.flatnonzero(~pd.Series(ids).str.fullmatch(r"[+-]?\d+").to_numpy())[0])
-                raise DataError(f"{col} ids must be integers (this format has 1-based integer ids)",
-                                rows.path, rows.line_of(k))
+                raise DataError(
+                    f"{col} ids must be integers (this format has 1-based integer ids)", rows.path, rows.line_of(k)
+                )
             if ids.min() < 1:
                 k = int(np.argmin(ids))
-                raise DataError(f"{col} id {int(ids[k])} is below 1 (this format has 1-based ids)",
-                                rows.path, rows.line_of(k))
+                raise DataError(
+                    f"{col} id {int(ids[k])} is below 1 (this format has 1-based ids)", rows.path, rows.line_of(k)
+                )
     n_users = int(max(tr.users.max(), te.users.max()))
     n_items = int(max(tr.items.max(), te.items.max()))
     meta = {"source": "files", "format": "lastfm", "path": str(train_path.parent), **(meta or {})}
     return assemble(
-        name, (tr.users - 1, tr.items - 1), (te.users - 1, te.items - 1), n_users, n_items,
-        train_path=train_path, test_path=test_path, test_line_of=te.line_of, strict=strict,
-        user_ids=np.arange(1, n_users + 1), item_ids=np.arange(1, n_items + 1), meta=meta,
+        name,
+        (tr.users - 1, tr.items - 1),
+        (te.users - 1, te.items - 1),
+        n_users,
+        n_items,
+        train_path=train_path,
+        test_path=test_path,
+        test_line_of=te.line_of,
+        strict=strict,
+        user_ids=np.arange(1, n_users + 1),
+        item_ids=np.arange(1, n_items + 1),
+        meta=meta,
     )
 
 
 def load_table(path: Path, cfg: DataConfig) -> Interactions:
     """Read a table, map ids to contiguous indices (sorted ids), drop duplicates, split per user."""
-    rows = read_table(path, user_col=cfg.user_col, item_col=cfg.item_col, rating_col=cfg.rating_col,
-                      min_rating=cfg.min_rating, time_col=cfg.time_col, sep=cfg.sep)
+    rows = read_table(
+        path,
+        user_col=cfg.user_col,
+        item_col=cfg.item_col,
+        rating_col=cfg.rating_col,
+        min_rating=cfg.min_rating,
+        time_col=cfg.time_col,
+        sep=cfg.sep,
+    )
     user_ids, users = np.unique(rows.users, return_inverse=True)
     item_ids, items = np.unique(rows.items, return_inverse=True)
     n_users, n_items = len(user_ids), len(item_ids)
@@ -140,27 +172,49 @@ def load_table(path: Path, cfg: DataConfig) -> Interactions:
     keep = dedupe_first(users, items, order, n_items)
     n_dup = n - len(keep)
     if n_dup:
-        warnings.warn(f"{path}: dropped {n_dup} duplicate interaction(s) (a user-item pair listed more "
-                      "than once is kept once, its earliest row)", DataWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: dropped {n_dup} duplicate interaction(s) (a user-item pair listed more "
+            "than once is kept once, its earliest row)",
+            DataWarning,
+            stacklevel=3,
+        )
     users, items = users[keep], items[keep]
     time = rows.time[keep] if rows.time is not None else None
     is_test = split_per_user(users, n_users, cfg.split, cfg.test_fraction, cfg.seed, time)
     test_rows = keep[is_test]
     meta = {
-        "source": "table", "format": "table", "path": str(path), "split": cfg.split,
-        "test_fraction": float(cfg.test_fraction), "split_seed": int(cfg.seed),
-        "n_rows": rows.n_read, "n_below_min_rating": rows.n_below_min_rating, "n_duplicates": n_dup,
+        "source": "table",
+        "format": "table",
+        "path": str(path),
+        "split": cfg.split,
+        "test_fraction": float(cfg.test_fraction),
+        "split_seed": int(cfg.seed),
+        "n_rows": rows.n_read,
+        "n_below_min_rating": rows.n_below_min_rating,
+        "n_duplicates": n_dup,
     }
     if cfg.split == "loo":
         meta["loo_order"] = "time" if time is not None else "row"
     if not is_test.any():
-        warnings.warn(f"{path}: the test split is empty (no user has enough interactions to give one to "
-                      "test while keeping one in train)", DataWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: the test split is empty (no user has enough interactions to give one to "
+            "test while keeping one in train)",
+            DataWarning,
+            stacklevel=3,
+        )
     return assemble(
-        path.name.split(".")[0] or path.name, (users[~is_test], items[~is_test]),
-        (users[is_test], items[is_test]), n_users, n_items, train_path=path, test_path=path,
-        test_line_of=lambda k: rows.line_of(int(test_rows[k])), strict=cfg.strict,
-        user_ids=user_ids, item_ids=item_ids, meta=meta,
+        path.name.split(".")[0] or path.name,
+        (users[~is_test], items[~is_test]),
+        (users[is_test], items[is_test]),
+        n_users,
+        n_items,
+        train_path=path,
+        test_path=path,
+        test_line_of=lambda k: rows.line_of(int(test_rows[k])),
+        strict=cfg.strict,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        meta=meta,
     )
 
 

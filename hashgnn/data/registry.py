@@ -187,5 +187,6 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise DataError(f"unknown data set {name!r}; registered: {', '.join(REGISTRY)} "
-                        "(see `hashgnn data list`)") from None
+        raise DataError(
+            f"unknown data set {name!r}; registered: {', '.join(REGISTRY)} (see `hashgnn data list`)"
+        ) from None

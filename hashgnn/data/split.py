@@ -49,8 +49,10 @@ def split_per_user(
         if method == "temporal":
             _check_fraction(test_fraction, "test_fraction")
             if time is None:
-                raise ConfigError("--split temporal needs a time column (--time-col); use --split random "
-                                  "or --split loo (which falls back to row order)")
+                raise ConfigError(
+                    "--split temporal needs a time column (--time-col); use --split random "
+                    "or --split loo (which falls back to row order)"
+                )
         perm = np.lexsort((order_key, users) if time is None else (order_key, np.asarray(time), users))
     else:
         raise ConfigError(f"unknown split {method!r}; use one of {', '.join(SPLITS)}")
@@ -58,10 +60,7 @@ def split_per_user(
     starts = np.cumsum(counts) - counts
     sorted_users = users[perm]
     rank = np.arange(n) - starts[sorted_users]  # position within the user's ordered interactions
-    if method == "loo":
-        held = (counts >= 2).astype(np.int64)
-    else:
-        held = held_out_counts(counts, test_fraction)
+    held = (counts >= 2).astype(np.int64) if method == "loo" else held_out_counts(counts, test_fraction)
     if method == "random":
         to_test_sorted = rank < held[sorted_users]
     else:

@@ -78,8 +78,7 @@ def parse_sep(sep: str | None) -> str | None:
     if sep in ("space",):
         return " "
     if sep == "":
-        raise ConfigError("--sep: an empty separator; give the character between columns, "
-                          "e.g. ',' or '\\t'")
+        raise ConfigError("--sep: an empty separator; give the character between columns, e.g. ',' or '\\t'")
     return sep
 
 
@@ -118,11 +117,21 @@ def read_table(
         df = _read_text(path, sep, names)
         header = names is None
         _check_columns(path, df, wanted, sep, header)
-    rows = TableRows(path, np.empty(0), np.empty(0), None, np.empty(0, np.int64), len(df), 0, header,
-                     sep if kind != "parquet" else None)
+    rows = TableRows(
+        path,
+        np.empty(0),
+        np.empty(0),
+        None,
+        np.empty(0, np.int64),
+        len(df),
+        0,
+        header,
+        sep if kind != "parquet" else None,
+    )
     if len(df) == 0:
-        raise DataError(("has a header line but no rows" if header else "is empty")
-                        + "; expected one interaction per row", path)
+        raise DataError(
+            ("has a header line but no rows" if header else "is empty") + "; expected one interaction per row", path
+        )
 
     users = _ids(df[user_col], rows, user_col)
     items = _ids(df[item_col], rows, item_col)
@@ -146,8 +155,7 @@ def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
     head = read_bytes(path, limit=1 << 16, expected="a table file")
     compressed = path.suffix.lower() in COMPRESSION_SUFFIXES
     if not compressed and (b"\x00" in head or head[:2] in (b"\xff\xfe", b"\xfe\xff")):
-        raise DataError("is not a UTF-8 text file (binary data or UTF-16); expected a CSV/TSV table",
-                        path)
+        raise DataError("is not a UTF-8 text file (binary data or UTF-16); expected a CSV/TSV table", path)
     if path.suffix.lower() == ".zip":
         _check_zip(path)
     try:
@@ -155,29 +163,43 @@ def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
             # pandas only warns (and drops data) when a row has more fields than the header.
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(
-                path, sep=sep, header=None if names is not None else "infer", names=names, dtype=str,
-                keep_default_na=False, na_filter=False, encoding="utf-8-sig", skip_blank_lines=True,
-                index_col=False, engine="c" if len(sep) == 1 else "python",
+                path,
+                sep=sep,
+                header=None if names is not None else "infer",
+                names=names,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8-sig",
+                skip_blank_lines=True,
+                index_col=False,
+                engine="c" if len(sep) == 1 else "python",
             )
     except pd.errors.ParserWarning:
         n_cols, line = _first_long_line(path, sep, names)
-        raise DataError(f"a row has more fields than the {n_cols} column(s) of the header; quote fields "
-                        f"that contain the separator {_sep_name(sep)}, or pass the right one with --sep",
-                        path, line) from None
+        raise DataError(
+            f"a row has more fields than the {n_cols} column(s) of the header; quote fields "
+            f"that contain the separator {_sep_name(sep)}, or pass the right one with --sep",
+            path,
+            line,
+        ) from None
     except pd.errors.EmptyDataError:
-        raise DataError("is empty; expected a header line with the column names, then one row per "
-                        "interaction", path) from None
+        raise DataError(
+            "is empty; expected a header line with the column names, then one row per interaction", path
+        ) from None
     except UnicodeDecodeError as e:
-        raise DataError(f"is not a UTF-8 text file (undecodable byte at offset {e.start})",
-                        path) from None
+        raise DataError(f"is not a UTF-8 text file (undecodable byte at offset {e.start})", path) from None
     except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:  # e.g. a broken .gz
         raise DataError(f"cannot be read ({type(e).__name__}: {e})", path) from None
     except pd.errors.ParserError as e:
         msg = str(e).strip()
         m = re.search(r"line (\d+)", msg)
         hint = " (a quoting problem, or a different separator: pass --sep)"
-        raise DataError(f"cannot be parsed as a table with separator {_sep_name(sep)}: {msg}{hint}",
-                        path, int(m.group(1)) if m else None) from None
+        raise DataError(
+            f"cannot be parsed as a table with separator {_sep_name(sep)}: {msg}{hint}",
+            path,
+            int(m.group(1)) if m else None,
+        ) from None
 
 
 def _check_zip(path: Path) -> None:
@@ -189,8 +211,9 @@ def _check_zip(path: Path) -> None:
         raise DataError(f"cannot be read as a zip archive ({e})", path) from None
     if len(members) != 1:
         shown = ", ".join(members[:5]) + (" ..." if len(members) > 5 else "")
-        raise DataError(f"holds {len(members)} files ({shown or 'none'}); a zipped table holds exactly one "
-                        "CSV/TSV file", path)
+        raise DataError(
+            f"holds {len(members)} files ({shown or 'none'}); a zipped table holds exactly one CSV/TSV file", path
+        )
 
 
 def _first_long_line(path: Path, sep: str, names: list[str] | None) -> tuple[int, int | None]:
@@ -218,8 +241,11 @@ def _read_parquet(path: Path, wanted: list[str]) -> pd.DataFrame:
         raise DataError(f"is not a readable Parquet file ({e})", path) from None
     missing = [c for c in wanted if c not in schema.names]
     if missing:
-        raise DataError(f"has no column {', '.join(map(repr, missing))}; columns found: {schema.names}. "
-                        "Name the columns with --user-col / --item-col / --rating-col / --time-col", path)
+        raise DataError(
+            f"has no column {', '.join(map(repr, missing))}; columns found: {schema.names}. "
+            "Name the columns with --user-col / --item-col / --rating-col / --time-col",
+            path,
+        )
     try:
         return pq.read_table(path, columns=wanted).to_pandas()
     except (pa.ArrowInvalid, OSError) as e:
@@ -233,15 +259,26 @@ def _check_columns(path: Path, df: pd.DataFrame, wanted: list[str], sep: str, he
     found = [str(c) for c in df.columns]
     if len(found) == 1 and len(wanted) > 1:
         guess = [s for s in _LIKELY_SEPS if s != sep and s in found[0]]
-        suggestion = (f"; it seems separated by {_sep_name(guess[0])}: pass --sep "
-                      f"'{guess[0] if guess[0] != chr(9) else chr(92) + 't'}'" if guess else
-                      "; pass the right one with --sep")
-        raise DataError(f"separator mismatch: read with separator {_sep_name(sep)}, the table has one "
-                        f"column ({found[0][:60]!r}) where at least {len(wanted)} ({', '.join(wanted)}) "
-                        f"were expected{suggestion}", path, 1)
-    raise DataError(f"has no column {', '.join(map(repr, missing))}; columns found: {found}. Name the "
-                    "columns with --user-col / --item-col / --rating-col / --time-col (the first line "
-                    "must be a header with the column names)", path, 1 if header else None)
+        suggestion = (
+            f"; it seems separated by {_sep_name(guess[0])}: pass --sep "
+            f"'{guess[0] if guess[0] != chr(9) else chr(92) + 't'}'"
+            if guess
+            else "; pass the right one with --sep"
+        )
+        raise DataError(
+            f"separator mismatch: read with separator {_sep_name(sep)}, the table has one "
+            f"column ({found[0][:60]!r}) where at least {len(wanted)} ({', '.join(wanted)}) "
+            f"were expected{suggestion}",
+            path,
+            1,
+        )
+    raise DataError(
+        f"has no column {', '.join(map(repr, missing))}; columns found: {found}. Name the "
+        "columns with --user-col / --item-col / --rating-col / --time-col (the first line "
+        "must be a header with the column names)",
+        path,
+        1 if header else None,
+    )
 
 
 def _ids(col: pd.Series, rows: TableRows, name: str) -> np.ndarray:
@@ -257,8 +294,7 @@ def _ids(col: pd.Series, rows: TableRows, name: str) -> np.ndarray:
             return vals.astype(np.int64)
         col = col.astype(str)
     if col.isna().any():
-        _fail(rows, int(np.flatnonzero(col.isna().to_numpy())[0]),
-              _EMPTY_ID.format(name))
+        _fail(rows, int(np.flatnonzero(col.isna().to_numpy())[0]), _EMPTY_ID.format(name))
     s = col.astype(str).str.strip()
     empty = np.flatnonzero((s == "").to_numpy())
     if len(empty):

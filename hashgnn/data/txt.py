@@ -54,7 +54,7 @@ def read_user_lines(path: str | Path) -> UserLines:
     path = Path(path)
     data = read_bytes(path)
     if data.startswith(_BOM):
-        data = data[len(_BOM):]
+        data = data[len(_BOM) :]
     elif data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError("is UTF-16 text; save it as UTF-8 (or plain ASCII) and try again", path)
     if b"\r" in data:
@@ -78,8 +78,10 @@ def read_user_lines(path: str | Path) -> UserLines:
     if len(too_long):
         k = int(too_long[0])
         raise DataError(
-            f"id {data[starts[k]:ends[k]].decode()[:40]} is far too large for an index; "
-            + _huge_id_advice(), path, int(token_line[k]) + 1)
+            f"id {data[starts[k] : ends[k]].decode()[:40]} is far too large for an index; " + _huge_id_advice(),
+            path,
+            int(token_line[k]) + 1,
+        )
 
     values = np.fromstring(data, dtype=np.int64, sep=" ")  # whitespace-separated; validated above
     if len(values) != len(starts):  # pragma: no cover - defensive: never seen after validation
@@ -116,24 +118,27 @@ def _check_id_space(path: Path, ids: np.ndarray, lines: np.ndarray, kind: str) -
         raise DataError(
             f"{kind} id {int(ids[k])} is too large: this format indexes {kind}s by id (max id + 1 = "
             f"{top + 1} {kind}s for {distinct} distinct ids); " + _huge_id_advice(),
-            path, int(lines[k]))
+            path,
+            int(lines[k]),
+        )
 
 
 def _huge_id_advice() -> str:
-    return (f"ids must be 0-based indices below {MAX_ID_SPACE} and not much larger than the number of "
-            "distinct ids. For arbitrary ids use a table file (.csv/.tsv/.parquet with user and item "
-            "columns), which maps ids to contiguous indices.")
+    return (
+        f"ids must be 0-based indices below {MAX_ID_SPACE} and not much larger than the number of "
+        "distinct ids. For arbitrary ids use a table file (.csv/.tsv/.parquet with user and item "
+        "columns), which maps ids to contiguous indices."
+    )
 
 
 def _raise_bad_byte(path: Path, data: bytes, pos: int) -> None:
     """Explain the first byte that cannot be part of the format (only on the error path)."""
     line = data.count(b"\n", 0, pos) + 1
     if b"\x00" in data or not _is_utf8(data):
-        raise DataError(f"is not a text file (binary or non-UTF-8 data at byte {pos}); " + _FORMAT_HINT,
-                        path, line)
+        raise DataError(f"is not a text file (binary or non-UTF-8 data at byte {pos}); " + _FORMAT_HINT, path, line)
     line_start = data.rfind(b"\n", 0, pos) + 1
     line_end = data.find(b"\n", pos)
-    text = data[line_start: len(data) if line_end < 0 else line_end].decode("utf-8")
+    text = data[line_start : len(data) if line_end < 0 else line_end].decode("utf-8")
     col = len(data[line_start:pos].decode("utf-8"))
     token = _token_at(text, col)
     shown = token if len(token) <= 40 else token[:37] + "..."
@@ -151,7 +156,7 @@ def _token_at(text: str, col: int) -> str:
     for m in re.finditer(r"\S+", text):
         if m.start() <= col < m.end():
             return m.group()
-    return text[col: col + 1]
+    return text[col : col + 1]
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -14,13 +14,13 @@ from hashgnn.eval.scorers import HammingScorer, HierarchicalScorer, InnerProduct
 from hashgnn.index.topk import topk_desc
 
 __all__ = [
-    "check_cutoffs",
     "METRICS",
     "HammingScorer",
     "HierarchicalScorer",
     "InnerProductScorer",
     "PopularScorer",
     "Scorer",
+    "check_cutoffs",
     "evaluate",
     "evaluate_ranking",
     "mean_metrics",

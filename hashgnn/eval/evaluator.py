@@ -118,8 +118,10 @@ def check_cutoffs(ks: Sequence[int] | int, n_items: int, candidates: int | None 
     if max(ks) > n_items:
         raise HashgnnError(f"cut-off K must be at most the number of items ({n_items}), got {max(ks)}")
     if candidates is not None and not 1 <= candidates <= n_items:
-        raise HashgnnError(f"candidates (C of hierarchical search) must be between 1 and the number of items "
-                           f"({n_items}), got {candidates}")
+        raise HashgnnError(
+            f"candidates (C of hierarchical search) must be between 1 and the number of items "
+            f"({n_items}), got {candidates}"
+        )
     return ks
 
 
@@ -187,13 +189,15 @@ def evaluate_ranking(
     depth = max(ks) if legacy_depth is None else int(legacy_depth)
     if depth < 1:
         raise HashgnnError(f"legacy_depth must be at least 1, got {legacy_depth}")
-    list_len = max(max(ks), depth)
+    list_len = max(*ks, depth)
     # Lists longer than the item count are padded with -1, so K is not bounded by the data here; the
     # (batch_users, K) lists are, before anything is allocated.
     if min(batch_users, test.shape[0]) * list_len * 8 > MAX_LIST_BYTES:
-        raise HashgnnError(f"cut-off K (or legacy depth) {list_len} with batch_users {batch_users} needs more than "
-                           f"{MAX_LIST_BYTES >> 30} GiB of ranked lists; the data set has {n_items} items, so K "
-                           "beyond that only pads the lists")
+        raise HashgnnError(
+            f"cut-off K (or legacy depth) {list_len} with batch_users {batch_users} needs more than "
+            f"{MAX_LIST_BYTES >> 30} GiB of ranked lists; the data set has {n_items} items, so K "
+            "beyond that only pads the lists"
+        )
 
     candidates = np.arange(test.shape[0], dtype=np.int64) if users is None else np.unique(np.asarray(users, np.int64))
     if len(candidates) and (candidates[0] < 0 or candidates[-1] >= test.shape[0]):

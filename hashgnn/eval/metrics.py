@@ -78,7 +78,7 @@ def per_user_metrics(
     """
     ks = check_ks(ks)
     depth = max(ks) if legacy_depth is None else int(legacy_depth)
-    need = max(max(ks), depth)
+    need = max(*ks, depth)
     top = np.asarray(top, dtype=np.int64)
     if top.shape[1] < need:
         raise ValueError(f"ranked lists hold {top.shape[1]} items, need {need} (max K / legacy depth)")

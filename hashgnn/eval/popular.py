@@ -48,5 +48,12 @@ def evaluate_baseline(
         )
     data = load_interactions(cfg)
     ks = check_cutoffs(ks, data.n_items)
-    return evaluate(PopularScorer(data.train), data.train, data.test, ks, batch_users=batch_users,
-                    progress=progress, legacy_depth=legacy_depth)
+    return evaluate(
+        PopularScorer(data.train),
+        data.train,
+        data.test,
+        ks,
+        batch_users=batch_users,
+        progress=progress,
+        legacy_depth=legacy_depth,
+    )

@@ -13,5 +13,15 @@ from hashgnn.experiment.results import collect_rows, read_results
 from hashgnn.experiment.runner import Selection, SuiteOutcome, run_suite
 from hashgnn.experiment.suite import GridPoint, Setting, Suite, load_suite
 
-__all__ = ["GridPoint", "Selection", "Setting", "Suite", "SuiteOutcome", "collect_rows", "load_suite",
-           "read_results", "run_suite", "write_report"]
+__all__ = [
+    "GridPoint",
+    "Selection",
+    "Setting",
+    "Suite",
+    "SuiteOutcome",
+    "collect_rows",
+    "load_suite",
+    "read_results",
+    "run_suite",
+    "write_report",
+]

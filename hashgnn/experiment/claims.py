@@ -52,41 +52,64 @@ def _cmp_verdict(a: Stat, b: Stat, name_b: str) -> tuple[str, bool]:
     return f"**disagrees**: {name_b} is higher by {-diff:.4f}{noise}", False
 
 
-def check_claims(suite: Suite, rows: list[dict[str, Any]], primary: str,
-                 qps: dict[str, dict[str, Any]] | None = None) -> list[Claim]:
+def check_claims(
+    suite: Suite, rows: list[dict[str, Any]], primary: str, qps: dict[str, dict[str, Any]] | None = None
+) -> list[Claim]:
     """The paper's claims against the suite's measurements (mean over seeds of ``primary``)."""
     agg = aggregate(rows, [primary])
     cont_settings = [s for s in suite.settings if s.mode == "continuous"]
     claims: list[Claim] = []
     # With variants (e.g. one per encoder), methods are compared within the same variant.
-    variants = list(suite.variants) or [None]
+    variants: list[str | None] = [*suite.variants] or [None]
     for ds in suite.datasets:
         for bits in suite.bits:
             for var, s in ((v, x) for v in variants for x in suite.settings if x.mode in CODE_MODES):
+
                 def lab(m: str, var: str | None = var) -> str:
                     return m if var is None else f"{m}-{var}"
 
                 where = s.name if var is None else f"{s.name} [{var}]"
                 hg = agg.get((ds, bits, s.name, lab("hashgnn")), {}).get(primary)
                 if hg is None:
-                    claims.append(Claim(ds, bits, where, "HashGNN claims", "hashgnn not measured", "not measured",
-                                        None))
+                    claims.append(
+                        Claim(ds, bits, where, "HashGNN claims", "hashgnn not measured", "not measured", None)
+                    )
                     continue
                 cont = None
                 if cont_settings:
                     cont = agg.get((ds, bits, cont_settings[0].name, lab("continuous")), {}).get(primary)
                 thr = COMPARABLE[s.mode]
                 if cont is None or cont.mean <= 0:
-                    claims.append(Claim(ds, bits, where, "codes comparable to the continuous counterpart",
-                                        "continuous counterpart not measured", "not measured", None))
+                    claims.append(
+                        Claim(
+                            ds,
+                            bits,
+                            where,
+                            "codes comparable to the continuous counterpart",
+                            "continuous counterpart not measured",
+                            "not measured",
+                            None,
+                        )
+                    )
                 else:
                     r = hg.mean / cont.mean
                     ok = r >= thr
-                    verdict = (f"agrees (ratio ≥ {thr:.2f})" if ok else
-                               f"**disagrees**: hashgnn reaches {r:.1%} of the continuous model (target {thr:.0%})")
-                    claims.append(Claim(ds, bits, where, "codes comparable to the continuous counterpart",
-                                        f"hashgnn / continuous = {hg.mean:.4f} / {cont.mean:.4f} = {r:.3f}",
-                                        verdict, ok))
+                    verdict = (
+                        f"agrees (ratio ≥ {thr:.2f})"
+                        if ok
+                        else f"**disagrees**: hashgnn reaches {r:.1%} of the continuous model (target {thr:.0%})"
+                    )
+                    claims.append(
+                        Claim(
+                            ds,
+                            bits,
+                            where,
+                            "codes comparable to the continuous counterpart",
+                            f"hashgnn / continuous = {hg.mean:.4f} / {cont.mean:.4f} = {r:.3f}",
+                            verdict,
+                            ok,
+                        )
+                    )
                 for group, members in (("ablation", ABLATIONS), ("baseline", BASELINES)):
                     for other in members:
                         o = agg.get((ds, bits, s.name, lab(other)), {}).get(primary)
@@ -97,21 +120,36 @@ def check_claims(suite: Suite, rows: list[dict[str, Any]], primary: str,
                         verdict, ok = _cmp_verdict(hg, o, other)
                         claims.append(Claim(ds, bits, where, what, f"{hg.fmt()} vs {o.fmt()}", verdict, ok))
             if qps:
-                q = next((v for k, v in qps.items() if v.get("dataset") == ds and v.get("bits") == bits
-                          and v.get("method") == "hashgnn"), None)
+                q = next(
+                    (
+                        v
+                        for k, v in qps.items()
+                        if v.get("dataset") == ds and v.get("bits") == bits and v.get("method") == "hashgnn"
+                    ),
+                    None,
+                )
                 if q and q.get("hamming_qps") and q.get("continuous_qps"):
                     r = q["hamming_qps"] / q["continuous_qps"]
                     ok = r >= SEVERAL_TIMES_FASTER
-                    claims.append(Claim(ds, bits, "speed", "Hamming retrieval several times faster than continuous",
-                                        f"{q['hamming_qps']:,.0f} vs {q['continuous_qps']:,.0f} q/s = {r:.1f}x",
-                                        f"agrees (≥ {SEVERAL_TIMES_FASTER:.0f}x)" if ok else
-                                        f"**disagrees**: only {r:.1f}x", ok))
+                    claims.append(
+                        Claim(
+                            ds,
+                            bits,
+                            "speed",
+                            "Hamming retrieval several times faster than continuous",
+                            f"{q['hamming_qps']:,.0f} vs {q['continuous_qps']:,.0f} q/s = {r:.1f}x",
+                            f"agrees (≥ {SEVERAL_TIMES_FASTER:.0f}x)" if ok else f"**disagrees**: only {r:.1f}x",
+                            ok,
+                        )
+                    )
     return claims
 
 
 def claims_table(claims: list[Claim], metric: str, with_suite: str | None = None) -> list[str]:
-    lines = [f"| data set | bits | setting | claim | measured ({metric}, mean over seeds) | verdict |",
-             "|---|---:|---|---|---|---|"]
+    lines = [
+        f"| data set | bits | setting | claim | measured ({metric}, mean over seeds) | verdict |",
+        "|---|---:|---|---|---|---|",
+    ]
     for c in claims:
         lines.append(f"| {c.dataset} | {c.bits} | {c.setting} | {c.claim} | {md_cell(c.measured)} | {c.verdict} |")
     return lines

@@ -13,10 +13,19 @@ def git_commit(repo: Path | None = None) -> tuple[str | None, bool]:
     """``(HEAD commit, working tree has uncommitted changes)``; (None, False) outside git."""
     repo = repo or Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
         return sha or None, dirty
     except (OSError, subprocess.SubprocessError):
         return None, False
@@ -42,6 +51,14 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         numba_threads = None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
-            "numba_threads": numba_threads, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "gpu": gpu}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "torch_threads": torch.get_num_threads(),
+        "numba_threads": numba_threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": gpu,
+    }

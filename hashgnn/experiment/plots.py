@@ -18,8 +18,8 @@ import numpy as np
 
 from hashgnn.experiment.results import aggregate
 from hashgnn.experiment.suite import Suite
-from hashgnn.run import Run
 from hashgnn.methods import CODE_MODES
+from hashgnn.run import Run
 
 _MODE_STYLE = {"hamming": ("-", "o"), "hierarchical": ("--", "s"), "continuous": (":", "^")}
 
@@ -43,8 +43,13 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _metric_label(key: str) -> str:
     name, k = key.rsplit("@", 1)
-    pretty = {"recall": "Recall", "ndcg": "NDCG", "ndcg_legacy": "NDCG (legacy)", "precision": "Precision",
-              "hit": "HitRate"}
+    pretty = {
+        "recall": "Recall",
+        "ndcg": "NDCG",
+        "ndcg_legacy": "NDCG (legacy)",
+        "precision": "Precision",
+        "hit": "HitRate",
+    }
     return f"{pretty.get(name, name)}@{k}"
 
 
@@ -57,9 +62,10 @@ def plot_bits(suite: Suite, rows: list[dict[str, Any]], path: Path, primary: str
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.0), squeeze=False)
-    labels = sorted({k[3] for k in agg}, key=lambda x: [p.label for p in suite.points()].index(x))
+    order = [p.label for p in suite.points()]
+    labels = sorted({k[3] for k in agg}, key=order.index)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, ds in zip(axes[0], datasets):
+    for ax, ds in zip(axes[0], datasets, strict=True):
         for li, label in enumerate(labels):
             for s in settings:
                 pts = [(k, agg[(ds, k, s.name, label)][primary]) for k in suite.bits if (ds, k, s.name, label) in agg]
@@ -69,8 +75,17 @@ def plot_bits(suite: Suite, rows: list[dict[str, Any]], path: Path, primary: str
                 x = [p[0] for p in pts]
                 y = [p[1].mean for p in pts]
                 e = [p[1].sd or 0.0 for p in pts]
-                ax.errorbar(x, y, yerr=e, ls=ls, marker=mk, ms=4, capsize=3, color=colors[li % len(colors)],
-                            label=f"{label} ({s.name})")
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=e,
+                    ls=ls,
+                    marker=mk,
+                    ms=4,
+                    capsize=3,
+                    color=colors[li % len(colors)],
+                    label=f"{label} ({s.name})",
+                )
         ax.set_xscale("log", base=2)
         ax.set_xticks(suite.bits)
         ax.set_xticklabels([str(b) for b in suite.bits])
@@ -79,8 +94,11 @@ def plot_bits(suite: Suite, rows: list[dict[str, Any]], path: Path, primary: str
         ax.set_title(ds)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    fig.suptitle(f"{suite.name}: {_metric_label(primary)} against code length (mean ± sd over seeds; "
-                 "solid Hamming, dashed hierarchical)", fontsize=10)
+    fig.suptitle(
+        f"{suite.name}: {_metric_label(primary)} against code length (mean ± sd over seeds; "
+        "solid Hamming, dashed hierarchical)",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -91,8 +109,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return []
 
 
-def training_curves(suite: Suite, out: Path,
-                    key: str = "valid_recall@20") -> dict[tuple[str, int, str], dict[str, np.ndarray]]:
+def training_curves(
+    suite: Suite, out: Path, key: str = "valid_recall@20"
+) -> dict[tuple[str, int, str], dict[str, np.ndarray]]:
     """Per (dataset, bits, label): epochs and the mean over seeds of ``key`` and beta, from metrics.jsonl.
 
     Only finished runs count; an epoch is averaged over the seeds that reached it.
@@ -119,8 +138,12 @@ def training_curves(suite: Suite, out: Path,
                     beta.setdefault(int(r["epoch"]), []).append(float(r["beta"]))
         ep = np.array(sorted(acc), dtype=np.int64)
         be = np.array(sorted(beta), dtype=np.int64)
-        curves[g] = {"epoch": ep, "value": np.array([np.mean(acc[e]) for e in ep]),
-                     "beta_epoch": be, "beta": np.array([np.mean(beta[e]) for e in be])}
+        curves[g] = {
+            "epoch": ep,
+            "value": np.array([np.mean(acc[e]) for e in ep]),
+            "beta_epoch": be,
+            "beta": np.array([np.mean(beta[e]) for e in be]),
+        }
     return curves
 
 
@@ -133,8 +156,14 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(2, len(cols), figsize=(5.6 * len(cols), 6.2), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
+    fig, axes = plt.subplots(
+        2,
+        len(cols),
+        figsize=(5.6 * len(cols), 6.2),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1.3]},
+        sharex="col",
+    )
     order = [p.label for p in suite.points()]
     # One colour per schedule, shared by its node and bit granularities (solid and dashed), so that
     # eleven or more series stay distinguishable.
@@ -145,7 +174,7 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
         for label in labels:
             c = curves[(ds, bits, label)]
             stem, gran = _granularity_split(label)
-            style = dict(color=colors[stems.index(stem) % len(colors)], ls="--" if gran == "bit" else "-")
+            style = {"color": colors[stems.index(stem) % len(colors)], "ls": "--" if gran == "bit" else "-"}
             axes[0][ci].plot(c["epoch"] + 1, c["value"], marker="o", ms=2.0, lw=1.1, label=label, **style)
             if len(c["beta"]):
                 axes[1][ci].plot(c["beta_epoch"] + 1, c["beta"], lw=1.2, **style)
@@ -159,8 +188,9 @@ def plot_curves(suite: Suite, out: Path, path: Path, key: str = "valid_recall@20
         axes[1][ci].xaxis.set_major_locator(MaxNLocator(integer=True))
         if ci == len(cols) - 1:
             axes[0][ci].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    fig.suptitle(f"{suite.name}: validation accuracy of the served codes during training (mean over seeds)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{suite.name}: validation accuracy of the served codes during training (mean over seeds)", fontsize=10
+    )
     return _save(fig, path)
 
 
@@ -179,13 +209,19 @@ def plot_qps(points: list[dict[str, Any]], path: Path, primary: str, title: str)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.4 * len(datasets), 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     series = list(dict.fromkeys(p["label"] for p in points))
-    for ax, ds in zip(axes[0], datasets):
+    for ax, ds in zip(axes[0], datasets, strict=True):
         for mode, (_, mk) in _MODE_STYLE.items():
             for si, label in enumerate(series):
                 pts = [p for p in points if p["dataset"] == ds and p["label"] == label and p["mode"] == mode]
                 if pts and all(math.isfinite(p["value"]) for p in pts):
-                    ax.scatter([p["qps"] for p in pts], [p["value"] for p in pts], marker=mk, s=40,
-                               color=colors[si % len(colors)], label=f"{label}: {mode}")
+                    ax.scatter(
+                        [p["qps"] for p in pts],
+                        [p["value"] for p in pts],
+                        marker=mk,
+                        s=40,
+                        color=colors[si % len(colors)],
+                        label=f"{label}: {mode}",
+                    )
         ax.set_xscale("log")
         ax.set_xlabel("queries per second (log scale; all test users, training items excluded)")
         ax.set_ylabel(f"test {_metric_label(primary)}")

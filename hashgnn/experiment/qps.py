@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +43,15 @@ def _best_time(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
     return best
 
 
-def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None, threads: int | None = None,
-                repeats: int = 3, budget_s: float = 5.0, modes: tuple[str, ...] = INDEX_MODES) -> dict[str, Any]:
+def measure_qps(
+    run_dir: str | Path,
+    k: int = 20,
+    candidates: int | None = None,
+    threads: int | None = None,
+    repeats: int = 3,
+    budget_s: float = 5.0,
+    modes: tuple[str, ...] = INDEX_MODES,
+) -> dict[str, Any]:
     """Queries per second of each retrieval mode on the run's saved codes and vectors.
 
     Returns ``{"queries": n, "items": m, "k": k, "candidates": C, "threads": t, "<mode>_qps": ...,
@@ -65,14 +74,21 @@ def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None,
     c = int(candidates or cfg.eval.candidates)
     dim = int(codes.item_z.shape[1])
     warm = slice(0, min(len(users), 64))
-    out: dict[str, Any] = {"queries": int(len(users)), "items": codes.n_items, "k": k, "candidates": c,
-                           "bits": codes.bits, "dim": dim, "threads": int(threads or numba.get_num_threads())}
+    out: dict[str, Any] = {
+        "queries": len(users),
+        "items": codes.n_items,
+        "k": k,
+        "candidates": c,
+        "bits": codes.bits,
+        "dim": dim,
+        "threads": int(threads or numba.get_num_threads()),
+    }
 
     def timed(search: Callable[[Any, Any], Any]) -> tuple[float, float]:
         rates = []
         for ex in (None, exclude):
             search(warm, None if ex is None else ex[warm])
-            rates.append(len(users) / _best_time(lambda: search(slice(None), ex), repeats, budget_s))
+            rates.append(len(users) / _best_time(partial(search, slice(None), ex), repeats, budget_s))
         return rates[0], rates[1]
 
     if "hamming" in modes:
@@ -83,13 +99,18 @@ def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None,
         hi = HierarchicalIndex(codes.bits, dim, c, threads=threads)
         hi.add(codes.item_codes, codes.item_z)
         out["hierarchical_qps"], out["hierarchical_qps_excluding_train"] = timed(
-            lambda s, ex: hi.search(uc[s], uz[s], k, exclude=ex))
+            lambda s, ex: hi.search(uc[s], uz[s], k, exclude=ex)
+        )
     if "continuous" in modes:
         best: tuple[float, float, str] | None = None
         for backend in ("faiss", "torch"):
             f = FloatIndex(dim, backend, threads=threads)
             f.add(codes.item_z)
-            plain, excl = timed(lambda s, ex: f.search(uz[s], k, exclude=ex))
+
+            def search(s: slice, ex: Any, f: FloatIndex = f) -> Any:  # f bound now, not at call time
+                return f.search(uz[s], k, exclude=ex)
+
+            plain, excl = timed(search)
             out[f"continuous_{backend}_qps"], out[f"continuous_{backend}_qps_excluding_train"] = plain, excl
             if best is None or plain > best[0]:
                 best = (plain, excl, backend)
@@ -101,7 +122,9 @@ def measure_qps(run_dir: str | Path, k: int = 20, candidates: int | None = None,
 QPS_FILE = "qps.json"  # per suite folder: the cached measurements
 
 
-def measure_suite_qps(suite: Suite, out: Path, progress: bool = True, measure: bool = True) -> dict[str, dict[str, Any]]:
+def measure_suite_qps(
+    suite: Suite, out: Path, progress: bool = True, measure: bool = True
+) -> dict[str, dict[str, Any]]:
     """q/s of the first seed's run of each report.qps_methods x dataset x bits x variant; cached in qps.json.
 
     ``measure=False`` only reads the cache (entries of runs whose codes changed since are left out).
@@ -121,15 +144,26 @@ def measure_suite_qps(suite: Suite, out: Path, progress: bool = True, measure: b
         seen.add(key)
         stamp = codes_json.stat().st_mtime
         c = cache.get(p.run_id)
-        if (not c or c.get("codes_mtime") != stamp or c.get("k") != suite.report.qps_k
-                or "hamming_qps_excluding_train" not in c):
+        if (
+            not c
+            or c.get("codes_mtime") != stamp
+            or c.get("k") != suite.report.qps_k
+            or "hamming_qps_excluding_train" not in c
+        ):
             if not measure:
                 continue
             if progress:
                 print(f"[{suite.name}] measuring queries/second of {p.run_id}", file=sys.stderr, flush=True)
             c = measure_qps(folder, k=suite.report.qps_k)
-            c.update(codes_mtime=stamp, dataset=p.dataset, bits=p.bits, method=p.method, label=p.label, seed=p.seed,
-                     measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            c.update(
+                codes_mtime=stamp,
+                dataset=p.dataset,
+                bits=p.bits,
+                method=p.method,
+                label=p.label,
+                seed=p.seed,
+                measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
             cache[p.run_id] = c
             write_json(cache_path, cache)
         result[p.run_id] = c

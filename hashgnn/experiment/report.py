@@ -16,16 +16,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hashgnn.experiment.results import (
-    RESULTS_FILE, RUN_INFO, Stat, aggregate, collect_rows, read_json, run_dir, stale_diff, suite_dir, write_results,
-)
-from hashgnn.experiment.runner import Selection, read_invocations
 from hashgnn.experiment.claims import COMPARABLE, Claim, check_claims, claims_table, md_cell
 from hashgnn.experiment.environment import git_commit, machine_info
 from hashgnn.experiment.qps import suite_qps
+from hashgnn.experiment.results import (
+    RESULTS_FILE,
+    RUN_INFO,
+    Stat,
+    aggregate,
+    collect_rows,
+    read_json,
+    run_dir,
+    stale_diff,
+    suite_dir,
+    write_results,
+)
+from hashgnn.experiment.runner import Selection, read_invocations
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
-from hashgnn.methods import MODES, names
 from hashgnn.io import write_text
+from hashgnn.methods import MODES, names
 from hashgnn.run import Run
 
 HASHING = names(hashing=True)
@@ -36,7 +45,7 @@ def _hms(seconds: float | None) -> str:
         return "n/a"
     if seconds < 10:
         return f"{seconds:.1f} s"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s} s"
     h, rem = divmod(s, 3600)
@@ -90,8 +99,16 @@ def _kind(method: str) -> str:
     return "hashing" if method in HASHING else "continuous"
 
 
-def _table(suite: Suite, agg: dict[Any, dict[str, Stat]], rows: list[dict[str, Any]], ds: str, bits: int,
-           s: Setting, primary: str, popular: dict[str, float] | None) -> list[str]:
+def _table(
+    suite: Suite,
+    agg: dict[Any, dict[str, Stat]],
+    rows: list[dict[str, Any]],
+    ds: str,
+    bits: int,
+    s: Setting,
+    primary: str,
+    popular: dict[str, float] | None,
+) -> list[str]:
     labels = [lab for lab in dict.fromkeys(p.label for p in suite.points()) if (ds, bits, s.name, lab) in agg]
     if not labels:
         return []
@@ -118,8 +135,20 @@ def _table(suite: Suite, agg: dict[Any, dict[str, Stat]], rows: list[dict[str, A
             kind = "continuous (sign of z)" if s.mode == "hamming" else "continuous (signs, then z)"
         ep = sum(epochs.get(lab, [math.nan])) / max(len(epochs.get(lab, [])), 1)
         tt = sum(times.get(lab, [math.nan])) / max(len(times.get(lab, [])), 1)
-        lines.append("| " + " | ".join([name, kind, str(n), *(st[m].fmt() for m in s.metrics),
-                                        f"{ep:.0f}" if math.isfinite(ep) else "n/a", _hms(tt)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    kind,
+                    str(n),
+                    *(st[m].fmt() for m in s.metrics),
+                    f"{ep:.0f}" if math.isfinite(ep) else "n/a",
+                    _hms(tt),
+                ]
+            )
+            + " |"
+        )
     if popular:
         vals = [f"{popular[m]:.4f}" if m in popular else "n/a" for m in s.metrics]
         lines.append("| most popular | reference | – | " + " | ".join(vals) + " | – | – |")
@@ -139,17 +168,28 @@ def _protocol(suite: Suite) -> list[str]:
     """A few lines on the shared training protocol and what differs per method / variant."""
     p0 = suite.points()[0].config
     m, t, e, d = p0.model, p0.train, p0.eval, p0.data
-    sched = {"staircase": f"staircase (+{m.beta_step} every {m.beta_hold} epochs)",
-             "linear": f"linear over {m.beta_epochs} epochs", "constant": f"constant {m.beta_value}"}[m.beta_schedule] \
-        if m.beta_schedule in ("staircase", "linear", "constant") else m.beta_schedule
-    lines = [f"- Shared protocol (first grid point; per-method patches below): encoder `{m.encoder}`, "
-             f"{_n(t.epochs, 'epoch')}, batch {t.batch_size} positive edges, {_n(t.negatives, 'negative')}, "
-             f"Adam lr {t.lr}, "
-             f"{t.ranking_loss} ranking loss + {t.recon_weight} × reconstruction, guidance `{m.guidance}` with "
-             f"beta {sched}; validation split {d.valid_fraction} of train, served weights from the best "
-             f"validation Recall@20 epoch; test cut-offs {e.ks} (ndcg_legacy depth {max(e.ks)}), C = {e.candidates}."]
-    for name, patches in (("method", suite.overrides), ("data set", suite.dataset_overrides),
-                          ("variant", suite.variants)):
+    sched = (
+        {
+            "staircase": f"staircase (+{m.beta_step} every {m.beta_hold} epochs)",
+            "linear": f"linear over {m.beta_epochs} epochs",
+            "constant": f"constant {m.beta_value}",
+        }[m.beta_schedule]
+        if m.beta_schedule in ("staircase", "linear", "constant")
+        else m.beta_schedule
+    )
+    lines = [
+        f"- Shared protocol (first grid point; per-method patches below): encoder `{m.encoder}`, "
+        f"{_n(t.epochs, 'epoch')}, batch {t.batch_size} positive edges, {_n(t.negatives, 'negative')}, "
+        f"Adam lr {t.lr}, "
+        f"{t.ranking_loss} ranking loss + {t.recon_weight} × reconstruction, guidance `{m.guidance}` with "
+        f"beta {sched}; validation split {d.valid_fraction} of train, served weights from the best "
+        f"validation Recall@20 epoch; test cut-offs {e.ks} (ndcg_legacy depth {max(e.ks)}), C = {e.candidates}."
+    ]
+    for name, patches in (
+        ("method", suite.overrides),
+        ("data set", suite.dataset_overrides),
+        ("variant", suite.variants),
+    ):
         for key, patch in patches.items():
             flat = ", ".join(f"{sec}.{k} = {v}" for sec, kv in patch.items() for k, v in (kv or {}).items())
             lines.append(f"- {name} `{key}`: {flat or '(no change)'}")
@@ -163,9 +203,16 @@ def _qps_points(suite: Suite, out: Path, qps: dict[str, dict[str, Any]], primary
         final = read_json(suite_dir(out, suite) / run_id / Run.FINAL_METRICS) or {}
         for mode in MODES:
             if f"{mode}_qps" in q and mode in final.get("test", {}):
-                pts.append({"dataset": q["dataset"], "label": f"{q['label']} {q['bits']}b", "mode": mode,
-                            "qps": q[f"{mode}_qps"], "value": float(final["test"][mode].get(primary, math.nan)),
-                            "run": run_id})
+                pts.append(
+                    {
+                        "dataset": q["dataset"],
+                        "label": f"{q['label']} {q['bits']}b",
+                        "mode": mode,
+                        "qps": q[f"{mode}_qps"],
+                        "value": float(final["test"][mode].get(primary, math.nan)),
+                        "run": run_id,
+                    }
+                )
     return pts
 
 
@@ -179,8 +226,15 @@ class SuiteReport:
     rows: list[dict[str, Any]]
 
 
-def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bool = True, progress: bool = True,
-                 evaluate: bool = True) -> SuiteReport:
+def suite_report(
+    suite: Suite,
+    out: Path,
+    fig_dir: Path,
+    rel_base: Path,
+    qps: bool = True,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> SuiteReport:
     """Markdown lines for ``suite`` (figures into ``fig_dir``, linked relative to ``rel_base``)."""
     from hashgnn.experiment import plots
 
@@ -199,26 +253,40 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
     if suite.description:
         L += [suite.description, ""]
     n_var = len(suite.variants) or 1
-    L += [f"- Suite file: `{suite.path}`; runs in `{sdir}`; results: `{sdir / RESULTS_FILE}` "
-          f"(one JSON row per run and setting).",
-          f"- Grid: {_n(len(suite.methods), 'method')} ({', '.join(suite.methods)}) × "
-          f"{_n(len(suite.datasets), 'data set')} "
-          f"({', '.join(suite.datasets)}) × bits {', '.join(map(str, suite.bits))} × seeds "
-          f"{', '.join(map(str, suite.seeds))}" + (f" × {n_var} variants" if suite.variants else "")
-          + f" = {len(points)} runs.",
-          "- Settings: " + "; ".join(f"{s.label} ({', '.join(s.metrics)})" for s in suite.settings) + ".",
-          f"- Runs: {len(ok_runs)} finished, {len(err_runs)} failed, {len(missing)} left out.",
-          *_protocol(suite)]
+    L += [
+        f"- Suite file: `{suite.path}`; runs in `{sdir}`; results: `{sdir / RESULTS_FILE}` "
+        f"(one JSON row per run and setting).",
+        f"- Grid: {_n(len(suite.methods), 'method')} ({', '.join(suite.methods)}) × "
+        f"{_n(len(suite.datasets), 'data set')} "
+        f"({', '.join(suite.datasets)}) × bits {', '.join(map(str, suite.bits))} × seeds "
+        f"{', '.join(map(str, suite.seeds))}"
+        + (f" × {n_var} variants" if suite.variants else "")
+        + f" = {len(points)} runs.",
+        "- Settings: " + "; ".join(f"{s.label} ({', '.join(s.metrics)})" for s in suite.settings) + ".",
+        f"- Runs: {len(ok_runs)} finished, {len(err_runs)} failed, {len(missing)} left out.",
+        *_protocol(suite),
+    ]
     # wall time
-    run_wall = [float((read_json(run_dir(out, suite, p) / RUN_INFO) or {}).get("wall_seconds") or 0.0)
-                for p in points if p.run_id in ok_runs]
-    reused = [p for p in points if p.run_id in ok_runs
-              and (read_json(run_dir(out, suite, p) / RUN_INFO) or {}).get("reused_from")]
-    train_s = [float(r.get("train_seconds") or 0.0) for r in rows if r["status"] == "ok"
-               and r["setting"] == suite.settings[0].name]
+    run_wall = [
+        float((read_json(run_dir(out, suite, p) / RUN_INFO) or {}).get("wall_seconds") or 0.0)
+        for p in points
+        if p.run_id in ok_runs
+    ]
+    reused = [
+        p
+        for p in points
+        if p.run_id in ok_runs and (read_json(run_dir(out, suite, p) / RUN_INFO) or {}).get("reused_from")
+    ]
+    train_s = [
+        float(r.get("train_seconds") or 0.0)
+        for r in rows
+        if r["status"] == "ok" and r["setting"] == suite.settings[0].name
+    ]
     inv_wall = sum(float(i.get("wall_seconds") or 0.0) for i in invocations)
-    line = (f"- Wall time: {_hms(sum(run_wall))} for the {len(run_wall)} finished runs (training, validation and "
-            f"test evaluation; {_hms(sum(train_s))} of it in training epochs)")
+    line = (
+        f"- Wall time: {_hms(sum(run_wall))} for the {len(run_wall)} finished runs (training, validation and "
+        f"test evaluation; {_hms(sum(train_s))} of it in training epochs)"
+    )
     if reused:
         line += f", not counting {len(reused)} runs copied from identical runs of another suite"
     line += f"; {len(invocations)} invocation(s) of `hashgnn experiment` took {_hms(inv_wall)} in all"
@@ -226,8 +294,11 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
         line += f" on {', '.join(sorted({i.get('host', '?') for i in invocations}))}"
     L += [line + ".", ""]
     # tables
-    L += [f"Mean ± sample standard deviation over seeds. **Bold**: the hashing method with the best "
-          f"{primary} in that table. Continuous models in the Hamming setting are ranked by sign(z).", ""]
+    L += [
+        f"Mean ± sample standard deviation over seeds. **Bold**: the hashing method with the best "
+        f"{primary} in that table. Continuous models in the Hamming setting are ranked by sign(z).",
+        "",
+    ]
     for ds in suite.datasets:
         popular = _popular(suite, out, ds)
         for bits in suite.bits:
@@ -244,17 +315,26 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
         qps_res = suite_qps(suite, out)  # measured by `hashgnn experiment` (measure_suite_qps), not here
     claims = check_claims(suite, rows, primary, qps_res) if suite.report.claims else []
     if claims:
-        L += ["### The paper's claims against these measurements", "",
-              "The paper says the codes are \"comparable\" to the continuous counterpart without a number; the "
-              f"targets used here are the project's: Hamming ≥ {COMPARABLE['hamming']:.0%} and hierarchical ≥ "
-              f"{COMPARABLE['hierarchical']:.0%} of the continuous model's {primary} (continuous model ranked by its "
-              "z). \"Above\" compares means over seeds; the standard error of the difference says whether seed "
-              "noise could explain it.", "", *claims_table(claims, primary), ""]
+        L += [
+            "### The paper's claims against these measurements",
+            "",
+            'The paper says the codes are "comparable" to the continuous counterpart without a number; the '
+            f"targets used here are the project's: Hamming ≥ {COMPARABLE['hamming']:.0%} and hierarchical ≥ "
+            f"{COMPARABLE['hierarchical']:.0%} of the continuous model's {primary} (continuous model ranked by its "
+            'z). "Above" compares means over seeds; the standard error of the difference says whether seed '
+            "noise could explain it.",
+            "",
+            *claims_table(claims, primary),
+            "",
+        ]
         bad = [c for c in claims if c.agrees is False]
         if bad:
-            L += [f"**Where our numbers disagree with the paper:** {len(bad)} of "
-                  f"{sum(c.agrees is not None for c in claims)} checked claims; see the rows marked "
-                  "\"disagrees\" above.", ""]
+            L += [
+                f"**Where our numbers disagree with the paper:** {len(bad)} of "
+                f"{sum(c.agrees is not None for c in claims)} checked claims; see the rows marked "
+                '"disagrees" above.',
+                "",
+            ]
     # figures
     figs: list[tuple[str, Path]] = []
     if "bits" in suite.report.plots and len({r["bits"] for r in rows if r["status"] == "ok"}) > 1:
@@ -267,25 +347,33 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
             figs.append(("Validation Recall@20 against epoch (beta below)", f))
     if qps_res:
         pts = _qps_points(suite, out, qps_res, primary)
-        f = plots.plot_qps(pts, fig_dir / f"{suite.name}-qps.png", primary,
-                           f"{suite.name}: test {primary} against queries per second")
+        f = plots.plot_qps(
+            pts, fig_dir / f"{suite.name}-qps.png", primary, f"{suite.name}: test {primary} against queries per second"
+        )
         if f:
             figs.append((f"{primary} against queries per second", f))
-        L += ["### Retrieval speed on the runs' codes", "",
-              f"Every test user is a query for the top {suite.report.qps_k} items, with the retrieval engine: "
-              "`HammingIndex` (own kernel), `HierarchicalIndex` (Hamming top-C re-ranked by z) and `FloatIndex` "
-              "on z (the faster of faiss and torch). Best of 3 timed passes after a warm-up, first seed's run. "
-              "*search* is the search alone (plotted, and used for the speed claim); *excluding train* also "
-              "removes each user's training items from the results, as the evaluation does.", "",
-              "| data set | run | mode | queries | items | threads | q/s, search | q/s, excluding train | "
-              + primary + " |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        L += [
+            "### Retrieval speed on the runs' codes",
+            "",
+            f"Every test user is a query for the top {suite.report.qps_k} items, with the retrieval engine: "
+            "`HammingIndex` (own kernel), `HierarchicalIndex` (Hamming top-C re-ranked by z) and `FloatIndex` "
+            "on z (the faster of faiss and torch). Best of 3 timed passes after a warm-up, first seed's run. "
+            "*search* is the search alone (plotted, and used for the speed claim); *excluding train* also "
+            "removes each user's training items from the results, as the evaluation does.",
+            "",
+            "| data set | run | mode | queries | items | threads | q/s, search | q/s, excluding train | "
+            + primary
+            + " |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for pt in pts:
             q = qps_res[pt["run"]]
             mode = pt["mode"] + (f" ({q['continuous_backend']})" if pt["mode"] == "continuous" else "")
             excl = q.get(f"{pt['mode']}_qps_excluding_train", math.nan)
-            L.append(f"| {pt['dataset']} | {pt['run']} | {mode} | {q['queries']} | {q['items']} | "
-                     f"{q['threads']} | {pt['qps']:,.0f} | {excl:,.0f} | {pt['value']:.4f} |")
+            L.append(
+                f"| {pt['dataset']} | {pt['run']} | {mode} | {q['queries']} | {q['items']} | "
+                f"{q['threads']} | {pt['qps']:,.0f} | {excl:,.0f} | {pt['value']:.4f} |"
+            )
         L.append("")
     if figs:
         L += ["### Figures", ""]
@@ -296,14 +384,28 @@ def suite_report(suite: Suite, out: Path, fig_dir: Path, rel_base: Path, qps: bo
         L += [f"| {run} | {md_cell(err)} |" for run, err in err_runs.items()]
         L.append("")
     if missing:
-        L += ["### Left out", "", f"{len(missing)} of {len(points)} grid points have no result:", "",
-              *_left_out_table(suite, out, missing, invocations), "",
-              f"Run them with `hashgnn experiment {suite.path}` (finished runs are skipped).", ""]
+        L += [
+            "### Left out",
+            "",
+            f"{len(missing)} of {len(points)} grid points have no result:",
+            "",
+            *_left_out_table(suite, out, missing, invocations),
+            "",
+            f"Run them with `hashgnn experiment {suite.path}` (finished runs are skipped).",
+            "",
+        ]
     return SuiteReport(L, claims, rows)
 
 
-def write_report(suites: list[Suite], out: str | Path, path: str | Path, command: str | None = None,
-                 qps: bool = True, progress: bool = True, evaluate: bool = True) -> Path:
+def write_report(
+    suites: list[Suite],
+    out: str | Path,
+    path: str | Path,
+    command: str | None = None,
+    qps: bool = True,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> Path:
     """Write the Markdown report of ``suites`` to ``path``; figures go to ``<path's folder>/figures``."""
     out, path = Path(out), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,26 +414,37 @@ def write_report(suites: list[Suite], out: str | Path, path: str | Path, command
     mi = machine_info()
     names = ", ".join(f"`{s.name}`" for s in suites)
     title = (suites[0].report.title or suites[0].name) if len(suites) == 1 else "the HashGNN paper's experiments"
-    L = [f"# Experiment report: {title}", "",
-         f"Generated by `hashgnn experiment` from the run folders under `{out}` on "
-         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; do not edit by hand, regenerate with "
-         f"`{command or 'hashgnn experiment SUITE.yaml ... --report ' + str(path)}`.", "",
-         f"- Commit: `{sha or 'unknown (not a git checkout)'}`" + (" plus uncommitted changes" if dirty else ""),
-         f"- Machine: {mi['cpu']}, {mi['logical_cpus']} logical CPUs ({mi['usable_cpus']} usable), torch threads "
-         f"{mi['torch_threads']}, numba threads {mi['numba_threads']}, GPU: {mi['gpu'] or 'none'}; "
-         f"torch {mi['torch']}, Python {mi['python']}, {mi['platform']}",
-         f"- Suites: {names}", ""]
-    parts = [suite_report(s, out, fig_dir, path.parent, qps=qps, progress=progress, evaluate=evaluate)
-             for s in suites]
-    claims = [(s, c) for s, p in zip(suites, parts) for c in p.claims]
+    L = [
+        f"# Experiment report: {title}",
+        "",
+        f"Generated by `hashgnn experiment` from the run folders under `{out}` on "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; do not edit by hand, regenerate with "
+        f"`{command or 'hashgnn experiment SUITE.yaml ... --report ' + str(path)}`.",
+        "",
+        f"- Commit: `{sha or 'unknown (not a git checkout)'}`" + (" plus uncommitted changes" if dirty else ""),
+        f"- Machine: {mi['cpu']}, {mi['logical_cpus']} logical CPUs ({mi['usable_cpus']} usable), torch threads "
+        f"{mi['torch_threads']}, numba threads {mi['numba_threads']}, GPU: {mi['gpu'] or 'none'}; "
+        f"torch {mi['torch']}, Python {mi['python']}, {mi['platform']}",
+        f"- Suites: {names}",
+        "",
+    ]
+    parts = [suite_report(s, out, fig_dir, path.parent, qps=qps, progress=progress, evaluate=evaluate) for s in suites]
+    claims = [(s, c) for s, p in zip(suites, parts, strict=True) for c in p.claims]
     if claims:
         checked = [c for _, c in claims if c.agrees is not None]
         bad = [c for c in checked if not c.agrees]
-        L += ["## Summary: the paper's claims", "",
-              f"{len(checked)} claim checks measured, {len(checked) - len(bad)} agree, {len(bad)} disagree; "
-              f"{len(claims) - len(checked)} could not be checked (method not run). Disagreements:", ""]
+        L += [
+            "## Summary: the paper's claims",
+            "",
+            f"{len(checked)} claim checks measured, {len(checked) - len(bad)} agree, {len(bad)} disagree; "
+            f"{len(claims) - len(checked)} could not be checked (method not run). Disagreements:",
+            "",
+        ]
         if bad:
-            L += [f"- {c.dataset}, {c.bits} bits, {c.setting}: {c.claim}: {c.verdict} ({md_cell(c.measured)})" for c in bad]
+            L += [
+                f"- {c.dataset}, {c.bits} bits, {c.setting}: {c.claim}: {c.verdict} ({md_cell(c.measured)})"
+                for c in bad
+            ]
         else:
             L.append("- none")
         L.append("")

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from hashgnn import io
 from hashgnn.errors import ConfigError
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
-from hashgnn import io
 from hashgnn.run import Run
 
 RESULTS_FILE = "results.jsonl"
@@ -61,8 +61,9 @@ def write_json(path: Path, obj: Any) -> None:
     io.write_json(path, obj)
 
 
-def setting_metrics(folder: Path, final: dict[str, Any], setting: Setting,
-                    evaluate: bool = True) -> dict[str, float] | None:
+def setting_metrics(
+    folder: Path, final: dict[str, Any], setting: Setting, evaluate: bool = True
+) -> dict[str, float] | None:
     """Test metrics of a finished run in ``setting``.
 
     Taken from ``final_metrics.json`` when the run evaluated that mode (and, for hierarchical, the same
@@ -90,9 +91,19 @@ def setting_metrics(folder: Path, final: dict[str, Any], setting: Setting,
 
 
 def _base_row(suite: Suite, p: GridPoint, s: Setting) -> dict[str, Any]:
-    return {"suite": suite.name, "dataset": p.dataset, "method": p.method, "variant": p.variant, "label": p.label,
-            "bits": p.bits, "seed": p.seed, "run": p.run_id, "setting": s.name, "mode": s.mode,
-            "candidates": (s.candidates or p.config.eval.candidates) if s.mode == "hierarchical" else None}
+    return {
+        "suite": suite.name,
+        "dataset": p.dataset,
+        "method": p.method,
+        "variant": p.variant,
+        "label": p.label,
+        "bits": p.bits,
+        "seed": p.seed,
+        "run": p.run_id,
+        "setting": s.name,
+        "mode": s.mode,
+        "candidates": (s.candidates or p.config.eval.candidates) if s.mode == "hierarchical" else None,
+    }
 
 
 def stale_diff(folder: Path, p: GridPoint) -> list[str]:
@@ -110,9 +121,11 @@ def stale_diff(folder: Path, p: GridPoint) -> list[str]:
 
 def stale_message(folder: Path, diff: list[str]) -> str:
     """The error of a run folder made with another config."""
-    return (f"{folder} holds a run made with a different config ({'; '.join(diff[:3])}"
-            f"{'; ...' if len(diff) > 3 else ''}; suite value != folder value); delete that folder to rerun it "
-            "with the suite's config, or pass another --out")
+    return (
+        f"{folder} holds a run made with a different config ({'; '.join(diff[:3])}"
+        f"{'; ...' if len(diff) > 3 else ''}; suite value != folder value); delete that folder to rerun it "
+        "with the suite's config, or pass another --out"
+    )
 
 
 def collect_rows(suite: Suite, out: str | Path, evaluate: bool = True) -> tuple[list[dict[str, Any]], list[GridPoint]]:
@@ -129,10 +142,17 @@ def collect_rows(suite: Suite, out: str | Path, evaluate: bool = True) -> tuple[
         if final is not None and not diff:
             for s in suite.settings:
                 row = _base_row(suite, p, s)
-                row.update(status="ok", error=None, encoder=final.get("encoder"), epochs_run=final.get("epochs_run"),
-                           best_epoch=final.get("best_epoch"), train_seconds=final.get("train_seconds"),
-                           seconds_per_epoch=final.get("seconds_per_epoch"), wall_seconds=info.get("wall_seconds"),
-                           reused_from=info.get("reused_from"))
+                row.update(
+                    status="ok",
+                    error=None,
+                    encoder=final.get("encoder"),
+                    epochs_run=final.get("epochs_run"),
+                    best_epoch=final.get("best_epoch"),
+                    train_seconds=final.get("train_seconds"),
+                    seconds_per_epoch=final.get("seconds_per_epoch"),
+                    wall_seconds=info.get("wall_seconds"),
+                    reused_from=info.get("reused_from"),
+                )
                 try:
                     m = setting_metrics(folder, final, s, evaluate)
                 except HashgnnError as e:
@@ -140,8 +160,10 @@ def collect_rows(suite: Suite, out: str | Path, evaluate: bool = True) -> tuple[
                 if m is not None:
                     row.update({k: float(v) for k, v in m.items()})
                 elif row["status"] == "ok":
-                    row.update(status="error", error=f"setting {s.name} is not evaluated yet (run the suite without "
-                               "--report-only)")
+                    row.update(
+                        status="error",
+                        error=f"setting {s.name} is not evaluated yet (run the suite without --report-only)",
+                    )
                 rows.append(row)
         elif final is not None or info.get("status") == "error":
             error = stale_message(folder, diff) if final is not None else info.get("error")

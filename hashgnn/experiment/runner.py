@@ -26,15 +26,24 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hashgnn.config import RunConfig, override
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.experiment.results import (
-    RESULTS_FILE, RUN_INFO, collect_rows, read_json, run_dir, stale_diff, stale_message, suite_dir, write_json,
+    RESULTS_FILE,
+    RUN_INFO,
+    collect_rows,
+    read_json,
+    run_dir,
+    stale_diff,
+    stale_message,
+    suite_dir,
+    write_json,
     write_results,
 )
 from hashgnn.experiment.suite import GridPoint, Suite, comparable
@@ -57,28 +66,49 @@ class Selection:
 
     def selects(self, p: GridPoint) -> bool:
         """Whether grid point ``p`` is part of the selection."""
-        return ((self.methods is None or p.method in self.methods)
-                and (self.datasets is None or p.dataset in self.datasets)
-                and (self.bits is None or p.bits in self.bits)
-                and (self.seeds is None or p.seed in self.seeds)
-                and (self.variants is None or (p.variant or "") in self.variants))
+        return (
+            (self.methods is None or p.method in self.methods)
+            and (self.datasets is None or p.dataset in self.datasets)
+            and (self.bits is None or p.bits in self.bits)
+            and (self.seeds is None or p.seed in self.seeds)
+            and (self.variants is None or (p.variant or "") in self.variants)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The filters that are set."""
-        return {k: v for k, v in (("methods", self.methods), ("datasets", self.datasets), ("bits", self.bits),
-                                  ("seeds", self.seeds), ("variants", self.variants)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("methods", self.methods),
+                ("datasets", self.datasets),
+                ("bits", self.bits),
+                ("seeds", self.seeds),
+                ("variants", self.variants),
+            )
+            if v is not None
+        }
 
     def describe(self) -> str:
         """The filters as CLI options, e.g. ``--only-bits 32 --seeds 1``; ``all`` when none is set."""
-        names = {"methods": "--only-methods", "datasets": "--only-datasets", "bits": "--only-bits",
-                 "seeds": "--seeds", "variants": "--only-variants"}
+        names = {
+            "methods": "--only-methods",
+            "datasets": "--only-datasets",
+            "bits": "--only-bits",
+            "seeds": "--seeds",
+            "variants": "--only-variants",
+        }
         parts = [f"{names[k]} {','.join(map(str, v))}" for k, v in self.as_dict().items()]
         return " ".join(parts) or "all"
 
     @staticmethod
     def _axes(suite: Suite) -> dict[str, list[Any]]:
-        return {"methods": suite.methods, "datasets": suite.datasets, "bits": suite.bits, "seeds": suite.seeds,
-                "variants": list(suite.variants)}
+        return {
+            "methods": suite.methods,
+            "datasets": suite.datasets,
+            "bits": suite.bits,
+            "seeds": suite.seeds,
+            "variants": list(suite.variants),
+        }
 
     def check(self, suite: Suite) -> None:
         """Every filter value must be in the suite's grid (a typo must not select nothing)."""
@@ -86,17 +116,24 @@ class Selection:
 
     def check_any(self, suites: list[Suite]) -> None:
         """Every filter value must be in the grid of at least one of ``suites``."""
-        names = {"methods": "--only-methods", "datasets": "--only-datasets", "bits": "--only-bits",
-                 "seeds": "--seeds", "variants": "--only-variants"}
+        names = {
+            "methods": "--only-methods",
+            "datasets": "--only-datasets",
+            "bits": "--only-bits",
+            "seeds": "--seeds",
+            "variants": "--only-variants",
+        }
         for axis, given in self.as_dict().items():
             have = [v for s in suites for v in self._axes(s)[axis]]
             bad = [v for v in given if v not in have]
             if bad:
                 where = ", ".join(f"{s.name!r} ({s.path})" for s in suites)
-                raise ConfigError(f"{names[axis]} {','.join(map(str, bad))}: not in the grid of suite {where}; "
-                                  f"its values are {', '.join(map(str, dict.fromkeys(have))) or '(none)'}")
+                raise ConfigError(
+                    f"{names[axis]} {','.join(map(str, bad))}: not in the grid of suite {where}; "
+                    f"its values are {', '.join(map(str, dict.fromkeys(have))) or '(none)'}"
+                )
 
-    def restricted_to(self, suite: Suite) -> "Selection":
+    def restricted_to(self, suite: Suite) -> Selection:
         """This selection with each filter cut to the values ``suite`` has (possibly selecting nothing)."""
         axes = self._axes(suite)
         return Selection(**{k: [v for v in given if v in axes[k]] for k, given in self.as_dict().items()})
@@ -162,12 +199,13 @@ def _finished_runs(out: Path) -> dict[str, Path]:
 def _copy_run(src: Path, dst: Path) -> None:
     """Copy a finished run's folder (without checkpoints) to ``dst``, atomically by rename."""
     if dst.exists() and foreign_entries(dst):
-        raise HashgnnError(f"{dst} holds files that are not a run's ({', '.join(foreign_entries(dst)[:5])}); "
-                           "move them away to let the runner reuse a finished run there")
+        raise HashgnnError(
+            f"{dst} holds files that are not a run's ({', '.join(foreign_entries(dst)[:5])}); "
+            "move them away to let the runner reuse a finished run there"
+        )
     tmp = dst.with_name(f".{dst.name}.copying-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("ckpt-*", POINTER, RUN_INFO, "*.tmp",
-                                                                Run.RUNNER_ERROR))
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("ckpt-*", POINTER, RUN_INFO, "*.tmp", Run.RUNNER_ERROR))
         if dst.exists():  # only an unfinished attempt's records (run files, no config.yaml) get here
             shutil.rmtree(dst)
         os.replace(tmp, dst)
@@ -179,8 +217,10 @@ def _copy_run(src: Path, dst: Path) -> None:
 def _record(folder: Path, status: str, error: str | None, wall: float, **extra: Any) -> None:
     prev = read_json(folder / RUN_INFO) or {}
     total = float(prev.get("wall_seconds") or 0.0) + wall if prev.get("status") != "ok" else wall
-    write_json(folder / RUN_INFO, {"status": status, "error": error, "wall_seconds": round(total, 3),
-                                   "finished_at": _now(), **extra})
+    write_json(
+        folder / RUN_INFO,
+        {"status": status, "error": error, "wall_seconds": round(total, 3), "finished_at": _now(), **extra},
+    )
 
 
 def _now() -> str:
@@ -192,9 +232,18 @@ def _say(progress: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = None, threads: int | None = None,
-              reuse_index: dict[str, Path] | None = None, progress: bool = True,
-              train: Callable[..., Any] | None = None, resume: Callable[..., Any] | None = None) -> RunOutcome:
+def run_point(
+    suite: Suite,
+    p: GridPoint,
+    out: Path,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    reuse_index: dict[str, Path] | None = None,
+    progress: bool = True,
+    train: Callable[..., Any] | None = None,
+    resume: Callable[..., Any] | None = None,
+) -> RunOutcome:
     """Bring one grid point to a finished run folder (see the module docstring); never raises a run's error."""
     import torch
 
@@ -225,8 +274,14 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
                 return RunOutcome(p, "error", stale_message(folder, diff))
             status = "resumed"
             # Where it runs comes from this invocation (the suite and its flags), not the folder.
-            resume(folder, progress=progress, mirror=cfg.data.mirror, cache_dir=cfg.data.cache_dir,
-                   device=cfg.train.device, threads=cfg.train.threads)
+            resume(
+                folder,
+                progress=progress,
+                mirror=cfg.data.mirror,
+                cache_dir=cfg.data.cache_dir,
+                device=cfg.train.device,
+                threads=cfg.train.threads,
+            )
         elif reuse_index is not None and json.dumps(comparable(cfg), sort_keys=True) in reuse_index:
             src = reuse_index[json.dumps(comparable(cfg), sort_keys=True)]
             _copy_run(src, folder)
@@ -238,7 +293,7 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
         folder.mkdir(parents=True, exist_ok=True)
         _record(folder, "interrupted", "interrupted by the user", time.perf_counter() - t0)
         raise
-    except Exception as e:  # noqa: BLE001 - one failed run must not stop a grid of a hundred
+    except Exception as e:
         torch.set_num_threads(torch_threads)
         wall = time.perf_counter() - t0
         folder.mkdir(parents=True, exist_ok=True)
@@ -257,9 +312,18 @@ def run_point(suite: Suite, p: GridPoint, out: Path, *, device: str | None = Non
     return RunOutcome(p, status, None, wall)
 
 
-def run_suite(suite: Suite, out: str | Path, selection: Selection | None = None, *, device: str | None = None,
-              threads: int | None = None, reuse: bool = True, progress: bool = True,
-              train: Callable[..., Any] | None = None, resume: Callable[..., Any] | None = None) -> SuiteOutcome:
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    selection: Selection | None = None,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    reuse: bool = True,
+    progress: bool = True,
+    train: Callable[..., Any] | None = None,
+    resume: Callable[..., Any] | None = None,
+) -> SuiteOutcome:
     """Run the selected part of ``suite`` into ``out/<suite name>`` and write its results file.
 
     Returns the outcome of every grid point (``left_out`` for those outside ``selection``) and the
@@ -282,8 +346,17 @@ def run_suite(suite: Suite, out: str | Path, selection: Selection | None = None,
             done_already = (run_dir(out, suite, p) / Run.FINAL_METRICS).exists()
             if not done_already:
                 _say(progress, f"[{suite.name} {i}/{len(chosen)}] {p.run_id}")
-            o = run_point(suite, p, out, device=device, threads=threads, reuse_index=reuse_index, progress=progress,
-                          train=train, resume=resume)
+            o = run_point(
+                suite,
+                p,
+                out,
+                device=device,
+                threads=threads,
+                reuse_index=reuse_index,
+                progress=progress,
+                train=train,
+                resume=resume,
+            )
             result.outcomes.append(o)
             if o.status == "error":
                 _say(progress, f"[{suite.name} {i}/{len(chosen)}] {p.run_id}: ERROR {o.error}")
@@ -309,10 +382,19 @@ def _log_invocation(sdir: Path, result: SuiteOutcome, selection: Selection, star
     counts: dict[str, int] = {}
     for o in result.outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-    row = {"started": started, "finished": _now(), "state": state, "wall_seconds": round(result.wall_seconds, 3),
-           "trained_seconds": round(sum(o.wall_seconds for o in result.outcomes), 3),
-           "selection": selection.as_dict(), "selection_cli": selection.describe(), "counts": counts,
-           "suite_file": str(result.suite.path), "host": platform.node(), "argv": sys.argv[1:]}
+    row = {
+        "started": started,
+        "finished": _now(),
+        "state": state,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "trained_seconds": round(sum(o.wall_seconds for o in result.outcomes), 3),
+        "selection": selection.as_dict(),
+        "selection_cli": selection.describe(),
+        "counts": counts,
+        "suite_file": str(result.suite.path),
+        "host": platform.node(),
+        "argv": sys.argv[1:],
+    }
     with open(sdir / INVOCATIONS_FILE, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -332,8 +414,13 @@ def plan(suites: list[Suite], out: Path, selection: Selection) -> list[dict[str,
     for s in suites:
         for p in s.points():
             folder = run_dir(out, s, p)
-            state = ("finished" if (folder / Run.FINAL_METRICS).exists() else
-                     "interrupted" if (folder / Run.CONFIG).exists() else "to run")
+            state = (
+                "finished"
+                if (folder / Run.FINAL_METRICS).exists()
+                else "interrupted"
+                if (folder / Run.CONFIG).exists()
+                else "to run"
+            )
             if not selection.selects(p):
                 state = "not selected"
             listing.append({"suite": s.name, "run": p.run_id, "state": state})

@@ -35,8 +35,7 @@ METRIC_NAMES = ("recall", "ndcg", "ndcg_legacy", "precision", "hit")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*(-[A-Za-z0-9_.]+)*$")
 _BITS = "${bits}"
 
-_TOP_KEYS = ("name", "description", "base", "grid", "variants", "overrides", "dataset_overrides", "settings",
-             "report")
+_TOP_KEYS = ("name", "description", "base", "grid", "variants", "overrides", "dataset_overrides", "settings", "report")
 _GRID_KEYS = ("methods", "datasets", "bits", "seeds")
 _SETTING_KEYS = ("name", "mode", "candidates", "metrics", "title")
 _REPORT_KEYS = ("title", "primary", "plots", "claims", "qps_methods", "qps_k")
@@ -209,7 +208,10 @@ def _patches(loc: _Loc, d: Any, where: tuple[str, ...], what: str) -> dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for name, patch in d.items():
         if not isinstance(name, str) or not _NAME.match(name):
-            raise loc.error(where + (name,), f"{what}: name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit")
+            raise loc.error(
+                where + (name,),
+                f"{what}: name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit",
+            )
         patch = patch or {}
         if not isinstance(patch, dict):
             raise loc.error(where + (name,), f"{what}.{name} must be a mapping with sections data/model/train/eval")
@@ -263,7 +265,10 @@ def _setting(loc: _Loc, s: Any, i: int) -> Setting:
         raise loc.error(where + ("mode",), f"settings[{i}].mode must be one of {', '.join(MODES)}, got {mode!r}")
     name = s.get("name", mode)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise loc.error(where + ("name",), f"settings[{i}].name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit")
+        raise loc.error(
+            where + ("name",),
+            f"settings[{i}].name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
     cands = s.get("candidates")
     if cands is not None and (isinstance(cands, bool) or not isinstance(cands, int) or cands < 1):
         raise loc.error(where + ("candidates",), f"settings[{i}].candidates must be a positive integer")
@@ -273,8 +278,10 @@ def _setting(loc: _Loc, s: Any, i: int) -> Setting:
     for j, m in enumerate(metrics):
         name_k = m.rsplit("@", 1)
         if len(name_k) != 2 or name_k[0] not in METRIC_NAMES or not name_k[1].isdigit() or int(name_k[1]) < 1:
-            raise loc.error(where + ("metrics", j), f"settings[{i}].metrics: {m!r} is not METRIC@K with METRIC one of "
-                            f"{', '.join(METRIC_NAMES)}")
+            raise loc.error(
+                where + ("metrics", j),
+                f"settings[{i}].metrics: {m!r} is not METRIC@K with METRIC one of {', '.join(METRIC_NAMES)}",
+            )
     title = s.get("title", "")
     return Setting(name=name, mode=mode, metrics=tuple(metrics), candidates=cands, title=str(title or ""))
 
@@ -285,8 +292,9 @@ def _report(loc: _Loc, r: Any) -> ReportSpec:
     for i, p in enumerate(plots):
         if p not in PLOTS:
             raise loc.error(("report", "plots", i), f"report.plots: unknown plot {p!r}; choose from {', '.join(PLOTS)}")
-    qm = _list(loc, r.get("qps_methods", ["hashgnn", "continuous"]), ("report", "qps_methods"), str,
-               "report.qps_methods")
+    qm = _list(
+        loc, r.get("qps_methods", ["hashgnn", "continuous"]), ("report", "qps_methods"), str, "report.qps_methods"
+    )
     primary = r.get("primary", "recall@20")
     qps_k = r.get("qps_k", 20)
     if isinstance(qps_k, bool) or not isinstance(qps_k, int) or qps_k < 1:
@@ -294,8 +302,14 @@ def _report(loc: _Loc, r: Any) -> ReportSpec:
     claims = r.get("claims", False)
     if not isinstance(claims, bool):
         raise loc.error(("report", "claims"), "report.claims must be true or false")
-    return ReportSpec(title=str(r.get("title", "") or ""), primary=str(primary), plots=tuple(plots), claims=claims,
-                      qps_methods=tuple(qm), qps_k=qps_k)
+    return ReportSpec(
+        title=str(r.get("title", "") or ""),
+        primary=str(primary),
+        plots=tuple(plots),
+        claims=claims,
+        qps_methods=tuple(qm),
+        qps_k=qps_k,
+    )
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -312,7 +326,9 @@ def load_suite(path: str | Path) -> Suite:
     d = _check_keys(loc, d, _TOP_KEYS, (), "the suite")
     name = d.get("name", path.stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise loc.error(("name",), f"name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit")
+        raise loc.error(
+            ("name",), f"name {name!r} must be letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
     base = d.get("base") or {}
     if not isinstance(base, dict):
         raise loc.error(("base",), "base must be a RunConfig mapping with sections data/model/train/eval")
@@ -322,8 +338,9 @@ def load_suite(path: str | Path) -> Suite:
     methods = _list(loc, grid.get("methods"), ("grid", "methods"), str, "grid.methods")
     for i, m in enumerate(methods):
         if m not in KNOWN_METHODS:
-            raise loc.error(("grid", "methods", i),
-                            f"grid.methods: unknown method {m!r}; known: {', '.join(KNOWN_METHODS)}")
+            raise loc.error(
+                ("grid", "methods", i), f"grid.methods: unknown method {m!r}; known: {', '.join(KNOWN_METHODS)}"
+            )
     datasets = _list(loc, grid.get("datasets"), ("grid", "datasets"), str, "grid.datasets")
     bits = _list(loc, grid.get("bits"), ("grid", "bits"), int, "grid.bits")
     seeds = _list(loc, grid.get("seeds"), ("grid", "seeds"), int, "grid.seeds")
@@ -348,9 +365,21 @@ def load_suite(path: str | Path) -> Suite:
             _check_patch(loc, patch, (what, key), f"{what}.{key}")
     report = _report(loc, d.get("report"))
     description = d.get("description", "")
-    suite = Suite(name=name, path=path, description=str(description or "").strip(), base=base, methods=methods,
-                  datasets=datasets, bits=bits, seeds=seeds, variants=variants, overrides=overrides,
-                  dataset_overrides=ds_over, settings=settings, report=report)
+    suite = Suite(
+        name=name,
+        path=path,
+        description=str(description or "").strip(),
+        base=base,
+        methods=methods,
+        datasets=datasets,
+        bits=bits,
+        seeds=seeds,
+        variants=variants,
+        overrides=overrides,
+        dataset_overrides=ds_over,
+        settings=settings,
+        report=report,
+    )
     suite._points = _expand(suite, loc)
     _check_metrics(suite, loc)
     return suite
@@ -359,13 +388,17 @@ def load_suite(path: str | Path) -> Suite:
 def point_dict(suite: Suite, dataset: str, method: str, variant: str | None, bits: int, seed: int) -> dict[str, Any]:
     """The merged config mapping of one grid point (see the module docstring for the precedence)."""
     d = copy.deepcopy(suite.base)
-    for patch in (suite.dataset_overrides.get(dataset), suite.overrides.get(method),
-                  suite.variants.get(variant) if variant else None):
+    for patch in (
+        suite.dataset_overrides.get(dataset),
+        suite.overrides.get(method),
+        suite.variants.get(variant) if variant else None,
+    ):
         if patch:
             d = deep_merge(d, patch)
     d = _substitute(d, bits)
-    d = deep_merge(d, {"data": {"dataset": dataset}, "model": {"method": method, "bits": bits},
-                       "train": {"seed": seed}})
+    d = deep_merge(
+        d, {"data": {"dataset": dataset}, "model": {"method": method, "bits": bits}, "train": {"seed": seed}}
+    )
     return d
 
 
@@ -381,8 +414,9 @@ def _expand(suite: Suite, loc: _Loc) -> list[GridPoint]:
                             cfg = RunConfig.from_dict(d)
                         except ConfigError as e:
                             where = _blame(suite, ds, m, v)
-                            raise loc.error(where, f"the config of {ds}/{m}{'-' + v if v else ''}/bits{k} is "
-                                            f"invalid: {e}") from None
+                            raise loc.error(
+                                where, f"the config of {ds}/{m}{'-' + v if v else ''}/bits{k} is invalid: {e}"
+                            ) from None
                         except TypeError as e:  # a section given as a scalar
                             raise loc.error(("base",), f"a config section is malformed: {e}") from None
                         points.append(GridPoint(ds, m, v, k, s, cfg))
@@ -407,11 +441,15 @@ def _check_metrics(suite: Suite, loc: _Loc) -> None:
             ks = p.config.eval.ks
             for m in s.metrics:
                 if int(m.rsplit("@", 1)[1]) not in ks:
-                    raise loc.error(("settings", i, "metrics"), f"settings[{i}] reports {m}, but the runs evaluate "
-                                    f"eval.ks = {ks}; add the cut-off to base.eval.ks")
+                    raise loc.error(
+                        ("settings", i, "metrics"),
+                        f"settings[{i}] reports {m}, but the runs evaluate "
+                        f"eval.ks = {ks}; add the cut-off to base.eval.ks",
+                    )
     if suite.report.primary not in {m for s in suite.settings for m in s.metrics}:
-        raise loc.error(("report", "primary"), f"report.primary {suite.report.primary!r} is not among the settings' "
-                        "metrics")
+        raise loc.error(
+            ("report", "primary"), f"report.primary {suite.report.primary!r} is not among the settings' metrics"
+        )
 
 
 def comparable(cfg: RunConfig) -> dict[str, Any]:

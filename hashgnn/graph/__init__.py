@@ -5,4 +5,4 @@ from __future__ import annotations
 from hashgnn.graph.bipartite import BipartiteGraph
 from hashgnn.graph.sampling import sample_negatives, sample_neighbors
 
-__all__ = ["BipartiteGraph", "sample_neighbors", "sample_negatives"]
+__all__ = ["BipartiteGraph", "sample_negatives", "sample_neighbors"]

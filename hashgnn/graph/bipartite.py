@@ -117,8 +117,8 @@ def _normalised_adjacency(g: BipartiteGraph) -> torch.Tensor:
     du = np.diff(ui).astype(np.float64)
     di = np.diff(ii).astype(np.float64)
     with np.errstate(divide="ignore"):
-        su = np.where(du > 0, du ** -0.5, 0.0)
-        si = np.where(di > 0, di ** -0.5, 0.0)
+        su = np.where(du > 0, du**-0.5, 0.0)
+        si = np.where(di > 0, di**-0.5, 0.0)
     # User rows hold item columns (shifted by n_users), item rows hold user columns; both blocks are
     # already sorted, so the stacked rows are a valid CSR without a sort.
     indptr = np.concatenate([ui, ui[-1] + ii[1:]])
@@ -128,12 +128,17 @@ def _normalised_adjacency(g: BipartiteGraph) -> torch.Tensor:
     values = (row_scale * col_scale).astype(np.float32)
     n = g.n_nodes
     idx_dtype = np.int32 if max(n, len(indices)) < 2**31 - 1 else np.int64
-    return csr_tensor(torch.from_numpy(indptr.astype(idx_dtype)), torch.from_numpy(indices.astype(idx_dtype)),
-                      torch.from_numpy(values), (n, n)).to(g.device)
+    return csr_tensor(
+        torch.from_numpy(indptr.astype(idx_dtype)),
+        torch.from_numpy(indices.astype(idx_dtype)),
+        torch.from_numpy(values),
+        (n, n),
+    ).to(g.device)
 
 
-def csr_tensor(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
-               size: tuple[int, int]) -> torch.Tensor:
+def csr_tensor(
+    indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """A torch sparse CSR tensor, without invariant checks and without torch's "beta" warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from hashgnn.graph.bipartite import BipartiteGraph
 
 
-def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device,
-            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def uniform(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """U[0, 1) draws of ``shape`` from ``generator`` (on its device), moved to ``device``."""
     r = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
     return r.to(device, non_blocking=True)
@@ -126,8 +127,10 @@ def sample_negatives(
     deg = indptr[users + 1] - indptr[users]
     if b and bool((deg >= n_items).any()):
         bad = int(users[deg >= n_items][0])
-        raise HashgnnError(f"user {bad} has interacted with all {n_items} items, so no negative item exists; "
-                           "remove such users from the training data")
+        raise HashgnnError(
+            f"user {bad} has interacted with all {n_items} items, so no negative item exists; "
+            "remove such users from the training data"
+        )
     out = (uniform((b, n_neg), generator, device, torch.float64) * n_items).long().clamp_(max=n_items - 1)
     pending = torch.arange(b * n_neg, device=device)
     flat = out.view(-1)
@@ -142,8 +145,9 @@ def sample_negatives(
             return out
         redraw = uniform((pending.numel(),), generator, device, torch.float64)
         flat[pending] = (redraw * n_items).long().clamp_(max=n_items - 1)
-    raise HashgnnError(f"negative sampling did not finish in {max_rounds} rounds; some users interact with "
-                       "nearly every item")
+    raise HashgnnError(
+        f"negative sampling did not finish in {max_rounds} rounds; some users interact with nearly every item"
+    )
 
 
 def _negative_index(graph: BipartiteGraph | torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hashgnn.index.hamming import HammingIndex
     from hashgnn.index.hierarchical import HierarchicalIndex
 
-__all__ = ["HammingIndex", "FloatIndex", "HierarchicalIndex"]
+__all__ = ["FloatIndex", "HammingIndex", "HierarchicalIndex"]
 
 _WHERE = {
     "HammingIndex": "hashgnn.index.hamming",

@@ -51,8 +51,9 @@ def check_vectors(vectors: object, dim: int, what: str) -> np.ndarray:
     """Validate real vectors: 2-D, ``dim`` columns, converted to C-contiguous float32."""
     if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.shape[1] != dim:
         shape = getattr(vectors, "shape", None)
-        raise HashgnnError(f"{what}: expected a 2-D float array of shape (n, {dim}), got {type(vectors).__name__} "
-                           f"of shape {shape}")
+        raise HashgnnError(
+            f"{what}: expected a 2-D float array of shape (n, {dim}), got {type(vectors).__name__} of shape {shape}"
+        )
     if not np.issubdtype(vectors.dtype, np.floating):
         raise HashgnnError(f"{what}: expected floating-point vectors, got dtype {vectors.dtype}")
     return np.ascontiguousarray(vectors, dtype=np.float32)
@@ -84,8 +85,10 @@ class IdMap:
             return None
         ids = np.asarray(ids)
         if ids.ndim != 1 or len(ids) != n_new or not np.issubdtype(ids.dtype, np.integer):
-            raise HashgnnError(f"ids must be a 1-D integer array with one id per added code ({n_new}), got "
-                               f"dtype {ids.dtype} shape {ids.shape}")
+            raise HashgnnError(
+                f"ids must be a 1-D integer array with one id per added code ({n_new}), got "
+                f"dtype {ids.dtype} shape {ids.shape}"
+            )
         if self.ids is None and self.n > 0:
             raise HashgnnError("this index already holds items without ids; ids= must be given from the first add()")
         ids = ids.astype(np.int64)
@@ -134,20 +137,25 @@ def exclusion_csr(exclude: Exclude, n_queries: int, idmap: IdMap) -> tuple[np.nd
     if sp.issparse(exclude):
         m = sp.csr_matrix(exclude)
         if m.shape[0] != n_queries:
-            raise HashgnnError(f"exclude has {m.shape[0]} rows but there are {n_queries} queries; "
-                               "it must be a (queries x items) matrix")
+            raise HashgnnError(
+                f"exclude has {m.shape[0]} rows but there are {n_queries} queries; "
+                "it must be a (queries x items) matrix"
+            )
         m.sum_duplicates()
         lengths = np.diff(m.indptr)
         cols = m.indices.astype(np.int64)
     else:
         try:
-            seq = list(exclude)  # type: ignore[arg-type]
+            seq = list(exclude)
         except TypeError:
-            raise HashgnnError(f"exclude must be a scipy sparse matrix or a list of id arrays, got "
-                               f"{type(exclude).__name__}") from None
+            raise HashgnnError(
+                f"exclude must be a scipy sparse matrix or a list of id arrays, got {type(exclude).__name__}"
+            ) from None
         if len(seq) != n_queries:
-            raise HashgnnError(f"exclude has {len(seq)} entries but there are {n_queries} queries; "
-                               "give one array of item ids per query")
+            raise HashgnnError(
+                f"exclude has {len(seq)} entries but there are {n_queries} queries; "
+                "give one array of item ids per query"
+            )
         arrs = [np.asarray(a).reshape(-1) for a in seq]
         lengths = np.fromiter(map(len, arrs), dtype=np.int64, count=len(arrs))
         cols = np.concatenate(arrs).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)

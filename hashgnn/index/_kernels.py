@@ -152,8 +152,12 @@ def _group_hits(xt, a, c0, ng, T, flags):  # type: ignore[no-untyped-def]
             j0 = np.uint64(c0 + g * GROUP)
             for j in range(G):
                 u = j0 + np.uint64(j)
-                d = np.uint32(popcount(a0 ^ xt[0, u]) + popcount(a1 ^ xt[1, u])
-                              + popcount(a2 ^ xt[2, u]) + popcount(a3 ^ xt[3, u]))
+                d = np.uint32(
+                    popcount(a0 ^ xt[0, u])
+                    + popcount(a1 ^ xt[1, u])
+                    + popcount(a2 ^ xt[2, u])
+                    + popcount(a3 ^ xt[3, u])
+                )
                 m = d if d < m else m
             flags[g] = m < t
     else:
@@ -288,7 +292,7 @@ def _scan_core(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, ou
     for qq in range(nb):
         T = thr[qq]
         n = nbuf[qq]
-        if T <= maxd:
+        if maxd >= T:
             n = _compact(buf_d[qq], buf_i[qq], n, T, below[qq], k)
         # Stable counting sort by distance: buffer order is position order, so ties stay by position.
         counts[:] = 0
@@ -377,8 +381,23 @@ def _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, o
     for qq in range(nb):
         if accepted[qq] < k and start[qq] <= maxd:
             again = np.full(1, maxd + 1, np.int64)
-            _scan_core(xt, qw, q0 + qq, q0 + qq + 1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i,
-                       row0 + qq, again)
+            _scan_core(
+                xt,
+                qw,
+                q0 + qq,
+                q0 + qq + 1,
+                i0,
+                i1,
+                k,
+                ex_indptr,
+                ex_indices,
+                maxd,
+                chunk,
+                out_d,
+                out_i,
+                row0 + qq,
+                again,
+            )
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -410,8 +429,7 @@ def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk
         q1 = min(q0 + qblock, nq)
         i0 = min(s * shard, n)
         i1 = min(i0 + shard, n)
-        _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, part_d, part_i, s * nq + q0,
-                    sample)
+        _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, part_d, part_i, s * nq + q0, sample)
     for q in prange(nq):
         # Shards hold increasing positions, so a stable counting sort over the shards in order keeps
         # (distance, position) order.

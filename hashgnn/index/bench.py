@@ -42,7 +42,9 @@ def _bit_probs(run_dir: str | Path, bits: int | None) -> tuple[np.ndarray, np.nd
     return p_item, p_user
 
 
-def _draw(rng: np.random.Generator, n: int, p: np.ndarray, with_z: bool, batch: int = 1 << 18) -> tuple[np.ndarray, np.ndarray | None]:
+def _draw(
+    rng: np.random.Generator, n: int, p: np.ndarray, with_z: bool, batch: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray | None]:
     """n codes with bit b set with probability p[b] (packed), and matching vectors; in batches."""
     bits = len(p)
     codes = np.empty((n, (bits + 7) // 8), np.uint8)
@@ -58,7 +60,12 @@ def _draw(rng: np.random.Generator, n: int, p: np.ndarray, with_z: bool, batch: 
 
 
 def synthetic_corpus(
-    n_items: int, n_queries: int, bits: int | None, seed: int = 0, run_dir: str | Path | None = None, with_z: bool = True
+    n_items: int,
+    n_queries: int,
+    bits: int | None,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    with_z: bool = True,
 ) -> dict[str, Any]:
     """Item and query codes (packed) and vectors: uniform bits, or a run's per-bit frequencies."""
     rng = np.random.default_rng(seed)
@@ -72,8 +79,14 @@ def synthetic_corpus(
         source = "uniform bits"
     items, item_z = _draw(rng, n_items, p_item.astype(np.float32), with_z)
     queries, query_z = _draw(rng, n_queries, p_user.astype(np.float32), True)
-    return {"bits": len(p_item), "items": items, "item_z": item_z, "queries": queries, "query_z": query_z,
-            "source": source}
+    return {
+        "bits": len(p_item),
+        "items": items,
+        "item_z": item_z,
+        "queries": queries,
+        "query_z": query_z,
+        "source": source,
+    }
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -84,7 +97,7 @@ def _timed(fn: Any) -> tuple[float, Any]:
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean over queries of |found ∩ truth| / |truth| (ids; -1 ignored); vectorised."""
-    nq, k = truth.shape
+    k = truth.shape[1]
     key_t = np.where(truth >= 0, truth, -2 - np.arange(k))  # never matches
     hits = (found[:, :, None] == key_t[:, None, :]).any(axis=2).sum(axis=1)
     denom = np.maximum((truth >= 0).sum(axis=1), 1)
@@ -107,8 +120,15 @@ def tie_aware_recall(found_d: np.ndarray, exact_d: np.ndarray) -> float:
     return float(np.mean(np.minimum(below + at, denom) / denom))
 
 
-def bench_hnsw(items: np.ndarray, queries: np.ndarray, k: int, exact_d: np.ndarray, threads: int,
-               m: int = 32, ef_search: tuple[int, ...] = (64, 256)) -> dict[str, Any]:
+def bench_hnsw(
+    items: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    exact_d: np.ndarray,
+    threads: int,
+    m: int = 32,
+    ef_search: tuple[int, ...] = (64, 256),
+) -> dict[str, Any]:
     """faiss ``IndexBinaryHNSW`` (sublinear, approximate): build time, q/s and recall per efSearch."""
     import faiss
 
@@ -139,12 +159,12 @@ def arithmetic_limit(bits: int, threads: int, n_items: int, words: np.ndarray | 
     could reach at most.
     """
     from hashgnn.index import _kernels
-    from hashgnn.index.hamming import word_layout
     from hashgnn.index._common import numba_threads
+    from hashgnn.index.hamming import word_layout
 
     dtype, n_words, padded = word_layout((bits + 7) // 8)
     rng = np.random.default_rng(1)
-    x = rng.integers(0, 2**32, size=32768 // np.dtype(dtype).itemsize, dtype=np.uint64).astype(dtype)
+    x: np.ndarray = rng.integers(0, 2**32, size=32768 // np.dtype(dtype).itemsize, dtype=np.uint64).astype(dtype)
     qs = x[:16].copy()
     _kernels.popcount_probe(qs, x, 1)
     reps = 2000
@@ -195,8 +215,10 @@ def check_bench_sizes(n_items: int, bits: int | None, n_queries: int, k: int, ca
         raise HashgnnError(f"--candidates {bad}: each C must lie between --k ({k}) and --items ({n_items})")
     need = (n_items + n_queries) * (bits or 64) * (4 + 1 / 8)
     if need > MAX_BENCH_BYTES:
-        raise HashgnnError(f"--items {n_items} x --bits {bits} needs about {need / 2**30:.0f} GiB for the synthetic "
-                           f"corpus; at most {MAX_BENCH_BYTES >> 30} GiB is allowed")
+        raise HashgnnError(
+            f"--items {n_items} x --bits {bits} needs about {need / 2**30:.0f} GiB for the synthetic "
+            f"corpus; at most {MAX_BENCH_BYTES >> 30} GiB is allowed"
+        )
 
 
 def benchmark_retrieval(
@@ -249,8 +271,13 @@ def benchmark_retrieval(
     items, queries, item_z, query_z = data["items"], data["queries"], data["item_z"], data["query_z"]
     warm = queries[: min(len(queries), 64)]
     res: dict[str, Any] = {
-        "items": n_items, "bits": bits, "queries": n_queries, "k": k, "threads": threads,
-        "codes": data["source"], "seed": seed,
+        "items": n_items,
+        "bits": bits,
+        "queries": n_queries,
+        "k": k,
+        "threads": threads,
+        "codes": data["source"],
+        "seed": seed,
         "machine": f"{platform.machine()} {_cpu_name()}, {os.cpu_count()} logical CPUs",
         "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "bytes_per_item": {},
@@ -271,60 +298,63 @@ def benchmark_retrieval(
             say(f"faiss IndexBinaryHNSW: {res['hnsw']}")
         del index
     if "faiss" in methods:
-        index = faiss.IndexBinaryFlat(items.shape[1] * 8)
-        index.add(items)
+        fb: Any = faiss.IndexBinaryFlat(items.shape[1] * 8)  # Any: mypy cannot see swig's use_heap
+        fb.add(items)
         detail = {}
         with faiss_threads(threads):
             for use_heap in (True, False):
-                index.use_heap = use_heap
-                index.search(warm, k)
-                dt, _ = _timed(lambda: index.search(queries, k))
+                fb.use_heap = use_heap
+                fb.search(warm, k)
+                dt, _ = _timed(partial(fb.search, queries, k))
                 detail["heap" if use_heap else "counting"] = n_queries / dt
         res["faiss_hamming_detail"] = detail
         res["faiss_hamming_qps"] = max(detail.values())
-        res["bytes_per_item"]["faiss_hamming"] = int(index.code_size)
+        res["bytes_per_item"]["faiss_hamming"] = int(fb.code_size)
         say(f"faiss IndexBinaryFlat: heap {detail['heap']:,.0f} q/s, counting {detail['counting']:,.0f} q/s")
-        del index
+        del fb
     gc.collect()
     # Continuous baselines; the first one run gives the exact top-k that recall is measured against.
-    for method, backend, key, name in (("float", "faiss", "float_ip", "faiss IndexFlatIP"),
-                                       ("torch", "torch", "torch_ip", "torch matmul + topk")):
+    for method, backend, key, name in (
+        ("float", "faiss", "float_ip", "faiss IndexFlatIP"),
+        ("torch", "torch", "torch_ip", "torch matmul + topk"),
+    ):
         if method not in methods:
             continue
-        index = FloatIndex(bits, backend, threads=threads)
-        index.add(item_z)
-        index.search(query_z[:8], k)
-        dt, (_, ids) = _timed(partial(index.search, query_z, k))
+        fl = FloatIndex(bits, backend, threads=threads)
+        fl.add(item_z)
+        fl.search(query_z[:8], k)
+        dt, (_, ids) = _timed(partial(fl.search, query_z, k))
         res[f"{key}_qps"] = n_queries / dt
-        res["bytes_per_item"][key] = index.bytes_per_item
+        res["bytes_per_item"][key] = fl.bytes_per_item
         if truth is None:
             truth = ids
         say(f"{name}: {res[f'{key}_qps']:,.0f} q/s")
-        del index
+        del fl
         gc.collect()
     if truth is None and "hierarchical" in methods:
-        index = FloatIndex(bits, "torch", threads=threads)
-        index.add(item_z)
-        _, truth = index.search(query_z, k)
-        del index
+        fl = FloatIndex(bits, "torch", threads=threads)
+        fl.add(item_z)
+        _, truth = fl.search(query_z, k)
+        del fl
         gc.collect()
     if truth is not None and "own" in methods:
         res["hamming_recall_vs_float"] = recall_at(own_ids, truth)
     if "hierarchical" in methods:
         hier: dict[str, Any] = {}
-        index = HierarchicalIndex(bits, bits, max(candidates), threads=threads)
-        index.add(items, item_z)
+        assert truth is not None  # the block above computes it whenever hierarchical is run
+        hi = HierarchicalIndex(bits, bits, max(candidates), threads=threads)
+        hi.add(items, item_z)
         for c in candidates:
-            index.search(warm, query_z[: len(warm)], k, candidates=c)
-            dt, (_, hids) = _timed(lambda: index.search(queries, query_z, k, candidates=c))
+            hi.search(warm, query_z[: len(warm)], k, candidates=c)
+            dt, (_, hids) = _timed(partial(hi.search, queries, query_z, k, candidates=c))
             hier[str(c)] = {"qps": n_queries / dt, "recall_vs_float": recall_at(hids, truth)}
             say(f"hierarchical C={c}: {n_queries / dt:,.0f} q/s, recall vs float {hier[str(c)]['recall_vs_float']:.3f}")
         res["hierarchical"] = hier
         top = hier[str(max(candidates))]
         res["hierarchical_qps"] = top["qps"]
         res["recall_vs_float"] = top["recall_vs_float"]
-        res["bytes_per_item"]["hierarchical"] = index.bytes_per_item
-        del index
+        res["bytes_per_item"]["hierarchical"] = hi.bytes_per_item
+        del hi
         gc.collect()
     res["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     fast_float = max(res.get("float_ip_qps", 0.0), res.get("torch_ip_qps", 0.0))

@@ -95,7 +95,9 @@ class FloatIndex(SizedIndex):
             pos = np.concatenate([pos, np.full((len(q), k - kk), -1, np.int64)], axis=1)
         return s, self._idmap.to_ids(pos)
 
-    def _search_faiss(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_faiss(
+        self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
         if self._derived is None:
@@ -110,9 +112,11 @@ class FloatIndex(SizedIndex):
             s, pos = filter_excluded(s, pos, ex, self.ntotal, k, -np.inf)
         return s[:, :k], pos[:, :k]
 
-    def _search_torch(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        from hashgnn.index.torch_search import _exclusion_mask_rows, _sizes
+    def _search_torch(
+        self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         from hashgnn.index.topk import topk_desc
+        from hashgnn.index.torch_search import _exclusion_mask_rows, _sizes
 
         if self._derived is None:
             self._derived = torch.from_numpy(self._vectors).to(self.device)
@@ -138,14 +142,17 @@ class FloatIndex(SizedIndex):
                             rows, cols = exq
                             sel = (cols >= i0) & (cols < i1)
                             if sel.any():
-                                s[torch.from_numpy(rows[sel]).to(self.device),
-                                  torch.from_numpy(cols[sel] - i0).to(self.device)] = float("-inf")
+                                s[
+                                    torch.from_numpy(rows[sel]).to(self.device),
+                                    torch.from_numpy(cols[sel] - i0).to(self.device),
+                                ] = float("-inf")
                         # (score desc, position asc) within the block, then merged with the running
                         # best, which comes first and holds only lower positions: ties stay by position
                         top = topk_desc(s, min(k, i1 - i0))
                         top_s = torch.where(top >= 0, s.gather(1, top.clamp(min=0)), float("-inf"))
                         top_p = torch.where(top >= 0, top + i0, -1)
                         if best_s is not None:
+                            assert best_p is not None  # set together with best_s
                             top_s, top_p = torch.cat([best_s, top_s], 1), torch.cat([best_p, top_p], 1)
                             j = topk_desc(top_s, min(k, top_s.shape[1]))
                             top_s = torch.where(j >= 0, top_s.gather(1, j.clamp(min=0)), float("-inf"))

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from hashgnn.errors import HashgnnError
-from hashgnn.io import read_npy, write_json, write_npy
 from hashgnn.index._common import (
     Exclude,
     IdMap,
@@ -38,6 +37,7 @@ from hashgnn.index._common import (
     max_row_length,
     numba_threads,
 )
+from hashgnn.io import read_npy, write_json, write_npy
 
 BACKENDS = ("auto", "own", "faiss", "torch")
 MAX_KERNEL_BITS = 2048  # own kernel: per-query histograms of K + 2 counts; torch: fp16 exact up to here
@@ -123,14 +123,16 @@ class HammingIndex(SizedIndex):
             raise HashgnnError(f"unknown Hamming backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.backend = "own" if backend == "auto" else backend
         if self.backend in ("own", "torch") and self.bits > MAX_KERNEL_BITS:
-            raise HashgnnError(f"the {self.backend} backend supports codes of up to {MAX_KERNEL_BITS} bits, got "
-                               f"{self.bits}; use backend='faiss'")
+            raise HashgnnError(
+                f"the {self.backend} backend supports codes of up to {MAX_KERNEL_BITS} bits, got "
+                f"{self.bits}; use backend='faiss'"
+            )
         self.device = device
         self.threads = threads
         self.faiss_use_heap = faiss_use_heap
         self.code_size = code_bytes(self.bits)
         dtype, self._n_words, _ = word_layout(self.code_size)
-        self._words = np.zeros((self._n_words, 0), dtype)  # word-major (W, n): the kernel's layout
+        self._words: np.ndarray = np.zeros((self._n_words, 0), dtype)  # word-major (W, n): the kernel's layout
         self._idmap = IdMap()
         self._derived: Any = None  # faiss index or torch tensor, rebuilt lazily after add()
 
@@ -188,22 +190,27 @@ class HammingIndex(SizedIndex):
             pos = np.concatenate([pos, np.full((len(q), k - kk), -1, pos.dtype)], axis=1)
         return d, self._idmap.to_ids(pos)
 
-    def _search_own(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_own(
+        self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         import numba
 
         from hashgnn.index import _kernels
 
         qw = np.ascontiguousarray(to_words(q))
         threads = self.threads or numba.get_num_threads()
-        qblock, chunk, shards, sample = _kernel_plan(len(q), self.ntotal, k, self._n_words, self._words.dtype.itemsize,
-                                                     threads)
+        qblock, chunk, shards, sample = _kernel_plan(
+            len(q), self.ntotal, k, self._n_words, self._words.dtype.itemsize, threads
+        )
         out_d = np.empty((len(q), k), np.int32)
         out_i = np.empty((len(q), k), np.int64)
         empty = np.zeros(0, np.int64)
         indptr, indices = ex if ex is not None else (empty, empty)
         maxd = self.bytes_per_item * 8
         with numba_threads(self.threads):
-            _kernels.hamming_topk(self._words, qw, k, indptr, indices, maxd, shards, qblock, chunk, sample, out_d, out_i)
+            _kernels.hamming_topk(
+                self._words, qw, k, indptr, indices, maxd, shards, qblock, chunk, sample, out_d, out_i
+            )
         return out_d, out_i
 
     def _faiss_index(self) -> Any:
@@ -217,7 +224,9 @@ class HammingIndex(SizedIndex):
             self._derived.use_heap = bool(self.faiss_use_heap)
         return self._derived
 
-    def _search_faiss(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_faiss(
+        self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         index = self._faiss_index()
         fetch = min(self.ntotal, k + max_row_length(ex))  # over-fetch so that k survive the exclusions
         with faiss_threads(self.threads):
@@ -228,7 +237,9 @@ class HammingIndex(SizedIndex):
             d, pos = filter_excluded(d, pos, ex, self.ntotal, k, -1)
         return d[:, :k], pos[:, :k]
 
-    def _search_torch(self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_torch(
+        self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         from hashgnn.index.torch_search import TorchHammingItems
 
         if self._derived is None:
@@ -257,7 +268,7 @@ class HammingIndex(SizedIndex):
         write_json(d / "index.json", header)
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", **kwargs: Any) -> "HammingIndex":
+    def load(cls, path: str | Path, backend: str = "auto", **kwargs: Any) -> HammingIndex:
         """Read an index written by :meth:`save` (never unpickles); options as in the constructor."""
         d = Path(path)
         head = d / "index.json"

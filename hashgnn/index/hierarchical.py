@@ -81,7 +81,9 @@ class HierarchicalIndex(SizedIndex):
             if order is not None:
                 allc, allv = allc[order], allv[order]
         # Stage 1 works on positions; this index owns the id mapping.
-        self._hamming = HammingIndex(self.bits, self._hamming.backend, threads=self.threads, device=self._hamming.device)
+        self._hamming = HammingIndex(
+            self.bits, self._hamming.backend, threads=self.threads, device=self._hamming.device
+        )
         self._hamming.add(np.ascontiguousarray(allc))
         self._vectors = np.ascontiguousarray(allv)
 

@@ -53,12 +53,14 @@ class Recommendations:
         rows, ranks = np.nonzero(valid)
         users = self.users[rows]
         items = self.items[rows, ranks]
-        return pd.DataFrame({
-            "user": self.user_ids[users] if self.user_ids is not None else users,
-            "rank": (ranks + 1).astype(np.int32) if k else ranks,
-            "item": self.item_ids[items] if self.item_ids is not None else items,
-            "score": self.scores[rows, ranks].astype(np.float32),
-        })
+        return pd.DataFrame(
+            {
+                "user": self.user_ids[users] if self.user_ids is not None else users,
+                "rank": (ranks + 1).astype(np.int32) if k else ranks,
+                "item": self.item_ids[items] if self.item_ids is not None else items,
+                "score": self.scores[rows, ranks].astype(np.float32),
+            }
+        )
 
 
 class Recommender:
@@ -96,15 +98,20 @@ class Recommender:
         self.run, self.run_dir, self.mode = run, run.path, mode
         self.codes: RunCodes = run.codes
         has_cfg = run.file(Run.CONFIG).exists()
-        self.candidates = int(candidates if candidates is not None else (run.config.eval.candidates if has_cfg else 500))
+        self.candidates = int(
+            candidates if candidates is not None else (run.config.eval.candidates if has_cfg else 500)
+        )
         if mode == "hierarchical" and not 1 <= self.candidates <= self.codes.n_items:
-            raise HashgnnError(f"candidates must be between 1 and the number of items ({self.codes.n_items}), "
-                               f"got {self.candidates}")
+            raise HashgnnError(
+                f"candidates must be between 1 and the number of items ({self.codes.n_items}), got {self.candidates}"
+            )
         self.seen: sp.csr_matrix | None = None
         if exclude_seen:
             if not has_cfg:
-                raise HashgnnError(f"{run.file(Run.CONFIG)}: missing, so the users' training items are unknown; "
-                                   "pass exclude_seen=False (--include-seen) to recommend without excluding them")
+                raise HashgnnError(
+                    f"{run.file(Run.CONFIG)}: missing, so the users' training items are unknown; "
+                    "pass exclude_seen=False (--include-seen) to recommend without excluding them"
+                )
             train = run.data().train
             self.seen = sp.csr_matrix(train)
         self.index = self._build(threads)
@@ -119,7 +126,9 @@ class Recommender:
         if by_original_id:
             ids = self.codes.user_ids
             if ids is None:
-                raise HashgnnError(f"{self.run_dir}: the run records no original user ids; give user indices 0..{n - 1}")
+                raise HashgnnError(
+                    f"{self.run_dir}: the run records no original user ids; give user indices 0..{n - 1}"
+                )
             want = np.asarray(users).astype(ids.dtype)
             order = np.argsort(ids, kind="stable")
             at = np.minimum(np.searchsorted(ids[order], want), len(ids) - 1)
@@ -188,8 +197,9 @@ class Retriever:
     (hierarchical, continuous). Order: score descending, ties to the lower item index.
     """
 
-    def __init__(self, codes: RunCodes, mode: str = "hamming", candidates: int = 500,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, codes: RunCodes, mode: str = "hamming", candidates: int = 500, threads: int | None = None
+    ) -> None:
         self.codes, self.mode, self.candidates = codes, mode, int(candidates)
         self.index = build_index(codes, mode, self.candidates, threads)
 
@@ -290,5 +300,12 @@ def recommend_all(
             tmp.unlink()
     seconds = time.perf_counter() - t0
     n = rec.codes.n_users
-    return {"out": str(out), "rows": rows, "users": n, "k": k, "mode": mode,
-            "seconds": round(seconds, 3), "users_per_second": round(n / seconds, 1) if seconds > 0 else None}
+    return {
+        "out": str(out),
+        "rows": rows,
+        "users": n,
+        "k": k,
+        "mode": mode,
+        "seconds": round(seconds, 3),
+        "users_per_second": round(n / seconds, 1) if seconds > 0 else None,
+    }

@@ -29,7 +29,9 @@ def _sizes(nq: int, n: int, k: int, device: torch.device) -> tuple[int, int]:
     return qb, ib
 
 
-def _exclusion_mask_rows(ex: tuple[np.ndarray, np.ndarray] | None, q0: int, q1: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _exclusion_mask_rows(
+    ex: tuple[np.ndarray, np.ndarray] | None, q0: int, q1: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(rows relative to q0, positions) of the exclusions of queries q0..q1."""
     if ex is None:
         return None
@@ -59,7 +61,8 @@ def blocked_topk(
     for q0 in range(0, nq, qb):
         q1 = min(q0 + qb, nq)
         exq = _exclusion_mask_rows(ex, q0, q1)
-        best_s = best_p = None
+        best_s: torch.Tensor | None = None
+        best_p: torch.Tensor | None = None
         for i0 in range(0, n, ib):
             i1 = min(i0 + ib, n)
             s = score_block(q0, q1, i0, i1)
@@ -72,7 +75,7 @@ def blocked_topk(
                     s[r, c] = fill
             top_s, top_p = torch.topk(s, min(k, i1 - i0), dim=1, largest=largest, sorted=True)
             top_p = top_p + i0
-            if best_s is None:
+            if best_s is None or best_p is None:
                 best_s, best_p = top_s, top_p
             else:
                 cat_s = torch.cat([best_s, top_s], dim=1)
@@ -111,8 +114,8 @@ class TorchHammingItems:
 
         with torch.inference_mode():
             key, _ = blocked_topk(keys, len(q), n, k, self.device, ex, sentinel, largest=False)
-        key = key.cpu().numpy().astype(np.int64)
-        missing = key >= sentinel
-        d = np.where(missing, -1, key // n).astype(np.int32)
-        pos = np.where(missing, -1, key % n).astype(np.int64)
+        keys_np = key.cpu().numpy().astype(np.int64)
+        missing = keys_np >= sentinel
+        d = np.where(missing, -1, keys_np // n).astype(np.int32)
+        pos = np.where(missing, -1, keys_np % n).astype(np.int64)
         return d, pos

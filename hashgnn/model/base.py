@@ -13,6 +13,9 @@ The objective of a batch of users ``u`` with positives ``p`` and negatives ``n_j
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol, cast
+
 import torch
 from torch import nn
 
@@ -23,8 +26,9 @@ from hashgnn.methods import Method, Schedule, get_method
 from hashgnn.model.losses import l2_penalty, ranking_loss, reconstruction_loss
 
 
-def objective(vu: torch.Tensor, vp: torch.Tensor, vn: torch.Tensor, use_recon: bool, use_rank: bool,
-              tc: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def objective(
+    vu: torch.Tensor, vp: torch.Tensor, vn: torch.Tensor, use_recon: bool, use_rank: bool, tc: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """``recon_weight * reconstruction + ranking`` of user vectors ``vu`` against ``vp``/``vn``."""
     b = vu.shape[0]
     s_pos = (vu * vp).sum(dim=1)
@@ -42,6 +46,22 @@ def objective(vu: torch.Tensor, vp: torch.Tensor, vn: torch.Tensor, use_recon: b
     return total, parts
 
 
+class Encoder(Protocol):
+    """What a model needs of its encoder (GraphSAGE, LightGCN, MF embeddings)."""
+
+    out_dim: int
+
+    def __call__(
+        self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def embed_all(self, generator: torch.Generator, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
 class HashModel(nn.Module):
     """Encoder + the method's layers, with the method's schedule (base class of every method).
 
@@ -56,14 +76,15 @@ class HashModel(nn.Module):
     epoch alone set by :meth:`on_epoch_start`, so a resumed run that calls it again is identical.
     """
 
-    def __init__(self, cfg: ModelConfig, graph: BipartiteGraph, encoder: nn.Module,
-                 train_cfg: TrainConfig | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, graph: BipartiteGraph, encoder: nn.Module, train_cfg: TrainConfig | None = None
+    ) -> None:
         super().__init__()
         self.cfg, self.method, self.bits = cfg, cfg.method, cfg.bits
         self.spec: Method = get_method(cfg.method)
         self.graph = graph
         self.train_cfg = train_cfg or TrainConfig()
-        self.encoder = encoder
+        self.encoder: Encoder = cast(Encoder, encoder)
         self.sched: Schedule = self.spec.schedule(0, cfg, self.train_cfg)
 
     # ----------------------------------------------------------------------------- schedule
@@ -92,8 +113,14 @@ class HashModel(nn.Module):
         return out
 
     # ----------------------------------------------------------------------------- shared steps
-    def _batch(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, tc: TrainConfig,
-               generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, bool]:
+    def _batch(
+        self,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        tc: TrainConfig,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, bool]:
         """Move a batch to the graph's device; (users, items = pos + negatives, neg, use_recon, use_rank)."""
         if generator is None:
             raise ConfigError("HashModel.loss needs a torch.Generator (all randomness flows through it)")
@@ -107,18 +134,23 @@ class HashModel(nn.Module):
         use_recon = tc.use_reconstruction and self.spec.reconstruction
         use_rank = tc.use_ranking and self.spec.ranking
         if not (use_recon or use_rank):
-            raise ConfigError(f"method {self.method!r} with use_reconstruction={tc.use_reconstruction} and "
-                              f"use_ranking={tc.use_ranking} leaves no loss to train; enable one of them")
+            raise ConfigError(
+                f"method {self.method!r} with use_reconstruction={tc.use_reconstruction} and "
+                f"use_ranking={tc.use_ranking} leaves no loss to train; enable one of them"
+            )
         return use_recon, use_rank
 
-    def _encode(self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator):
+    def _encode(
+        self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.encoder_frozen:
             with torch.no_grad():
                 return self.encoder(users, items, generator)
         return self.encoder(users, items, generator)
 
-    def _finish(self, total: torch.Tensor, parts: dict[str, float], users: torch.Tensor, items: torch.Tensor,
-                tc: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    def _finish(
+        self, total: torch.Tensor, parts: dict[str, float], users: torch.Tensor, items: torch.Tensor, tc: TrainConfig
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Add the L2 term of the batch's ego embeddings (when weight_decay > 0) and the logged numbers."""
         if tc.weight_decay > 0 and not self.encoder_frozen:
             eu, ei = self.encoder.ego(users, items)
@@ -130,9 +162,15 @@ class HashModel(nn.Module):
         return total, parts
 
     # ----------------------------------------------------------------------------- API
-    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, beta: float,
-             train_cfg: TrainConfig | None = None,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        beta: float,
+        train_cfg: TrainConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of a batch of positive edges ``(users[b], pos[b])`` with negatives ``neg[b, :]``.
 
         Args:

@@ -28,9 +28,15 @@ from hashgnn.model.hash_layer import HashLayer
 class Plain(HashModel):
     """The encoder output, trained and served as is."""
 
-    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, beta: float,
-             train_cfg: TrainConfig | None = None,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        beta: float,
+        train_cfg: TrainConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         tc = train_cfg or self.train_cfg
         users, items, neg, use_recon, use_rank = self._batch(users, pos, neg, tc, generator)
         b = users.numel()
@@ -39,8 +45,9 @@ class Plain(HashModel):
         total, parts = objective(vu, vp, vn, use_recon, use_rank, tc)
         return self._finish(total, parts, users, items, tc)
 
-    def vectors(self, hu: torch.Tensor, hp: torch.Tensor, hn: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def vectors(
+        self, hu: torch.Tensor, hp: torch.Tensor, hn: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Vectors entering the losses for users, positives and negatives."""
         return hu, hp, hn
 
@@ -51,24 +58,26 @@ class Plain(HashModel):
 class LSH(Plain):
     """Random-hyperplane codes of the trained encoder output."""
 
-    def __init__(self, cfg: ModelConfig, graph: BipartiteGraph, encoder: torch.nn.Module,
-                 train_cfg: TrainConfig | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, graph: BipartiteGraph, encoder: torch.nn.Module, train_cfg: TrainConfig | None = None
+    ) -> None:
         super().__init__(cfg, graph, encoder, train_cfg)
         # Saved with the weights, so the served codes can be rebuilt from the checkpoint.
-        self.register_buffer("hyperplanes", torch.randn(encoder.out_dim, cfg.bits))
+        self.register_buffer("hyperplanes", torch.randn(self.encoder.out_dim, cfg.bits))
 
     def serve(self, h: torch.Tensor, side: str) -> torch.Tensor:
-        return h @ self.hyperplanes
+        return h @ self.get_buffer("hyperplanes")
 
 
 class _Hashed(Plain):
     """A hash layer per node type on top of the encoder."""
 
-    def __init__(self, cfg: ModelConfig, graph: BipartiteGraph, encoder: torch.nn.Module,
-                 train_cfg: TrainConfig | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, graph: BipartiteGraph, encoder: torch.nn.Module, train_cfg: TrainConfig | None = None
+    ) -> None:
         super().__init__(cfg, graph, encoder, train_cfg)
-        self.user_hash = HashLayer(encoder.out_dim, cfg.bits)
-        self.item_hash = HashLayer(encoder.out_dim, cfg.bits)
+        self.user_hash = HashLayer(self.encoder.out_dim, cfg.bits)
+        self.item_hash = HashLayer(self.encoder.out_dim, cfg.bits)
 
     def _layer(self, side: str) -> HashLayer:
         return self.user_hash if side == "user" else self.item_hash
@@ -89,8 +98,11 @@ class HashGumbel(_Hashed):
     """Two-way Gumbel-softmax bits, annealed, hard (straight-through) in the final epochs."""
 
     def vectors(self, hu, hp, hn, generator):  # type: ignore[no-untyped-def]
-        return (self._gumbel(self.user_hash, hu, generator), self._gumbel(self.item_hash, hp, generator),
-                self._gumbel(self.item_hash, hn, generator))
+        return (
+            self._gumbel(self.user_hash, hu, generator),
+            self._gumbel(self.item_hash, hp, generator),
+            self._gumbel(self.item_hash, hn, generator),
+        )
 
     def _gumbel(self, layer: HashLayer, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         a = layer.logits(h)

@@ -23,8 +23,9 @@ SCHEDULES = ("staircase", "linear", "constant")
 GRANULARITIES = ("node", "bit")
 
 
-def beta_at(epoch: int, schedule: str = "staircase", step: float = 0.02, hold: int = 2,
-            epochs: int = 100, value: float = 1.0) -> float:
+def beta_at(
+    epoch: int, schedule: str = "staircase", step: float = 0.02, hold: int = 2, epochs: int = 100, value: float = 1.0
+) -> float:
     """The probability of using the code in ``epoch`` (0-based) under ``schedule``."""
     if schedule == "staircase":
         if hold < 1 or step < 0:
@@ -41,8 +42,14 @@ def beta_at(epoch: int, schedule: str = "staircase", step: float = 0.02, hold: i
     raise ConfigError(f"unknown beta schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-def code_mask(rows: tuple[int, ...], bits: int, beta: float, granularity: str,
-              generator: torch.Generator, device: torch.device) -> torch.Tensor | bool:
+def code_mask(
+    rows: tuple[int, ...],
+    bits: int,
+    beta: float,
+    granularity: str,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> torch.Tensor | bool:
     """Where to use the code: a bool tensor of shape ``(*rows, 1)`` (node) or ``(*rows, bits)`` (bit).
 
     Each entry is True with probability ``beta``, drawn from ``generator``. For beta 0 or 1 no draw is

@@ -10,6 +10,8 @@ matters for inputs that can leave [-1, 1].
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -21,14 +23,14 @@ class STESign(torch.autograd.Function):
     """``sign`` forward (sign(0) = +1); identity backward, optionally zeroed where ``|z| > 1``."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, clip: bool = False) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, z: torch.Tensor, clip: bool = False) -> torch.Tensor:
         ctx.clip = clip
         if clip:
             ctx.save_for_backward(z)
         return sign(z)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         if ctx.clip:
             (z,) = ctx.saved_tensors
             return grad * (z.abs() <= 1).to(grad.dtype), None

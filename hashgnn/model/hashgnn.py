@@ -40,15 +40,22 @@ from hashgnn.model.hash_layer import HashLayer, ste_sign
 class HashGNN(HashModel):
     """The encoder with a hash layer per node type, trained with guided STE (and its variants)."""
 
-    def __init__(self, cfg: ModelConfig, graph: BipartiteGraph, encoder: torch.nn.Module,
-                 train_cfg: TrainConfig | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, graph: BipartiteGraph, encoder: torch.nn.Module, train_cfg: TrainConfig | None = None
+    ) -> None:
         super().__init__(cfg, graph, encoder, train_cfg)
-        self.user_hash = HashLayer(encoder.out_dim, cfg.bits)
-        self.item_hash = HashLayer(encoder.out_dim, cfg.bits)
+        self.user_hash = HashLayer(self.encoder.out_dim, cfg.bits)
+        self.item_hash = HashLayer(self.encoder.out_dim, cfg.bits)
 
-    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, beta: float,
-             train_cfg: TrainConfig | None = None,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        beta: float,
+        train_cfg: TrainConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         tc = train_cfg or self.train_cfg
         users, items, neg, use_recon, use_rank = self._batch(users, pos, neg, tc, generator)
         b = users.numel()
@@ -71,8 +78,9 @@ class HashGNN(HashModel):
             parts["continuous"] = float(cont.detach())
         return self._finish(total, parts, users, items, tc)
 
-    def guided(self, hu: torch.Tensor, hp: torch.Tensor, hn: torch.Tensor, beta: float,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def guided(
+        self, hu: torch.Tensor, hp: torch.Tensor, hn: torch.Tensor, beta: float, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The vectors entering the losses for encoder outputs of users, positives and negatives."""
         # 2. hash layer: z = tanh(W h + b)
         zu, zp, zn = self.user_hash(hu), self.item_hash(hp), self.item_hash(hn)
@@ -83,8 +91,7 @@ class HashGNN(HashModel):
         clip, g = self.cfg.ste_clip, self.cfg.guidance
         m_up = code_mask((zu.shape[0],), self.bits, beta, g, generator, zu.device)
         m_n = code_mask((zn.shape[0],), self.bits, beta, g, generator, zu.device)
-        return (mix(zu, ste_sign(zu, clip), m_up), mix(zp, ste_sign(zp, clip), m_up),
-                mix(zn, ste_sign(zn, clip), m_n))
+        return (mix(zu, ste_sign(zu, clip), m_up), mix(zp, ste_sign(zp, clip), m_up), mix(zn, ste_sign(zn, clip), m_n))
 
     def serve(self, h: torch.Tensor, side: str) -> torch.Tensor:
         return (self.user_hash if side == "user" else self.item_hash)(h)

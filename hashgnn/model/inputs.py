@@ -95,8 +95,10 @@ class InputEncoder(nn.Module):
         if attrs is not None:
             rows = attrs.n_rows()
             if rows is not None and rows != n_nodes:
-                raise ConfigError(f"attribute table has {rows} rows but there are {n_nodes} nodes; "
-                                  "give one row per node, in node index order")
+                raise ConfigError(
+                    f"attribute table has {rows} rows but there are {n_nodes} nodes; "
+                    "give one row per node, in node index order"
+                )
             if attrs.categorical is not None:
                 cat = attrs.categorical.long()
                 if cat.ndim != 2:

@@ -12,6 +12,8 @@ transpose, keeping no per-layer autograd graph.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -36,12 +38,12 @@ class SymmetricSpMM(torch.autograd.Function):
     """``adj @ x`` for a symmetric sparse ``adj``; the gradient w.r.t. ``x`` is ``adj @ grad``."""
 
     @staticmethod
-    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adj = adj
         return spmm(adj, x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, spmm(ctx.adj, grad)
 
 
@@ -62,8 +64,7 @@ def csr_rows(adj: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     new_ptr = torch.zeros(rows.numel() + 1, dtype=torch.long, device=rows.device)
     torch.cumsum(counts, 0, out=new_ptr[1:])
     pos = torch.arange(int(new_ptr[-1]), device=rows.device) - torch.repeat_interleave(new_ptr[:-1] - start, counts)
-    return csr_tensor(new_ptr.to(indptr.dtype), adj.col_indices()[pos], adj.values()[pos],
-                      (rows.numel(), adj.shape[1]))
+    return csr_tensor(new_ptr.to(indptr.dtype), adj.col_indices()[pos], adj.values()[pos], (rows.numel(), adj.shape[1]))
 
 
 class LightGCNRows(torch.autograd.Function):
@@ -78,8 +79,7 @@ class LightGCNRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x0: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor,  # type: ignore[override]
-                layers: int) -> torch.Tensor:
+    def forward(ctx: Any, x0: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, layers: int) -> torch.Tensor:
         ctx.adj, ctx.layers = adj, layers
         ctx.save_for_backward(rows)
         if layers == 0:
@@ -93,7 +93,7 @@ class LightGCNRows(torch.autograd.Function):
         return acc / (layers + 1)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (rows,) = ctx.saved_tensors
         adj, layers = ctx.adj, ctx.layers
         g = (grad / (layers + 1)).contiguous()
@@ -133,14 +133,15 @@ class LightGCN(nn.Module):
             x = symmetric_spmm(adj, x)
             acc = acc + x
         out = acc / (self.layers + 1)
-        return out[: self.graph.n_users], out[self.graph.n_users:]
+        return out[: self.graph.n_users], out[self.graph.n_users :]
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Representations of a batch; ``generator`` is unused (LightGCN does not sample)."""
         rows = torch.cat([users, items + self.graph.n_users])
         out = LightGCNRows.apply(self.embedding.weight, self.graph.norm_adj(), rows, self.layers)
-        return out[: users.numel()], out[users.numel():]
+        return out[: users.numel()], out[users.numel() :]
 
     def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer-0 embeddings of the batch (LightGCN's L2 penalty acts on these).
@@ -152,7 +153,8 @@ class LightGCN(nn.Module):
         return F.embedding(users, w, sparse=True), F.embedding(items + self.graph.n_users, w, sparse=True)
 
     @torch.no_grad()
-    def embed_all(self, generator: torch.Generator | None = None,
-                  batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_all(
+        self, generator: torch.Generator | None = None, batch_size: int = 4096
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """All users' and items' representations (deterministic; no sampling)."""
         return self.propagate()

@@ -45,5 +45,5 @@ def ranking_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, kind: str = "bpr", ma
 
 def l2_penalty(*embeddings: torch.Tensor, batch_size: int) -> torch.Tensor:
     """LightGCN's regulariser: ``0.5 * sum of squared norms / batch_size`` of the batch's ego embeddings."""
-    total = sum(e.pow(2).sum() for e in embeddings)
+    total = torch.stack([e.pow(2).sum() for e in embeddings]).sum()
     return 0.5 * total / max(batch_size, 1)

@@ -22,8 +22,9 @@ class MatrixFactorization(nn.Module):
         nn.init.normal_(self.user_emb.weight, std=0.1)
         nn.init.normal_(self.item_emb.weight, std=0.1)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The embeddings of a batch (``generator`` is unused)."""
         return self.user_emb(users), self.item_emb(items)
 
@@ -32,7 +33,8 @@ class MatrixFactorization(nn.Module):
         return self.user_emb(users), self.item_emb(items)
 
     @torch.no_grad()
-    def embed_all(self, generator: torch.Generator | None = None,
-                  batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_all(
+        self, generator: torch.Generator | None = None, batch_size: int = 4096
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """All user and item embeddings (copies)."""
         return self.user_emb.weight.detach().clone(), self.item_emb.weight.detach().clone()

@@ -27,9 +27,15 @@ from hashgnn.model.sage import BipartiteSAGE
 METHODS = METHOD_NAMES
 
 
-def build_model(cfg: ModelConfig, train: sp.spmatrix, device: torch.device | str = "cpu",
-                user_attrs: NodeAttributes | None = None, item_attrs: NodeAttributes | None = None,
-                train_cfg: TrainConfig | None = None, seed: int | None = None) -> HashModel:
+def build_model(
+    cfg: ModelConfig,
+    train: sp.spmatrix,
+    device: torch.device | str = "cpu",
+    user_attrs: NodeAttributes | None = None,
+    item_attrs: NodeAttributes | None = None,
+    train_cfg: TrainConfig | None = None,
+    seed: int | None = None,
+) -> HashModel:
     """Build the network ``cfg`` describes over the training interactions ``train`` (n_users x n_items).
 
     Args:
@@ -61,7 +67,9 @@ def build_model(cfg: ModelConfig, train: sp.spmatrix, device: torch.device | str
             graph,
             InputEncoder(graph.n_users, cfg.id_dim, cfg.input_dim, ua),
             InputEncoder(graph.n_items, cfg.id_dim, cfg.input_dim, ia),
-            cfg.user_fanouts, cfg.item_fanouts, cfg.hidden_dim,
+            cfg.user_fanouts,
+            cfg.item_fanouts,
+            cfg.hidden_dim,
         )
     return spec.model_class()(cfg, graph, encoder, train_cfg).to(device)
 
@@ -95,4 +103,4 @@ def _validate(cfg: ModelConfig, user_attrs: NodeAttributes | None, item_attrs: N
         raise ConfigError("hash_gumbel needs 0 < gumbel_tau_min <= gumbel_tau0")
 
 
-__all__ = ["HashModel", "build_model", "train_defaults", "METHODS", "ENCODERS", "RANKING_LOSSES"]
+__all__ = ["ENCODERS", "METHODS", "RANKING_LOSSES", "HashModel", "build_model", "train_defaults"]

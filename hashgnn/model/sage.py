@@ -61,8 +61,15 @@ class BipartiteSAGE(nn.Module):
         hidden_dim: width of every aggregator's output.
     """
 
-    def __init__(self, graph: BipartiteGraph, user_input: InputEncoder, item_input: InputEncoder,
-                 user_fanouts: list[int], item_fanouts: list[int], hidden_dim: int) -> None:
+    def __init__(
+        self,
+        graph: BipartiteGraph,
+        user_input: InputEncoder,
+        item_input: InputEncoder,
+        user_fanouts: list[int],
+        item_fanouts: list[int],
+        hidden_dim: int,
+    ) -> None:
         super().__init__()
         if user_input.out_dim != item_input.out_dim:
             raise ValueError("user and item input encoders must have the same width")
@@ -72,18 +79,21 @@ class BipartiteSAGE(nn.Module):
         d0 = user_input.out_dim
         self.user_aggs = nn.ModuleList(
             MeanAggregator(d0 if depth == 0 else hidden_dim, d0 if depth == 0 else hidden_dim, hidden_dim)
-            for depth in range(len(user_fanouts)))
+            for depth in range(len(user_fanouts))
+        )
         self.item_aggs = nn.ModuleList(
             MeanAggregator(d0 if depth == 0 else hidden_dim, d0 if depth == 0 else hidden_dim, hidden_dim)
-            for depth in range(len(item_fanouts)))
+            for depth in range(len(item_fanouts))
+        )
         user_out = hidden_dim if user_fanouts else d0
         item_out = hidden_dim if item_fanouts else d0
         if user_out != item_out:
             raise ValueError("with one tower of depth 0, hidden_dim must equal the input width")
         self.out_dim = user_out
 
-    def _sample(self, nodes: torch.Tensor, first_is_user: bool, fanouts: list[int],
-                generator: torch.Generator) -> list[torch.Tensor]:
+    def _sample(
+        self, nodes: torch.Tensor, first_is_user: bool, fanouts: list[int], generator: torch.Generator
+    ) -> list[torch.Tensor]:
         """Node ids per hop: ``hops[0] = nodes``, ``hops[k]`` (flattened) the samples of hop k-1."""
         g = self.graph
         hops = [nodes]
@@ -106,35 +116,41 @@ class BipartiteSAGE(nn.Module):
         # advanced indexing's (index_put with accumulate) is not.
         return list(torch.index_select(enc(uniq), 0, inverse).split([t.numel() for t in id_lists]))
 
-    def _aggregate(self, h: list[torch.Tensor], hops: list[torch.Tensor], fanouts: list[int],
-                   aggs: nn.ModuleList) -> torch.Tensor:
+    def _aggregate(
+        self, h: list[torch.Tensor], hops: list[torch.Tensor], fanouts: list[int], aggs: nn.ModuleList
+    ) -> torch.Tensor:
         """The authors' ``aggregate``: depth ``l`` updates every hop that has a hop below it."""
         # Row r of hop i has neighbours at all, or only padding (see sample_neighbors).
         valid = [None] + [hops[i + 1].view(-1, f)[:, 0] >= 0 for i, f in enumerate(fanouts)]
         for layer, agg in enumerate(aggs):
-            h = [agg(h[i], h[i + 1].view(h[i].shape[0], fanouts[i], -1), valid[i + 1])
-                 for i in range(len(fanouts) - layer)]
+            h = [
+                agg(h[i], h[i + 1].view(h[i].shape[0], fanouts[i], -1), valid[i + 1])
+                for i in range(len(fanouts) - layer)
+            ]
         return h[0]
 
-    def _towers(self, users: torch.Tensor | None, items: torch.Tensor | None,
-                generator: torch.Generator) -> list[torch.Tensor]:
+    def _towers(
+        self, users: torch.Tensor | None, items: torch.Tensor | None, generator: torch.Generator
+    ) -> list[torch.Tensor]:
         """Sample both towers, encode all their nodes at once per type, aggregate each tower."""
         towers = []
         if users is not None:
-            towers.append((self._sample(users, True, self.user_fanouts, generator), True,
-                           self.user_fanouts, self.user_aggs))
+            towers.append(
+                (self._sample(users, True, self.user_fanouts, generator), True, self.user_fanouts, self.user_aggs)
+            )
         if items is not None:
-            towers.append((self._sample(items, False, self.item_fanouts, generator), False,
-                           self.item_fanouts, self.item_aggs))
+            towers.append(
+                (self._sample(items, False, self.item_fanouts, generator), False, self.item_fanouts, self.item_aggs)
+            )
         # (tower, hop) slots per node type; hop k of a tower starting with a user is a user iff k even.
-        slots = {True: [], False: []}
+        slots: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
         for t, (hops, first_user, _, _) in enumerate(towers):
             for k in range(len(hops)):
                 slots[(k % 2 == 0) == first_user].append((t, k))
         h: list[list[torch.Tensor]] = [[None] * len(tw[0]) for tw in towers]  # type: ignore[list-item]
         for is_user, enc in ((True, self.user_input), (False, self.item_input)):
             encoded = self._encode_unique(enc, [towers[t][0][k] for t, k in slots[is_user]])
-            for (t, k), e in zip(slots[is_user], encoded):
+            for (t, k), e in zip(slots[is_user], encoded, strict=True):
                 h[t][k] = e
         return [self._aggregate(h[t], hops, f, aggs) for t, (hops, _, f, aggs) in enumerate(towers)]
 
@@ -146,8 +162,9 @@ class BipartiteSAGE(nn.Module):
         """(B,) item ids -> (B, out_dim), sampling their neighbourhoods with ``generator``."""
         return self._towers(None, items, generator)[0]
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Representations of a batch: (len(users), d) and (len(items), d)."""
         hu, hi = self._towers(users, items, generator)
         return hu, hi

@@ -87,8 +87,10 @@ def save_checkpoint(
     (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=2))
     os.replace(tmp, final)
     _write_json(run_dir / POINTER, {"latest": final.name, "epoch": epoch})
-    old = sorted((p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != final and _NAME.match(p.name)),
-                 key=lambda p: (_epoch_of(p.name), p.stat().st_mtime))
+    old = sorted(
+        (p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != final and _NAME.match(p.name)),
+        key=lambda p: (_epoch_of(p.name), p.stat().st_mtime),
+    )
     for p in old[: max(len(old) - (keep - 1), 0)]:
         shutil.rmtree(p, ignore_errors=True)
     for p in run_dir.glob(".ckpt-*.tmp"):  # a killed process's half-written checkpoint
@@ -108,15 +110,21 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     try:
         latest = json.loads(ptr.read_text())["latest"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise HashgnnError(f"{ptr}: not a checkpoint pointer ({{\"latest\": \"ckpt-...\"}}); delete it "
-                           "to restart the run from scratch, or restore the run folder") from None
+        raise HashgnnError(
+            f'{ptr}: not a checkpoint pointer ({{"latest": "ckpt-..."}}); delete it '
+            "to restart the run from scratch, or restore the run folder"
+        ) from None
     if not isinstance(latest, str) or not _NAME.match(latest):
-        raise HashgnnError(f"{ptr}: names {latest!r}, which is not a checkpoint of this run (ckpt-EEEE); "
-                           "delete it to restart the run from scratch, or restore the run folder")
+        raise HashgnnError(
+            f"{ptr}: names {latest!r}, which is not a checkpoint of this run (ckpt-EEEE); "
+            "delete it to restart the run from scratch, or restore the run folder"
+        )
     ckpt = run_dir / latest
     if not ckpt.is_dir():
-        raise HashgnnError(f"{ptr}: names {latest}, which is missing from {run_dir}; delete {ptr} to "
-                           "restart the run from scratch, or restore the run folder")
+        raise HashgnnError(
+            f"{ptr}: names {latest}, which is missing from {run_dir}; delete {ptr} to "
+            "restart the run from scratch, or restore the run folder"
+        )
     return ckpt
 
 

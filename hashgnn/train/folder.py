@@ -28,15 +28,22 @@ CONFIG_FILE = Run.CONFIG
 # Every entry a run folder may hold (glob patterns): the trainer's files (hashgnn.run.Run.FILES and
 # the checkpoints), the experiment runner's records, and the temporary names of atomic writes.
 RUN_ENTRIES = (
-    *Run.FILES, POINTER, "ckpt-*", ".ckpt-*", Run.RUNNER_RECORD, Run.RUNNER_ERROR, Run.SETTINGS_CACHE,
-    "*.tmp", ".*.tmp", ".*.part",
+    *Run.FILES,
+    POINTER,
+    "ckpt-*",
+    ".ckpt-*",
+    Run.RUNNER_RECORD,
+    Run.RUNNER_ERROR,
+    Run.SETTINGS_CACHE,
+    "*.tmp",
+    ".*.tmp",
+    ".*.part",
 )
 
 
 def foreign_entries(folder: Path) -> list[str]:
     """Names of the entries of ``folder`` that are not run files (sorted)."""
-    return sorted(p.name for p in folder.iterdir()
-                  if not any(fnmatch.fnmatchcase(p.name, pat) for pat in RUN_ENTRIES))
+    return sorted(p.name for p in folder.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in RUN_ENTRIES))
 
 
 def protected_reason(folder: Path) -> str | None:
@@ -69,8 +76,10 @@ def check_writable_run_folder(folder: Path) -> None:
     foreign = foreign_entries(folder)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise HashgnnError(f"--out {folder}: the folder already holds files that are not a hashgnn run's "
-                           f"({shown}); pick a new or empty folder for the run")
+        raise HashgnnError(
+            f"--out {folder}: the folder already holds files that are not a hashgnn run's "
+            f"({shown}); pick a new or empty folder for the run"
+        )
 
 
 def check_replaceable_run(folder: Path) -> None:
@@ -84,8 +93,10 @@ def check_replaceable_run(folder: Path) -> None:
     try:
         RunConfig.load(folder / CONFIG_FILE)
     except HashgnnError as e:
-        raise HashgnnError(f"--overwrite refuses to replace {folder}: its {CONFIG_FILE} is not a hashgnn run "
-                           f"config ({e}); remove the folder yourself if it is really to go") from None
+        raise HashgnnError(
+            f"--overwrite refuses to replace {folder}: its {CONFIG_FILE} is not a hashgnn run "
+            f"config ({e}); remove the folder yourself if it is really to go"
+        ) from None
 
 
 class Replacement:
@@ -101,7 +112,7 @@ class Replacement:
         self.aside = folder.with_name(f".{folder.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}")
         os.replace(folder, self.aside)
 
-    def __enter__(self) -> "Replacement":
+    def __enter__(self) -> Replacement:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -111,7 +122,9 @@ class Replacement:
         # The new run failed: the folder holds only what this process wrote since the move.
         if self.folder.exists():
             if foreign_entries(self.folder):  # someone put files there meanwhile: keep both
-                raise HashgnnError(f"the new run in {self.folder} failed and the folder now holds other "
-                                   f"files; the old run is kept in {self.aside}") from None
+                raise HashgnnError(
+                    f"the new run in {self.folder} failed and the folder now holds other "
+                    f"files; the old run is kept in {self.aside}"
+                ) from None
             shutil.rmtree(self.folder)
         os.replace(self.aside, self.folder)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import scipy.sparse as sp
 import torch
@@ -22,6 +22,9 @@ from hashgnn.config import TrainConfig
 from hashgnn.errors import HashgnnError
 from hashgnn.graph.bipartite import BipartiteGraph
 from hashgnn.graph.sampling import sample_negatives
+
+if TYPE_CHECKING:
+    from hashgnn.model.network import HashModel
 
 
 def build_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -42,15 +45,17 @@ def _graph_for(model: torch.nn.Module, train: Any) -> BipartiteGraph:
     g = getattr(model, "graph", None)
     if isinstance(train, BipartiteGraph):
         return train
-    if isinstance(g, BipartiteGraph) and (train is None or (
-            sp.issparse(train) and tuple(train.shape) == (g.n_users, g.n_items) and train.nnz == g.n_edges)):
+    if isinstance(g, BipartiteGraph) and (
+        train is None
+        or (sp.issparse(train) and tuple(train.shape) == (g.n_users, g.n_items) and train.nnz == g.n_edges)
+    ):
         return g
     device = g.device if isinstance(g, BipartiteGraph) else next(model.parameters()).device
     return BipartiteGraph.from_csr(train, device)
 
 
 def train_epoch(
-    model: torch.nn.Module,
+    model: HashModel,
     optimizer: torch.optim.Optimizer,
     train: sp.spmatrix | BipartiteGraph | None,
     train_cfg: TrainConfig,
@@ -99,11 +104,18 @@ def train_epoch(
     sums: dict[str, float] = {}
     seen = 0
     start = time.perf_counter()
-    bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", file=sys.stderr, disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=n_batches,
+        desc=f"epoch {epoch}",
+        unit="batch",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     try:
         for b in range(n_batches):
-            idx = perm[b * bs:(b + 1) * bs]
+            idx = perm[b * bs : (b + 1) * bs]
             users = graph.edge_users[idx]
             pos = graph.user_indices[idx]
             neg = sample_negatives(graph, users, train_cfg.negatives, generator)
@@ -124,8 +136,9 @@ def train_epoch(
                 sums[name] = sums.get(name, 0.0) + float(v) * k
             if progress:
                 el = time.perf_counter() - start
-                bar.set_postfix(loss=f"{value:.4f}", beta=f"{beta:.2f}", edges_s=f"{seen / max(el, 1e-9):,.0f}",
-                                refresh=False)
+                bar.set_postfix(
+                    loss=f"{value:.4f}", beta=f"{beta:.2f}", edges_s=f"{seen / max(el, 1e-9):,.0f}", refresh=False
+                )
                 bar.update(1)
     finally:
         bar.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,11 @@ from hashgnn.methods import MODES, get_method, serving_mode
 from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hashgnn.train.folder import Replacement, check_replaceable_run, check_writable_run_folder, holds_run
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from hashgnn.model.base import HashModel
 
 VALID_K = 20
 
@@ -53,7 +58,7 @@ def _eval_generator(seed: int, device: torch.device, salt: int) -> torch.Generat
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt)
 
 
-def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Generator) -> RunCodes:
+def export_codes(model: HashModel, data: Interactions, generator: torch.Generator) -> RunCodes:
     """Continuous vectors and packed codes (sign of each vector) of every user and item.
 
     For hashing methods the vectors have ``bits`` dimensions; for continuous models (``plain``,
@@ -75,8 +80,17 @@ def export_codes(model: torch.nn.Module, data: Interactions, generator: torch.Ge
     )
 
 
-def evaluate_codes(codes: RunCodes, train, test, mode: str, ks: list[int], candidates: int,
-                   batch_users: int = 1024, progress: bool = False, threads: int | None = None) -> dict[str, float]:
+def evaluate_codes(
+    codes: RunCodes,
+    train: sp.csr_matrix,
+    test: sp.csr_matrix,
+    mode: str,
+    ks: list[int],
+    candidates: int,
+    batch_users: int = 1024,
+    progress: bool = False,
+    threads: int | None = None,
+) -> dict[str, float]:
     """Metrics of ``codes`` on ``test`` with ``train`` masked, in one retrieval mode.
 
     Ranked by :class:`hashgnn.index.recommend.Retriever`, the code that serves ``recommend``, so every
@@ -110,11 +124,15 @@ class _Trainer:
         from hashgnn.eval import check_cutoffs
 
         # Sizes that depend on the data are checked now, not after hours of training.
-        check_cutoffs([*cfg.eval.ks, VALID_K], self.data.n_items,
-                      cfg.eval.candidates if "hierarchical" in cfg.eval.modes else None)
+        check_cutoffs(
+            [*cfg.eval.ks, VALID_K],
+            self.data.n_items,
+            cfg.eval.candidates if "hierarchical" in cfg.eval.modes else None,
+        )
         self.split = (
             carve_validation(self.data, cfg.data.valid_fraction, cfg.data.seed)
-            if cfg.data.valid_fraction > 0 else self.data
+            if cfg.data.valid_fraction > 0
+            else self.data
         )
         torch.manual_seed(cfg.train.seed)  # parameter initialisation
         self.model = build_model(cfg.model, self.split.train, self.device, train_cfg=cfg.train)
@@ -122,8 +140,13 @@ class _Trainer:
 
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
-        self.state: dict[str, Any] = {"best_score": None, "best_epoch": None, "bad_evals": 0, "history": [],
-                                      "train_seconds": 0.0}
+        self.state: dict[str, Any] = {
+            "best_score": None,
+            "best_epoch": None,
+            "bad_evals": 0,
+            "history": [],
+            "train_seconds": 0.0,
+        }
         self.start_epoch = 0
 
     def resume(self) -> None:
@@ -140,8 +163,16 @@ class _Trainer:
         gen = _eval_generator(self.cfg.train.seed, self.device, salt=VALID_SALT)
         codes = export_codes(self.model, self.split, gen)
         mode = serving_mode(self.cfg.model.method)
-        return evaluate_codes(codes, self.split.train, self.split.valid, mode, [VALID_K],
-                              self.cfg.eval.candidates, self.cfg.eval.batch_users, threads=self.cfg.train.threads)
+        return evaluate_codes(
+            codes,
+            self.split.train,
+            self.split.valid,
+            mode,
+            [VALID_K],
+            self.cfg.eval.candidates,
+            self.cfg.eval.batch_users,
+            threads=self.cfg.train.threads,
+        )
 
     def fit(self) -> None:
         from hashgnn.train.loop import train_epoch
@@ -151,14 +182,23 @@ class _Trainer:
         for epoch in range(self.start_epoch, cfg.train.epochs):
             beta = self.model.on_epoch_start(epoch)
             self.model.train()
-            stats = train_epoch(self.model, self.optimizer, self.split.train, cfg.train, epoch,
-                                self.generator, beta=beta, progress=self.progress)
+            stats = train_epoch(
+                self.model,
+                self.optimizer,
+                self.split.train,
+                cfg.train,
+                epoch,
+                self.generator,
+                beta=beta,
+                progress=self.progress,
+            )
             self.state["train_seconds"] += float(stats.get("seconds", 0.0))
             row: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in stats.items()}}
             # A time budget ends the run like its last epoch (validated, then exported); which
             # epoch that is depends on the machine, so such a run repeats only on the same one.
-            out_of_time = (cfg.train.max_minutes is not None
-                           and self.state["train_seconds"] >= 60.0 * cfg.train.max_minutes)
+            out_of_time = (
+                cfg.train.max_minutes is not None and self.state["train_seconds"] >= 60.0 * cfg.train.max_minutes
+            )
             last = epoch == cfg.train.epochs - 1 or out_of_time
             if has_valid and ((epoch + 1) % cfg.train.eval_every == 0 or last):
                 m = self.validate(epoch)
@@ -191,13 +231,27 @@ class _Trainer:
         self.run.save_codes(codes)
         test: dict[str, dict[str, float]] = {}
         for mode in cfg.eval.modes:
-            test[mode] = evaluate_codes(codes, self.data.train, self.data.test, mode, cfg.eval.ks,
-                                        cfg.eval.candidates, cfg.eval.batch_users, progress=self.progress,
-                                        threads=cfg.train.threads)
+            test[mode] = evaluate_codes(
+                codes,
+                self.data.train,
+                self.data.test,
+                mode,
+                cfg.eval.ks,
+                cfg.eval.candidates,
+                cfg.eval.batch_users,
+                progress=self.progress,
+                threads=cfg.train.threads,
+            )
         from hashgnn.eval import PopularScorer, evaluate
 
-        popular = evaluate(PopularScorer(self.data.train), self.data.train, self.data.test, cfg.eval.ks,
-                           batch_users=cfg.eval.batch_users, progress=False)
+        popular = evaluate(
+            PopularScorer(self.data.train),
+            self.data.train,
+            self.data.test,
+            cfg.eval.ks,
+            batch_users=cfg.eval.batch_users,
+            progress=False,
+        )
         epochs_run = len(self.state["history"])
         final = {
             "method": cfg.model.method,
@@ -261,16 +315,22 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
         return _start(trainer, saved, run_dir)
 
 
-def _start(trainer: "_Trainer", cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+def _start(trainer: _Trainer, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(trainer.run.file(Run.CONFIG))
     write_text(trainer.run.file(Run.METRICS_LOG), "")
     return _fit_and_finish(trainer)
 
 
-def resume_run(run_dir: str | Path, progress: bool = True, *, mirror: str | None = None,
-               cache_dir: str | None = None, device: str | None = None, threads: int | None = None
-               ) -> dict[str, Any]:
+def resume_run(
+    run_dir: str | Path,
+    progress: bool = True,
+    *,
+    mirror: str | None = None,
+    cache_dir: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Continue a run from its newest checkpoint; a finished run is only re-exported.
 
     Where data comes from and where the run executes (``mirror``, ``cache_dir``, ``device``,
@@ -295,17 +355,26 @@ def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
         torch.set_num_threads(trainer.threads_before)
 
 
-def evaluate_run(run_dir: str | Path, mode: str = "hamming", ks: list[int] | None = None,
-                 candidates: int | None = None, progress: bool = True, *, mirror: str | None = None,
-                 cache_dir: str | None = None, device: str | None = None,
-                 threads: int | None = None) -> dict[str, float]:
+def evaluate_run(
+    run_dir: str | Path,
+    mode: str = "hamming",
+    ks: list[int] | None = None,
+    candidates: int | None = None,
+    progress: bool = True,
+    *,
+    mirror: str | None = None,
+    cache_dir: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> dict[str, float]:
     """Re-evaluate a finished run's saved codes on its test split (training items masked).
 
     ``mirror`` / ``cache_dir`` (default: the environment's) say where the data is read, ``device`` /
     ``threads`` where it runs; the run folder's config never does (:meth:`hashgnn.run.Run.load`).
     """
-    return Run.load(run_dir, mirror=mirror, cache_dir=cache_dir, device=device,
-                    threads=threads).evaluate(mode, ks, candidates, progress=progress)
+    return Run.load(run_dir, mirror=mirror, cache_dir=cache_dir, device=device, threads=threads).evaluate(
+        mode, ks, candidates, progress=progress
+    )
 
 
 def plot_training(run_dir: str | Path) -> Path:
