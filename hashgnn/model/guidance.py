@@ -47,7 +47,7 @@ def code_mask(
     bits: int,
     beta: float,
     granularity: str,
-    generator: torch.Generator | None,
+    generator: torch.Generator,
     device: torch.device,
 ) -> torch.Tensor | bool:
     """Where to use the code: a bool tensor of shape ``(*rows, 1)`` (node) or ``(*rows, bits)`` (bit).

@@ -88,6 +88,8 @@ class HashGNN(HashModel):
             return zu, zp, zn
         # 3. guidance: sign(z) with probability beta, one draw per (user, positive) pair shared by
         #    both, separate draws per negative (the authors' code)
+        if generator is None:  # every draw of training goes through one generator (resumable runs)
+            raise ValueError("guidance with 0 < beta < 1 draws from the training generator; pass one")
         clip, g = self.cfg.ste_clip, self.cfg.guidance
         m_up = code_mask((zu.shape[0],), self.bits, beta, g, generator, zu.device)
         m_n = code_mask((zn.shape[0],), self.bits, beta, g, generator, zu.device)
