@@ -155,10 +155,17 @@ def test_itq_codes_shapes_and_rotation_keeps_inner_products() -> None:
     assert uc.shape == (50, 8) and ic.shape == (70, 8)
     assert set(np.unique(uc)) <= {-1.0, 1.0} and set(np.unique(ic)) <= {-1.0, 1.0}
     np.testing.assert_allclose(proj @ proj.T, np.eye(8), atol=1e-10)  # bits = dims: a rotation
-    uc16, ic16, proj16 = itq_codes(user, item, bits=16, iters=10, seed=0)
+    # the codes are the signs of the rotated unit vectors
+    un = user / np.linalg.norm(user, axis=1, keepdims=True)
+    assert np.array_equal(uc, np.where(un @ proj >= 0, 1.0, -1.0))
+    uc16, ic16, proj16 = itq_codes(user, item, bits=16, iters=10, seed=0, projection="gaussian")
     assert uc16.shape == (50, 16) and proj16.shape == (8, 16)
     with pytest.raises(ConfigError):
         itq_codes(user, item[:, :7], bits=8)
+    with pytest.raises(ConfigError):
+        itq_codes(user, item, bits=16)  # PCA cannot give more bits than dimensions
+    with pytest.raises(ConfigError):
+        itq_codes(user, item, bits=4, projection="nope")
 
 
 def test_mips_augment_keeps_the_inner_product_order() -> None:
@@ -208,3 +215,18 @@ def test_tie_break_scorer_refuses_inexact_combinations() -> None:
     s = TieBreakScorer(lambda u: torch.full((len(u), 4), 0.5), np.arange(4), max_primary=4, n_items=4)
     with pytest.raises(HashgnnError):
         s(np.arange(2))
+
+
+def test_popularity_bits_add_a_monotone_prior() -> None:
+    from hashgnn.codes.itq import popularity_bits
+
+    deg = np.array([5, 1, 9, 1, 3, 9, 0, 7])
+    uc, ic = popularity_bits(deg, n_users=3, bits=4)
+    assert uc.shape == (3, 4) and ic.shape == (8, 4) and (uc == 1).all()
+    sim = (uc @ ic.T + 4) / 2  # Hamming similarity of the extra bits alone
+    assert np.all(sim[0] == sim[1])  # the same prior for every user
+    order = np.argsort(deg, kind="stable")
+    assert np.all(np.diff(sim[0][order]) >= 0)  # never lower for a more popular item
+    assert sim[0][deg == 9].tolist() == [4, 4] and sim[0][deg == 1][0] == sim[0][deg == 1][1]
+    assert sim[0].max() == 4 and sim[0].min() < 4
+    assert popularity_bits(deg, 2, 0)[1].shape == (8, 0)

@@ -95,19 +95,20 @@ def itq_codes(
     bits: int,
     iters: int = 50,
     seed: int = 0,
+    projection: str = "pca",
     center: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """±1 codes (float32) of users and items from one shared ITQ rotation, and the projection used.
+    """±1 codes (float32) of users and items from one shared projection and ITQ rotation.
 
-    The vectors (width d) are mapped to ``bits`` dimensions by a projection ``P`` (d, bits): for
-    ``bits <= d`` the top-``bits`` principal directions of the stacked, row-normalised vectors;
-    for ``bits > d`` the identity padded by a seeded random orthonormal complement is not possible,
-    so a seeded Gaussian projection is used (sign random projections, SimHash). ITQ then rotates
-    within those ``bits`` dimensions. Users and items get the same ``P R``, so the continuous
-    score ``<p_u, q_i>`` would be unchanged by it for ``bits = d``. Rows are normalised to unit
-    length before fitting so that users and items weigh alike. ``center`` subtracts the mean
-    (ITQ's usual preprocessing; it balances bits but shifts the inner product).
-    Returns ``(user_codes, item_codes, projection (d, bits))``.
+    Rows are scaled to unit length first, so users and items weigh alike in the fit (a sign code
+    keeps only the direction anyway). The vectors (width d) are mapped to ``bits`` dimensions by
+    ``P`` (d, bits): ``projection="pca"`` takes the top-``bits`` principal directions of the stacked
+    unit vectors (needs ``bits <= d``), ``"gaussian"`` a seeded Gaussian matrix (sign random
+    projections, SimHash; any ``bits``). ITQ then rotates within those ``bits`` dimensions;
+    ``iters=0`` leaves a Haar-random rotation. For ``bits = d`` with PCA, ``P R`` is a rotation of
+    the whole space, so it keeps every inner product. ``center`` subtracts the mean (ITQ's usual
+    preprocessing; it balances the bits but no longer keeps the inner product).
+    Returns ``(user_codes, item_codes, P R)``.
     """
     user = np.asarray(user, np.float64)
     item = np.asarray(item, np.float64)
@@ -124,16 +125,40 @@ def itq_codes(
     stacked = np.vstack([unit(user), unit(item)])
     mean = stacked.mean(axis=0) if center else np.zeros(d)
     stacked = stacked - mean
-    if bits <= d:
+    if projection == "pca":
+        if bits > d:
+            raise ConfigError(f"PCA projection gives at most {d} bits (the vectors' width), asked for {bits}")
         _, _, vt = np.linalg.svd(stacked, full_matrices=False)
         proj = vt[:bits].T
+    elif projection == "gaussian":
+        proj = np.random.default_rng(seed + 1).standard_normal((d, bits)) / np.sqrt(d)
     else:
-        proj = np.random.default_rng(seed).standard_normal((d, bits)) / np.sqrt(d)
+        raise ConfigError(f"unknown projection {projection!r}; use 'pca' or 'gaussian'")
     z = stacked @ proj
-    # entries of order 1, so the loss of the corners is comparable across widths
+    # entries of order 1, so that the loss of different widths compares
     z = z * np.sqrt(bits) / max(float(np.linalg.norm(z, axis=1).mean()), 1e-12)
     rotation = itq_rotation(z, iters=iters, seed=seed)
     full = proj @ rotation
     uc = _sign((unit(user) - mean) @ full).astype(np.float32)
     ic = _sign((unit(item) - mean) @ full).astype(np.float32)
     return uc, ic, full
+
+
+def popularity_bits(item_degree: np.ndarray, n_users: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``bits`` extra code bits that add a popularity prior to the Hamming similarity.
+
+    Sign codes lose vector lengths, and with them the item-degree factor of a spectral score.
+    These bits put a coarse version back: every user has +1 in all of them, and item ``i`` has
+    +1 in the first ``ceil(bits * q_i)`` of them, ``q_i`` in [0, 1] its popularity quantile
+    (rank of its training degree; equal degrees share a quantile). An item thus gains up to
+    ``bits`` similarity points for being popular. Returns ±1 float32 ``(user (n_users, bits),
+    item (n_items, bits))``, to be stacked beside the other code bits.
+    """
+    if bits < 0:
+        raise ConfigError(f"popularity bits must be >= 0, got {bits}")
+    deg = np.asarray(item_degree, np.float64)
+    # quantile by value, so that equal degrees get equal bits
+    q = np.searchsorted(np.sort(deg), deg, side="right") / max(len(deg), 1)
+    on = np.ceil(bits * q - 1e-9).astype(np.int64)
+    item = np.where(np.arange(bits)[None, :] < on[:, None], 1.0, -1.0).astype(np.float32)
+    return np.ones((n_users, bits), np.float32), item
