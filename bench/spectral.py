@@ -71,16 +71,29 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bits", type=int, nargs="*", default=[])
     ap.add_argument("--codes", nargs="*", default=["pca-itq"], choices=CODES)
-    ap.add_argument("--code-dim", type=int, default=None,
-                    help="hash the leading CODE_DIM dims of the embedding (default: all of --dim)")
-    ap.add_argument("--pop-bits", type=int, nargs="+", default=[0],
-                    help="of the --bits, this many are popularity bits (hashgnn.codes.itq.popularity_bits)")
+    ap.add_argument(
+        "--code-dim",
+        type=int,
+        default=None,
+        help="hash the leading CODE_DIM dims of the embedding (default: all of --dim)",
+    )
+    ap.add_argument(
+        "--pop-bits",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="of the --bits, this many are popularity bits (hashgnn.codes.itq.popularity_bits)",
+    )
     ap.add_argument("--ties", nargs="*", default=["id"], choices=["id", "popularity", "continuous"])
     ap.add_argument("--candidates", type=int, default=500)
     ap.add_argument("--eval-users", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="keep the SVD factors here (npz per data set, split, alpha, k, power iters, seed)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep the SVD factors here (npz per data set, split, alpha, k, power iters, seed)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
 
@@ -113,7 +126,7 @@ def main() -> None:
     if args.eval_users:
         users = np.sort(np.random.default_rng(0).choice(train.shape[0], args.eval_users, replace=False))
 
-    def score(scorer) -> dict:  # noqa: ANN001
+    def score(scorer) -> dict:
         r = evaluate(scorer, train, target, [20], progress=False, users=users)
         return {"recall@20": r["recall@20"], "ndcg@20": r["ndcg@20"], "n_users": r["n_users"]}
 
@@ -134,14 +147,30 @@ def main() -> None:
             svd_s = time.perf_counter() - t
             if cached is not None:
                 args.cache.mkdir(parents=True, exist_ok=True)
-                np.savez(cached, u=factors.u, s=factors.s, v=factors.v, du=factors.user_degree,
-                         di=factors.item_degree, alpha=alpha, svd_s=svd_s)
+                np.savez(
+                    cached,
+                    u=factors.u,
+                    s=factors.s,
+                    v=factors.v,
+                    du=factors.user_degree,
+                    di=factors.item_degree,
+                    alpha=alpha,
+                    svd_s=svd_s,
+                )
         log(f"svd alpha={alpha} k={max(args.dim)} power_iters={args.power_iters}: {svd_s:.1f}s")
         for dim, beta, gamma, power in itertools.product(args.dim, args.beta, args.gamma, args.power):
             row: dict = {
-                "dataset": args.dataset, "split": args.split, "dim": dim, "alpha": alpha, "beta": beta,
-                "gamma": gamma, "power": power, "power_iters": args.power_iters, "seed": args.seed,
-                "svd_s": round(svd_s, 1), "eval_users": args.eval_users,
+                "dataset": args.dataset,
+                "split": args.split,
+                "dim": dim,
+                "alpha": alpha,
+                "beta": beta,
+                "gamma": gamma,
+                "power": power,
+                "power_iters": args.power_iters,
+                "seed": args.seed,
+                "svd_s": round(svd_s, 1),
+                "eval_users": args.eval_users,
             }
             t = time.perf_counter()
             user, item = embed_factors(factors, dim, beta=beta, gamma=gamma, power=power)

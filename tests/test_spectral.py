@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -31,7 +33,7 @@ def random_interactions(seed: int, n_users: int = 40, n_items: int = 30, density
 
 
 @pytest.fixture(scope="module")
-def music_train(mirror) -> sp.csr_matrix:  # noqa: ANN001
+def music_train(mirror) -> sp.csr_matrix:
     return load_interactions("music_toy", progress=False).train
 
 
@@ -91,7 +93,8 @@ def test_randomized_svd_is_exact_at_full_rank_and_seeded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("alpha", "beta", "gamma", "power"), [(0.0, 0.0, 0.0, 0.0), (0.0, 2.0, 0.5, 0.0), (2.0, 5.0, 0.25, 1.0), (1.0, 0.0, 0.0, 2.0)]
+    ("alpha", "beta", "gamma", "power"),
+    [(0.0, 0.0, 0.0, 0.0), (0.0, 2.0, 0.5, 0.0), (2.0, 5.0, 0.25, 1.0), (1.0, 0.0, 0.0, 2.0)],
 )
 def test_embeddings_score_is_the_dense_filter(alpha: float, beta: float, gamma: float, power: float) -> None:
     r = random_interactions(4)
@@ -141,7 +144,7 @@ def test_itq_rotation_orthogonal_and_loss_never_increases() -> None:
     rot, losses = itq_rotation(x, iters=30, seed=0, return_losses=True)
     np.testing.assert_allclose(rot.T @ rot, np.eye(16), atol=1e-10)
     assert len(losses) == 31
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(losses, losses[1:]))
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(losses))
     assert losses[-1] < 0.5 * losses[0]  # it finds (much of) the hidden rotation
     assert quantization_loss(x, rot) == pytest.approx(losses[-1])
     rot2 = itq_rotation(x, iters=30, seed=0)
@@ -158,7 +161,7 @@ def test_itq_codes_shapes_and_rotation_keeps_inner_products() -> None:
     # the codes are the signs of the rotated unit vectors
     un = user / np.linalg.norm(user, axis=1, keepdims=True)
     assert np.array_equal(uc, np.where(un @ proj >= 0, 1.0, -1.0))
-    uc16, ic16, proj16 = itq_codes(user, item, bits=16, iters=10, seed=0, projection="gaussian")
+    uc16, _, proj16 = itq_codes(user, item, bits=16, iters=10, seed=0, projection="gaussian")
     assert uc16.shape == (50, 16) and proj16.shape == (8, 16)
     with pytest.raises(ConfigError):
         itq_codes(user, item[:, :7], bits=8)

@@ -16,6 +16,8 @@ the secondary order still go to the lower item index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -55,7 +57,13 @@ class TieBreakScorer:
     whose block is ranked per user. ``max_primary`` bounds the primary scores (``bits`` for Hamming).
     """
 
-    def __init__(self, primary, secondary, max_primary: int, n_items: int) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        primary: Callable[[np.ndarray], torch.Tensor | np.ndarray],
+        secondary: Callable[[np.ndarray], torch.Tensor | np.ndarray] | np.ndarray,
+        max_primary: int,
+        n_items: int,
+    ) -> None:
         if (int(max_primary) + 1) * int(n_items) >= _EXACT:
             raise HashgnnError(
                 f"(max score + 1) x items = {(max_primary + 1) * n_items} is not exact in float32 "
@@ -63,6 +71,7 @@ class TieBreakScorer:
             )
         self.primary = primary
         self.n_items = int(n_items)
+        self.secondary: Callable[[np.ndarray], torch.Tensor | np.ndarray] | None
         if callable(secondary):
             self.secondary = secondary
             self.item_ranks = None

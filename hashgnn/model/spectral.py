@@ -96,7 +96,7 @@ def randomized_svd(
         raise ConfigError(f"the number of singular vectors must be in [1, {min(m, n)}], got {k}")
     a = sp.csr_matrix(matrix, dtype=np.float64) if sp.issparse(matrix) else np.asarray(matrix, np.float64)
     at = a.T.tocsr() if sp.issparse(a) else a.T
-    width = min(k + oversample, min(m, n))
+    width = min(k + oversample, m, n)
     rng = np.random.default_rng(seed)
     q = _orthonormalize(np.asarray(a @ rng.standard_normal((n, width))))
     for _ in range(power_iters):
@@ -127,7 +127,9 @@ def spectral_factors(
     ones = r.copy()
     ones.data[:] = 1.0
     return SpectralFactors(
-        u=u, s=s, v=v,
+        u=u,
+        s=s,
+        v=v,
         user_degree=np.asarray(ones.sum(axis=1)).ravel(),
         item_degree=np.asarray(ones.sum(axis=0)).ravel(),
         alpha=float(alpha),
