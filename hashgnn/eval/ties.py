@@ -91,6 +91,7 @@ class TieBreakScorer:
         if self.item_ranks is not None:
             ranks = self.item_ranks.to(p.device).unsqueeze(0)
         else:
+            assert self.secondary is not None  # one of the two is set in __init__
             s = self.secondary(users)
             s = s if isinstance(s, torch.Tensor) else torch.from_numpy(np.asarray(s))
             ranks = _row_ranks(s.to(p.device, torch.float32))
