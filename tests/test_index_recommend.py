@@ -271,3 +271,14 @@ def test_recommender_batches_bound_memory(run):
     rec = Recommender(folder, "hamming")
     sizes = [len(b.users) for b in rec.batches(3, batch_users=1000, progress=False)]
     assert sizes == [1000, codes.n_users - 1000]
+
+
+def test_recommend_all_temp_file_is_its_own(run, tmp_path):
+    # Another process's temporary output (the fixed name older versions used) is never clobbered.
+    folder, _ = run
+    out = tmp_path / "top.csv"
+    other = tmp_path / "top.csv.tmp"
+    other.write_text("another process is writing this\n")
+    recommend_all(folder, out, k=3, mode="hamming", progress=False)
+    assert other.read_text() == "another process is writing this\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["top.csv", "top.csv.tmp"]

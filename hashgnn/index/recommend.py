@@ -13,6 +13,8 @@ Modes and their ``score``:
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +268,8 @@ def recommend_all(
         raise HashgnnError(f"{out}: the output must end in .parquet or .csv")
     rec = Recommender(run_dir, mode, candidates, exclude_seen, threads, mirror=mirror, cache_dir=cache_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    # A name of its own per process: two `recommend --all` into one folder must not share a temp file.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     rows = 0
     t0 = time.perf_counter()
     writer = None
