@@ -24,7 +24,6 @@ from hashgnn.errors import HashgnnError
 from hashgnn.run import Run
 from hashgnn.train.checkpoint import POINTER
 
-CONFIG_FILE = Run.CONFIG
 # Every entry a run folder may hold (glob patterns): the trainer's files (hashgnn.run.Run.FILES and
 # the checkpoints), the experiment runner's records, and the temporary names of atomic writes.
 RUN_ENTRIES = (
@@ -64,7 +63,7 @@ def protected_reason(folder: Path) -> str | None:
 
 def holds_run(folder: Path) -> bool:
     """Whether ``folder`` has a ``config.yaml`` (it holds, or held, a run)."""
-    return (folder / CONFIG_FILE).is_file()
+    return (folder / Run.CONFIG).is_file()
 
 
 def check_writable_run_folder(folder: Path) -> None:
@@ -91,10 +90,10 @@ def check_replaceable_run(folder: Path) -> None:
         raise HashgnnError(f"--overwrite refuses to replace {folder}: {reason}; pick a run folder of its own")
     check_writable_run_folder(folder)
     try:
-        RunConfig.load(folder / CONFIG_FILE)
+        RunConfig.load(folder / Run.CONFIG)
     except HashgnnError as e:
         raise HashgnnError(
-            f"--overwrite refuses to replace {folder}: its {CONFIG_FILE} is not a hashgnn run "
+            f"--overwrite refuses to replace {folder}: its {Run.CONFIG} is not a hashgnn run "
             f"config ({e}); remove the folder yourself if it is really to go"
         ) from None
 

@@ -301,7 +301,7 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
             f"{run_dir} already holds a run; continue it with `hashgnn train --resume {run_dir}`, "
             "pick another --out, or pass --overwrite"
         )
-    if replace:
+    if replace:  # checked here to fail before the data loads, and again by Replacement when it moves
         check_replaceable_run(run_dir)
     else:
         check_writable_run_folder(run_dir)
