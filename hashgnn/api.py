@@ -2,7 +2,8 @@
 
 Settings are given flat (``bits=32``, ``epochs=20``, ``dataset="lastfm"``) or as ``"section.key"``
 strings (:func:`configure`); each flat name belongs to exactly one of the config dataclasses
-(``seed`` is the training seed; the data split's seed is ``split_seed``).
+(``seed`` is the training seed; the data split's seed is ``split_seed``). The sections of the fitted
+methods, ``spectral`` and ``distill``, are only reached as ``"spectral.dim"`` and the like.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
     from hashgnn.data import Interactions
     from hashgnn.run import Run
 
-SECTIONS = ("data", "model", "train", "eval")
+SECTIONS = ("data", "model", "train", "eval", "spectral", "distill")
+# Flat names are looked up here only; the fitted methods' sections are given as "spectral.dim" etc.
+FLAT_SECTIONS = ("data", "model", "train", "eval")
 ALIASES = {"split_seed": ("data", "seed"), "seed": ("train", "seed")}
 
 
@@ -31,9 +34,9 @@ def _where(name: str) -> tuple[str, str]:
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section {section!r} in {name!r}; sections: {', '.join(SECTIONS)}")
         return section, key
-    hits = [s for s in SECTIONS if name in {f.name for f in dataclasses.fields(getattr(RunConfig(), s))}]
+    hits = [s for s in FLAT_SECTIONS if name in {f.name for f in dataclasses.fields(getattr(RunConfig(), s))}]
     if not hits:
-        known = sorted({f.name for s in SECTIONS for f in dataclasses.fields(getattr(RunConfig(), s))})
+        known = sorted({f.name for s in FLAT_SECTIONS for f in dataclasses.fields(getattr(RunConfig(), s))})
         raise ConfigError(f"unknown setting {name!r}; known: {', '.join(known)}")
     return hits[0], name
 

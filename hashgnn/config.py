@@ -83,6 +83,47 @@ class ModelConfig:
 
 
 @dataclass
+class SpectralConfig:
+    """The training-free spectral model (``spectral``, and the teacher of ``spectral_distill``).
+
+    Vectors from a truncated SVD of the normalised interaction matrix, filtered by
+    ``f(s) = s^power exp(beta s)`` with an item-degree prior ``d_i^gamma`` (hashgnn/model/spectral.py),
+    and codes hashed from them without training: PCA + ITQ of the leading ``code_dim`` dims plus
+    ``popularity_bits`` popularity bits, ``ModelConfig.bits`` in all (hashgnn/codes/itq.py).
+    """
+
+    dim: int = 256  # singular triplets kept (the width of the served vectors)
+    alpha: float = 0.0  # degree renormalisation of the matrix (0: D_u^-1/2 R D_i^-1/2)
+    beta: float = 0.0  # filter exp(beta s)
+    gamma: float = 0.5  # item-degree exponent
+    power: float = 0.0  # filter s^power
+    power_iters: int = 2  # randomised SVD power iterations
+    code_dim: int | None = 64  # hash the leading code_dim dims (None: all)
+    itq_iters: int = 50  # ITQ iterations (0: a random rotation)
+    popularity_bits: int = 16  # of ModelConfig.bits, this many encode item popularity
+
+
+@dataclass
+class DistillConfig:
+    """Codes trained to rank like the spectral teacher (``spectral_distill``).
+
+    Free per-node code parameters, initialised from the teacher's ITQ projection, are trained through
+    the straight-through sign on the served score (the Hamming similarity ``<b_u, b_i>``) with a
+    listwise loss: the teacher's ``top_r`` unseen items of each user are the targets, weighted
+    ``exp(-rank / decay)`` (BiGeaR's ranking-aware distillation), against a softmax over all the
+    user's unseen items at ``temperature``. Epochs, early stopping and the seed are TrainConfig's.
+    """
+
+    top_r: int = 100  # teacher items per user used as targets
+    decay: float = 20.0  # lambda of the rank weights exp(-r / lambda)
+    temperature: float = 4.0  # softmax temperature on the +-1 inner product (range [-bits, bits])
+    lr: float = 0.01  # Adam learning rate of the code parameters
+    batch_users: int = 1024  # users per step (each step scores them against every item)
+    ste: Literal["identity", "clip"] = "identity"  # sign's backward: identity, or zero where |x| > 1
+    schedule: Literal["constant", "cosine"] = "cosine"  # learning rate over TrainConfig.epochs
+
+
+@dataclass
 class TrainConfig:
     """Optimisation, sampling, validation and checkpointing."""
 
@@ -116,16 +157,24 @@ class EvalConfig:
     candidates: int = 500  # C of hierarchical search
     batch_users: int = 1024
     modes: list[Mode] = field(default_factory=lambda: list(MODES))
+    # How served rankings order equal scores (Hamming has bits + 1 levels): the more popular item in
+    # training first, or the lower item id (docs/EVALUATION.md, "Ties").
+    ties: Literal["popularity", "id"] = "popularity"
 
 
 @dataclass
 class RunConfig:
-    """Everything a run needs; saved as ``config.yaml`` in the run folder."""
+    """Everything a run needs; saved as ``config.yaml`` in the run folder.
+
+    ``spectral`` and ``distill`` are read only by the methods of those names (hashgnn/methods.py).
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,7 +222,7 @@ class RunConfig:
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
         if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a mapping with sections data/model/train/eval")
+            raise ConfigError(f"{path}: expected a mapping with sections data/model/train/eval (and spectral/distill)")
         return cls.from_dict(d)
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hashgnn.config import ModelConfig, TrainConfig
 
 Stage = Literal["continuous", "hash"]
-Role = Literal["method", "ablation", "baseline", "continuous"]
+Role = Literal["method", "ablation", "baseline", "continuous", "improved"]
 
 # The three retrieval modes, in the order runs evaluate and tables print them.
 MODES: tuple[str, ...] = ("hamming", "hierarchical", "continuous")
@@ -121,8 +121,9 @@ class Method:
 
     Attributes:
         name: the ``ModelConfig.method`` value.
-        role: its group in reports: the method, an ablation of it, a hashing baseline, or a
-            continuous model (served by inner product).
+        role: its group in reports: the method (the paper's, as the authors built it), an ablation
+            of it, a hashing baseline, a continuous model (served by inner product), or an improved
+            recipe of this project's (not the paper's; every table names it as such).
         summary: what enters its losses, one line.
         serves: the served vector ``z`` (codes are ``sign(z)``), as a formula.
         model: ``module:Class`` of its network (a :class:`hashgnn.model.base.HashModel`).
@@ -132,8 +133,11 @@ class Method:
         reconstruction, ranking: whether each loss can enter (TrainConfig's flags can drop them).
         continuous_term: ``TrainConfig.continuous_weight`` applies (the losses on z beside the codes').
         encoder: the encoder it always uses (None: ``ModelConfig.encoder``).
-        knobs: the ModelConfig / TrainConfig fields it reads beyond :data:`SHARED_KNOBS`.
+        knobs: the ModelConfig / TrainConfig fields it reads beyond :data:`SHARED_KNOBS` (a fitted
+            method also reads its own config sections, ``spectral`` and ``distill``).
         logged: the Schedule fields written to metrics.jsonl besides beta.
+        fit: ``module:function`` of a fit without a network (hashgnn/train/fitted.py's ``FitFn``);
+            None for the methods the epoch trainer trains. ``model`` and the schedule are unused then.
     """
 
     name: str
@@ -150,6 +154,7 @@ class Method:
     encoder: str | None = None
     knobs: tuple[str, ...] = ()
     logged: tuple[str, ...] = field(default=())
+    fit: str | None = None
 
     @property
     def serving_mode(self) -> str:
@@ -159,6 +164,13 @@ class Method:
     def schedule(self, epoch: int, model_cfg: ModelConfig, train_cfg: TrainConfig) -> Schedule:
         """The schedule state of ``epoch`` (0-based)."""
         return self.schedule_fn(epoch, model_cfg, train_cfg)
+
+    def fit_function(self) -> Any:
+        """The fit function (imports numpy, torch); an error for trained methods."""
+        if self.fit is None:
+            raise ValueError(f"method {self.name!r} is trained by the epoch trainer, not fitted")
+        module, fn = self.fit.split(":")
+        return getattr(importlib.import_module(module), fn)
 
     def model_class(self) -> Any:
         """The network class (imports torch)."""
@@ -274,6 +286,36 @@ _REGISTRY: tuple[Method, ...] = (
         annealed,
         knobs=("gumbel_tau0", "gumbel_tau_min", "gumbel_hard_epochs"),
         logged=("tau",),
+    ),
+    Method(
+        "spectral",
+        "continuous",
+        "no training: truncated SVD of the normalised interaction matrix, filtered (SVD-GCN-S / GF-CF "
+        "family); codes hashed from it by PCA + ITQ plus popularity bits",
+        "U_K sqrt(f(s)), V_K sqrt(f(s)) d_i^gamma",
+        "",
+        encoder_only,
+        hashing=False,
+        hash_layer=False,
+        reconstruction=False,
+        ranking=False,
+        encoder="none",
+        fit="hashgnn.train.fitted:fit_spectral",
+    ),
+    Method(
+        "spectral_distill",
+        "improved",
+        "codes of free per-node parameters, started from spectral's ITQ codes and trained through the "
+        "straight-through sign on the served Hamming score to rank the spectral teacher's top items "
+        "(listwise, rank-weighted: BiGeaR-style distillation); re-ranked by the teacher's vectors",
+        "sign(x), teacher vectors",
+        "",
+        encoder_only,
+        hash_layer=False,
+        reconstruction=False,
+        encoder="none",
+        knobs=("epochs", "eval_every", "patience"),
+        fit="hashgnn.train.fitted:fit_spectral_distill",
     ),
 )
 

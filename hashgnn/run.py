@@ -9,12 +9,15 @@ Layout (every name is a constant of :class:`Run`; the checkpoint files are
     best.safetensors     weights of the epoch with the best validation Recall@20
     model.safetensors    the weights the artifacts were exported from
     codes.json           header of the code artifacts: bits, counts, bit order, format_version
-    user_codes.npy       uint8 (U, ceil(K/8))  packed sign(z_user), numpy.packbits big-endian, 1 = +1
+    user_codes.npy       uint8 (U, ceil(K/8))  packed codes, numpy.packbits big-endian, 1 = +1; sign(z_user)
+                         unless codes.json's code_source says otherwise (spectral methods)
     item_codes.npy       uint8 (I, ceil(K/8))
     user_z.npy           float32 (U, D)        served continuous vectors (D = K except plain / mf)
     item_z.npy           float32 (I, D)
     user_ids.npy         original ids of the users (int64 or unicode; absent if ids are 0..U-1)
     item_ids.npy         likewise for items
+    item_order.npy       int64 (I,) the tie order of served rankings, most popular item first (absent: ties
+                         to the lower item index; runs from before it existed)
     final_metrics.json   test metrics in every retrieval mode, timings
     training.png         loss and validation Recall@20 against epochs
 
@@ -75,6 +78,7 @@ class Run:
     ITEM_Z = "item_z.npy"
     USER_IDS = "user_ids.npy"
     ITEM_IDS = "item_ids.npy"
+    ITEM_ORDER = "item_order.npy"
     FINAL_METRICS = "final_metrics.json"
     PLOT = "training.png"
     # written into a run folder by the experiment runner (hashgnn.experiment)
@@ -93,6 +97,7 @@ class Run:
         ITEM_Z,
         USER_IDS,
         ITEM_IDS,
+        ITEM_ORDER,
         FINAL_METRICS,
         PLOT,
     )
@@ -251,7 +256,10 @@ class Run:
         ic = arr(self.ITEM_CODES, "u", (n_items, nbytes))
         uz = arr(self.USER_Z, "f", (n_users, None))
         iz = arr(self.ITEM_Z, "f", (n_items, uz.shape[1]))
-        if uz.shape[1] != bits:
+        source = header.get("code_source", "sign")
+        if not isinstance(source, str):
+            raise ArtifactError(hp, f"code_source must be a string, got {source!r}", fix)
+        if source == "sign" and uz.shape[1] != bits:
             raise ArtifactError(
                 self.file(self.USER_Z),
                 f"has {uz.shape[1]} columns but {self.CODES_HEADER} says "
@@ -264,7 +272,12 @@ class Run:
         ids = {}
         for name, n in ((self.USER_IDS, n_users), (self.ITEM_IDS, n_items)):
             ids[name] = arr(name, "iuU", (n,)) if self.file(name).exists() else None
-        return RunCodes(bits, uc, ic, uz, iz, ids[self.USER_IDS], ids[self.ITEM_IDS])
+        order = None
+        if self.file(self.ITEM_ORDER).exists():
+            order = arr(self.ITEM_ORDER, "i", (n_items,)).astype(np.int64)
+            if not np.array_equal(np.sort(order), np.arange(n_items)):
+                raise ArtifactError(self.file(self.ITEM_ORDER), f"is not a permutation of the {n_items} items", fix)
+        return RunCodes(bits, uc, ic, uz, iz, ids[self.USER_IDS], ids[self.ITEM_IDS], source, order)
 
     @staticmethod
     def _check_weights(path: Path) -> None:
@@ -288,6 +301,10 @@ class Run:
         write_npy(self.file(self.ITEM_CODES), np.ascontiguousarray(codes.item_codes, dtype=np.uint8))
         write_npy(self.file(self.USER_Z), np.ascontiguousarray(codes.user_z, dtype=np.float32))
         write_npy(self.file(self.ITEM_Z), np.ascontiguousarray(codes.item_z, dtype=np.float32))
+        if codes.item_order is not None:
+            write_npy(self.file(self.ITEM_ORDER), np.ascontiguousarray(codes.item_order, dtype=np.int64))
+        else:
+            self.file(self.ITEM_ORDER).unlink(missing_ok=True)
         for name, ids in ((self.USER_IDS, codes.user_ids), (self.ITEM_IDS, codes.item_ids)):
             if ids is not None:
                 ids = np.asarray(ids)
@@ -303,6 +320,8 @@ class Run:
                 "bit_order": "numpy.packbits big-endian",
                 "bit_meaning": "1 = +1, 0 = -1",
                 "has_ids": codes.user_ids is not None,
+                "code_source": codes.code_source,
+                "ties": "popularity" if codes.item_order is not None else "id",
             },
         )
         self._codes = None
@@ -346,6 +365,11 @@ class Run:
         from hashgnn.train.run import resolve_device
 
         cfg = self.config
+        if get_method(cfg.model.method).fit is not None:
+            raise HashgnnError(
+                f"{self.path}: method {cfg.model.method!r} has no network (it is fitted, not trained); "
+                "its vectors and codes are the run's artifacts (Run.codes, Run.vectors)"
+            )
         dev = resolve_device(device or cfg.train.device)
         data = self.data()
         split = carve_validation(data, cfg.data.valid_fraction, cfg.data.seed) if cfg.data.valid_fraction > 0 else data

@@ -13,7 +13,7 @@ from hashgnn.experiment.report import check_claims
 from hashgnn.experiment.results import aggregate, stat
 from hashgnn.experiment.runner import Selection
 from hashgnn.experiment.suite import config_diff, load_suite
-from hashgnn.methods import METHOD_NAMES
+from hashgnn.methods import METHOD_NAMES, METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,8 +230,9 @@ def test_aggregate_and_claims_on_hand_made_rows(tmp_path: Path) -> None:
 
 def test_shipped_suites_load_with_the_documented_grids() -> None:
     paper = load_suite(REPO / "experiments" / "paper.yaml")
-    # every registered method but plain (the lightgcn encoder's own row lives in results.yaml)
-    assert set(paper.methods) == set(METHOD_NAMES) - {"plain"}
+    # every registered method the epoch trainer trains but plain (the lightgcn encoder's own row lives
+    # in results.yaml); the fitted spectral methods are this project's, not the paper's comparison
+    assert set(paper.methods) == {m for m in METHOD_NAMES if METHODS[m].fit is None} - {"plain"}
     # The paper's two public data sets, plus lastfm, whose runs fit a 2-core session.
     assert paper.datasets == ["lastfm", "ml-1m", "gowalla"] and paper.bits == [32, 64] and len(paper.seeds) == 3
     assert {s.mode for s in paper.settings} >= {"hamming", "hierarchical"}

@@ -282,3 +282,37 @@ def test_recommend_all_temp_file_is_its_own(run, tmp_path):
     recommend_all(folder, out, k=3, mode="hamming", progress=False)
     assert other.read_text() == "another process is writing this\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["top.csv", "top.csv.tmp"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retriever_breaks_ties_in_the_runs_item_order(mode: str) -> None:
+    """With ``item_order`` every mode returns brute force's ranking: score descending, then the item
+    that comes first in the order (here a random permutation), never an excluded item."""
+    import scipy.sparse as sp
+
+    from hashgnn.index.recommend import Retriever
+
+    rng = np.random.default_rng(11)
+    n_users, n_items, bits = 25, 60, 8  # 8 bits: 9 Hamming levels, so ties everywhere
+    uc, ic = rng.choice([-1.0, 1.0], (n_users, bits)), rng.choice([-1.0, 1.0], (n_items, bits))
+    uz = rng.integers(-1, 2, (n_users, 3)).astype(np.float32)  # small integers: exact float ties too
+    iz = rng.integers(-1, 2, (n_items, 3)).astype(np.float32)
+    order = rng.permutation(n_items)
+    codes = RunCodes(bits, pack_codes(uc), pack_codes(ic), uz, iz, item_order=order)
+    seen = sp.csr_matrix((rng.random((n_users, n_items)) < 0.2).astype(np.float32))
+    rank = np.empty(n_items, np.int64)
+    rank[order] = np.arange(n_items)
+    k, cand = 10, 30
+    got = Retriever(codes, mode, candidates=cand).topk(np.arange(n_users), k, exclude=seen)
+    dense = seen.toarray() > 0
+    for u in range(n_users):
+        ham = uc[u] @ ic.T
+        allowed = [i for i in range(n_items) if not dense[u, i]]
+        if mode == "hamming":
+            want = sorted(allowed, key=lambda i: (-ham[i], rank[i]))[:k]
+        elif mode == "continuous":
+            want = sorted(allowed, key=lambda i: (-(uz[u] @ iz[i]), rank[i]))[:k]
+        else:
+            pool = sorted(allowed, key=lambda i: (-ham[i], rank[i]))[:cand]
+            want = sorted(pool, key=lambda i: (-(uz[u] @ iz[i]), rank[i]))[:k]
+        assert got[u].tolist() == want, (u, mode)

@@ -25,7 +25,10 @@ def test_config_choices_are_the_registry() -> None:
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_every_method_names_a_model_class(name: str) -> None:
     m = METHODS[name]
-    assert issubclass(m.model_class(), HashModel)
+    if m.fit is not None:  # fitted, not trained: a fit function instead of a network
+        assert callable(m.fit_function()) and not m.hash_layer
+    else:
+        assert issubclass(m.model_class(), HashModel)
     known = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(m.knobs) <= known
     assert m.serving_mode == ("hamming" if m.hashing else "continuous")
@@ -44,6 +47,6 @@ def test_schedule_is_a_pure_function_of_the_epoch(name: str) -> None:
 
 
 def test_roles_partition_the_methods() -> None:
-    groups = [names(role=r) for r in ("method", "ablation", "baseline", "continuous")]
+    groups = [names(role=r) for r in ("method", "ablation", "baseline", "continuous", "improved")]
     assert sorted(sum(groups, ())) == sorted(METHOD_NAMES)
     assert set(names(hashing=True)) == set(METHOD_NAMES) - set(names(role="continuous"))

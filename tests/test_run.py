@@ -168,15 +168,19 @@ def test_metrics_measure_what_recommend_returns(trained: Path, mode: str) -> Non
     values, valid = per_user_metrics(recs.items, data.test[users], ks, max(ks))
     for key, v in values.items():
         assert float(v[valid].mean()) == pytest.approx(run.metrics["test"][mode][key], rel=1e-12, abs=1e-15)
-    # ... and the brute-force scorers of hashgnn.eval rank the same lists
+    # ... and the brute-force scorers of hashgnn.eval rank the same lists, once the items are put in
+    # the run's tie order (popularity: the scorers break ties by the lower position)
+    order = c.item_order
+    assert order is not None and run.metrics["ties"] == "popularity"
+    assert np.all(np.diff(np.diff(data.train.tocsc().indptr)[order]) <= 0)  # most popular first
+    ic, iz = c.item_codes[order], c.item_z[order]
     scorer = {
-        "hamming": lambda: HammingScorer(c.user_codes, c.item_codes, c.bits),
-        "hierarchical": lambda: HierarchicalScorer(
-            c.user_codes, c.item_codes, c.bits, c.user_z, c.item_z, run.config.eval.candidates
-        ),
-        "continuous": lambda: InnerProductScorer(c.user_z, c.item_z),
+        "hamming": lambda: HammingScorer(c.user_codes, ic, c.bits),
+        "hierarchical": lambda: HierarchicalScorer(c.user_codes, ic, c.bits, c.user_z, iz, run.config.eval.candidates),
+        "continuous": lambda: InnerProductScorer(c.user_z, iz),
     }[mode]()
-    np.testing.assert_array_equal(topk_items(scorer, users, max(ks), exclude=data.train), recs.items)
+    placed = topk_items(scorer, users, max(ks), exclude=data.train.tocsc()[:, order].tocsr())
+    np.testing.assert_array_equal(np.where(placed >= 0, order[np.maximum(placed, 0)], -1), recs.items)
 
 
 def test_an_older_or_newer_folder_format_is_named(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:

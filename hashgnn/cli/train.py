@@ -35,7 +35,11 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to create.")] = None,
     config: Annotated[
         Optional[Path],
-        typer.Option("--config", "-c", help="YAML config (sections data/model/train/eval); flags override it."),
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML config (sections data/model/train/eval, and spectral/distill for the fitted methods); flags override it.",
+        ),
     ] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
     resume: Annotated[
@@ -184,7 +188,8 @@ def parse_set(items: list[str]) -> dict[str, str]:
 
 def print_summary(final: dict, run_dir: Path, baseline: dict | None = None) -> None:
     """A small table of Recall@20 / NDCG@20 per retrieval mode (and an optional baseline row)."""
-    table = Table(title=f"{final['method']} ({final['encoder']}, {final['bits']} bits) on {final['dataset']}: test")
+    what = f"{final['encoder']}, {final['bits']} bits" if final.get("encoder") else f"{final['bits']} bits"
+    table = Table(title=f"{final['method']} ({what}) on {final['dataset']}: test")
     table.add_column("mode")
     table.add_column("Recall@20", justify="right")
     table.add_column("NDCG@20", justify="right")

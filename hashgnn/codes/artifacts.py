@@ -23,6 +23,12 @@ class RunCodes:
     item_z: np.ndarray
     user_ids: np.ndarray | None = None
     item_ids: np.ndarray | None = None
+    # "sign": the codes are sign(z) (every trained network); otherwise how they were made (the
+    # vectors may then be wider than the codes: spectral methods, hashgnn/train/fitted.py)
+    code_source: str = "sign"
+    # the order served rankings break ties in: position p of the index holds item item_order[p]
+    # (None: item index order, ties to the lower index; hashgnn/eval/ties.py, tie_order)
+    item_order: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:

@@ -162,3 +162,44 @@ def popularity_bits(item_degree: np.ndarray, n_users: int, bits: int) -> tuple[n
     on = np.ceil(bits * q - 1e-9).astype(np.int64)
     item = np.where(np.arange(bits)[None, :] < on[:, None], 1.0, -1.0).astype(np.float32)
     return np.ones((n_users, bits), np.float32), item
+
+
+def hash_vectors(
+    user: np.ndarray,
+    item: np.ndarray,
+    item_degree: np.ndarray,
+    bits: int,
+    code_dim: int | None = None,
+    popularity: int = 0,
+    iters: int = 50,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real pre-sign codes ``(user (U, bits), item (I, bits))`` of continuous vectors; serve ``sign`` of them.
+
+    The leading ``code_dim`` dims (None: all) are hashed to ``bits - popularity`` bits by
+    :func:`itq_codes` (PCA + ITQ); :func:`popularity_bits` adds ``popularity`` bits. The ITQ part is
+    the rotated projection scaled to unit standard deviation, the popularity part is ±1, so the
+    signs are exactly the training-free codes and the values can start a trained student
+    (hashgnn/codes/distill.py).
+    """
+    if not 0 <= popularity < bits:
+        raise ConfigError(f"popularity bits must be in [0, bits) = [0, {bits}), got {popularity}")
+    cu = np.asarray(user, np.float64)
+    ci = np.asarray(item, np.float64)
+    if code_dim is not None:
+        if not 1 <= code_dim <= cu.shape[1]:
+            raise ConfigError(f"code_dim must be in [1, {cu.shape[1]}] (the vectors' width), got {code_dim}")
+        cu, ci = cu[:, :code_dim], ci[:, :code_dim]
+    _, _, full = itq_codes(cu, ci, bits - popularity, iters=iters, seed=seed)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        n = np.linalg.norm(a, axis=1, keepdims=True)
+        return a / np.where(n > 0, n, 1.0)
+
+    ux, ix = unit(cu) @ full, unit(ci) @ full
+    scale = max(float(np.vstack([ux, ix]).std()), 1e-12)
+    ux, ix = ux / scale, ix / scale
+    if popularity:
+        pu, pi = popularity_bits(item_degree, len(ux), popularity)
+        ux, ix = np.hstack([ux, pu]), np.hstack([ix, pi])
+    return ux.astype(np.float32), ix.astype(np.float32)

@@ -96,3 +96,18 @@ class TieBreakScorer:
             s = s if isinstance(s, torch.Tensor) else torch.from_numpy(np.asarray(s))
             ranks = _row_ranks(s.to(p.device, torch.float32))
         return (p.to(torch.float64) * self.n_items + ranks).to(torch.float32)
+
+
+def tie_order(train: sp.spmatrix, rule: str) -> np.ndarray | None:
+    """The item order that a served ranking breaks ties in: ``popularity`` or ``id`` (None, the identity).
+
+    ``popularity``: items by training degree, most popular first, equal degrees by the lower id. A
+    retriever that indexes the items in this order and maps positions back to items gives every
+    tied group to the more popular items (hashgnn/index/recommend.py, ``RunCodes.item_order``).
+    """
+    if rule == "id":
+        return None
+    if rule != "popularity":
+        raise HashgnnError(f"unknown tie rule {rule!r}; use popularity or id")
+    deg = np.diff(sp.csc_matrix(train).indptr)
+    return np.lexsort((np.arange(deg.shape[0]), -deg)).astype(np.int64)

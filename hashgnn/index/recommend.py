@@ -13,6 +13,7 @@ Modes and their ``score``:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -196,19 +197,35 @@ class Retriever:
     users' codes / vectors. Recommendations and every evaluation metric come from :meth:`search`.
 
     Scores: ``<h_u, h_i> = K - 2 * Hamming`` (hamming), the inner product of the vectors
-    (hierarchical, continuous). Order: score descending, ties to the lower item index.
+    (hierarchical, continuous). Order: score descending, ties in the run's tie order
+    (``codes.item_order``: the more popular item first in runs trained since it exists) or, without
+    one, to the lower item index.
     """
 
     def __init__(
         self, codes: RunCodes, mode: str = "hamming", candidates: int = 500, threads: int | None = None
     ) -> None:
         self.codes, self.mode, self.candidates = codes, mode, int(candidates)
-        self.index = build_index(codes, mode, self.candidates, threads)
+        self.order = codes.item_order
+        if self.order is None:
+            self.index = build_index(codes, mode, self.candidates, threads)
+        else:
+            # Index position p holds item order[p], so the indexes' "ties to the lower position" is
+            # the run's tie rule; positions are mapped back to items on the way out.
+            self.position = np.empty_like(self.order)
+            self.position[self.order] = np.arange(len(self.order))
+            placed = dataclasses.replace(
+                codes, item_codes=codes.item_codes[self.order], item_z=codes.item_z[self.order]
+            )
+            self.index = build_index(placed, mode, self.candidates, threads)
 
     def search(self, users: np.ndarray, k: int, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float32, items int64)`` of shape (len(users), k) for user indices ``users``;
         ``exclude`` (CSR rows aligned with ``users``, or None) lists items never to return."""
         c = self.codes
+        if self.order is not None and exclude is not None:
+            ex = sp.csr_matrix(exclude)
+            exclude = sp.csr_matrix((ex.data, self.position[ex.indices], ex.indptr), shape=ex.shape)
         if self.mode == "hamming":
             d, items = self.index.search(c.user_codes[users], k, exclude=exclude)
             scores = np.where(items >= 0, c.bits - 2 * d.astype(np.float32), -np.inf).astype(np.float32)
@@ -216,6 +233,8 @@ class Retriever:
             scores, items = self.index.search(c.user_codes[users], c.user_z[users], k, exclude=exclude)
         else:
             scores, items = self.index.search(c.user_z[users], k, exclude=exclude)
+        if self.order is not None:
+            items = np.where(items >= 0, self.order[np.maximum(items, 0)], -1)
         return scores, items
 
     def topk(self, users: np.ndarray, k: int, exclude: Any = None) -> np.ndarray:

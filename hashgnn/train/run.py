@@ -58,12 +58,17 @@ def _eval_generator(seed: int, device: torch.device, salt: int) -> torch.Generat
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt)
 
 
-def export_codes(model: HashModel, data: Interactions, generator: torch.Generator) -> RunCodes:
+def export_codes(
+    model: HashModel, data: Interactions, generator: torch.Generator, ties: str = "popularity"
+) -> RunCodes:
     """Continuous vectors and packed codes (sign of each vector) of every user and item.
 
     For hashing methods the vectors have ``bits`` dimensions; for continuous models (``plain``,
     ``mf``) the code length is the embedding width, so their Hamming mode is sign(embedding).
+    ``ties`` is the tie rule of the served rankings, from ``data.train`` (hashgnn/eval/ties.py).
     """
+    from hashgnn.eval.ties import tie_order
+
     model.eval()
     with torch.no_grad():
         user_z, item_z = model.embed(generator)
@@ -77,6 +82,7 @@ def export_codes(model: HashModel, data: Interactions, generator: torch.Generato
         item_z=iz,
         user_ids=data.user_ids,
         item_ids=data.item_ids,
+        item_order=tie_order(data.train, ties),
     )
 
 
@@ -161,7 +167,7 @@ class _Trainer:
 
     def validate(self, epoch: int) -> dict[str, float]:
         gen = _eval_generator(self.cfg.train.seed, self.device, salt=VALID_SALT)
-        codes = export_codes(self.model, self.split, gen)
+        codes = export_codes(self.model, self.split, gen, self.cfg.eval.ties)
         mode = serving_mode(self.cfg.model.method)
         return evaluate_codes(
             codes,
@@ -227,7 +233,7 @@ class _Trainer:
             self.model.load_state_dict(load_file(best, device=str(self.device)))
         _save_weights(self.model, self.run.file(Run.WEIGHTS))
         gen = _eval_generator(cfg.train.seed, self.device, salt=EXPORT_SALT)
-        codes = export_codes(self.model, self.data, gen)
+        codes = export_codes(self.model, self.data, gen, cfg.eval.ties)
         self.run.save_codes(codes)
         test: dict[str, dict[str, float]] = {}
         for mode in cfg.eval.modes:
@@ -261,6 +267,7 @@ class _Trainer:
             "seed": cfg.train.seed,
             "device": str(self.device),
             "serving_mode": serving_mode(cfg.model.method),
+            "ties": cfg.eval.ties,
             "epochs_run": epochs_run,
             "best_epoch": self.state["best_epoch"],
             "best_valid_recall@20": self.state["best_score"],
@@ -308,14 +315,23 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
     saved = cfg.portable()
     saved.data.dataset = absolute_dataset(cfg.data.dataset)
     # Everything is validated (config, device, data) before the old run is touched.
-    trainer = _Trainer(cfg, run_dir, progress)
+    trainer = _make_trainer(cfg, run_dir, progress)
     if not replace:
         return _start(trainer, saved, run_dir)
     with Replacement(run_dir):
         return _start(trainer, saved, run_dir)
 
 
-def _start(trainer: _Trainer, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+def _make_trainer(cfg: RunConfig, run_dir: Path, progress: bool) -> Any:
+    """The epoch trainer, or for a method without a network its fit (hashgnn/train/fitted.py)."""
+    if get_method(cfg.model.method).fit is not None:
+        from hashgnn.train.fitted import FitTrainer
+
+        return FitTrainer(cfg, run_dir, progress)
+    return _Trainer(cfg, run_dir, progress)
+
+
+def _start(trainer: Any, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(trainer.run.file(Run.CONFIG))
     write_text(trainer.run.file(Run.METRICS_LOG), "")
@@ -340,12 +356,12 @@ def resume_run(
     if not (run_dir / Run.CONFIG).exists():
         raise HashgnnError(f"{run_dir}: no {Run.CONFIG}, so this is not a hashgnn run folder")
     cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
-    trainer = _Trainer(cfg, run_dir, progress)
+    trainer = _make_trainer(cfg, run_dir, progress)
     trainer.resume()
     return _fit_and_finish(trainer)
 
 
-def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
+def _fit_and_finish(trainer: Any) -> dict[str, Any]:
     try:
         if not (trainer.state.get("stopped_early") or trainer.state.get("stopped_by_time")):
             trainer.fit()

@@ -1,0 +1,200 @@
+"""Codes trained to rank like a continuous teacher: listwise ranking distillation through sign.
+
+The student is one free real vector per user and per item (``x_u``, ``x_i``, width ``bits``), served as
+``b = sign(x)``; the served score is ``<b_u, b_i> = bits - 2 Hamming(b_u, b_i)``. For each user the
+teacher's ``R`` best unseen items ``t_1..t_R`` are targets with weights ``w_r ∝ exp(-r / lambda)``
+(BiGeaR's ranking-aware distillation, Chen et al., KDD 2022), and the loss is the weighted listwise
+cross-entropy of a softmax over all the user's unseen items (seen items are masked, as they are when
+recommendations are served)::
+
+    loss_u = - sum_r w_r log softmax_i( <b_u, b_i> / T )[t_r]
+
+The gradient reaches ``x`` through the straight-through estimator (identity, or zero where
+``|x| > 1``). The temperature ``T`` matters because ``<b_u, b_i>`` spans ``[-bits, bits]``: at
+``T = 1`` a 64-bit score saturates the softmax. The student starts from the teacher's own codes
+(the ITQ projection, hashgnn/codes/itq.py), so epoch 0 serves exactly the training-free codes.
+
+Every step scores a batch of users against every item (one ``(B, I)`` block), so there is no
+negative sampling and no Python loop per user or interaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from hashgnn.errors import ConfigError
+
+
+def teacher_top_r(
+    user: np.ndarray, item: np.ndarray, train: sp.csr_matrix, r: int, batch_users: int = 2048
+) -> np.ndarray:
+    """The ``r`` best items of every user by ``<user, item>``, seen items excluded: (U, r) int64, best first.
+
+    Ties go to the lower item id (:mod:`hashgnn.index.topk`); a user with fewer than ``r`` unseen
+    items gets ``-1`` in the tail.
+    """
+    from hashgnn.index.topk import mask_, topk_desc
+
+    n_users, n_items = train.shape
+    if not 1 <= r <= n_items:
+        raise ConfigError(f"distill.top_r must be in [1, {n_items}] (the item count), got {r}")
+    ut, it = (
+        torch.from_numpy(np.ascontiguousarray(user, np.float32)),
+        torch.from_numpy(np.ascontiguousarray(item, np.float32)),
+    )
+    out = np.empty((n_users, r), np.int64)
+    for s in range(0, n_users, batch_users):
+        e = min(n_users, s + batch_users)
+        scores = mask_(ut[s:e] @ it.T, train[s:e])
+        out[s:e] = topk_desc(scores, r).numpy()
+    return out
+
+
+def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
+    code = torch.where(x >= 0, 1.0, -1.0)  # sign(0) = +1, the project's convention
+    if kind == "identity":
+        return x + (code - x).detach()
+    if kind == "clip":
+        xc = x.clamp(-1.0, 1.0)
+        return xc + (code - xc).detach()
+    raise ConfigError(f"distill.ste must be identity or clip, got {kind!r}")
+
+
+@dataclass
+class DistillResult:
+    """The student's ±1 codes (float32) at the best validated epoch, or the last one without validation."""
+
+    user_codes: np.ndarray
+    item_codes: np.ndarray
+    best_epoch: int | None
+    best_score: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    initial_score: float | None = None  # validate() of the initial codes
+
+
+def distill_codes(
+    user_init: np.ndarray,
+    item_init: np.ndarray,
+    targets: np.ndarray,
+    train: sp.csr_matrix,
+    *,
+    epochs: int,
+    temperature: float = 4.0,
+    decay: float = 20.0,
+    lr: float = 0.01,
+    batch_users: int = 1024,
+    ste: str = "identity",
+    schedule: str = "constant",
+    horizon: int | None = None,
+    seed: int = 0,
+    validate: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    eval_every: int = 1,
+    patience: int = 0,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = False,
+) -> DistillResult:
+    """Train codes from ``user_init`` / ``item_init`` (real, (U, bits) / (I, bits)) to rank ``targets``.
+
+    ``targets`` is :func:`teacher_top_r`'s (U, R) array. ``validate(user_codes, item_codes)`` (±1
+    arrays) returns the score to maximise (e.g. validation Recall@20); it is called before the first
+    epoch (the initial codes, ``DistillResult.initial_score``) and every ``eval_every`` epochs, and
+    ``patience`` evaluations without improvement stop the training. ``schedule="cosine"`` decays the
+    learning rate to 0 over ``horizon`` epochs (default ``epochs``), so that a shorter run with the
+    same horizon follows the same schedule (the refit with a validated budget). ``on_epoch``
+    receives each epoch's row (loss, seconds, lr, score).
+    """
+    import math
+    import time
+
+    from hashgnn.index.topk import mask_
+
+    if temperature <= 0:
+        raise ConfigError(f"distill.temperature must be > 0, got {temperature}")
+    if decay <= 0:
+        raise ConfigError(f"distill.decay must be > 0, got {decay}")
+    if schedule not in ("constant", "cosine"):
+        raise ConfigError(f"distill.schedule must be constant or cosine, got {schedule!r}")
+    horizon = max(horizon if horizon is not None else epochs, 1)
+    n_users, n_items = train.shape
+    if user_init.shape[0] != n_users or item_init.shape[0] != n_items or user_init.shape[1] != item_init.shape[1]:
+        raise ConfigError(
+            f"initial codes {user_init.shape} / {item_init.shape} do not fit the {n_users} x {n_items} matrix"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    xu = torch.nn.Parameter(torch.tensor(user_init, dtype=torch.float32))
+    xi = torch.nn.Parameter(torch.tensor(item_init, dtype=torch.float32))
+    opt = torch.optim.Adam([xu, xi], lr=lr)
+    t = torch.from_numpy(np.asarray(targets, np.int64))
+    valid_t = t >= 0
+    w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32) / decay)
+    train = sp.csr_matrix(train)
+
+    def signs() -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            return (torch.where(xu >= 0, 1.0, -1.0).numpy(), torch.where(xi >= 0, 1.0, -1.0).numpy())
+
+    best_u, best_i = signs()
+    best_score: float | None = None
+    best_epoch: int | None = None
+    initial: float | None = None
+    if validate is not None:
+        initial = best_score = float(validate(best_u, best_i))
+        best_epoch = -1
+    history: list[dict[str, float]] = []
+    bad = 0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        lr_now = lr if schedule == "constant" else lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch / horizon, 1.0)))
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        perm = torch.randperm(n_users, generator=gen)
+        total = 0.0
+        batches = range(0, n_users, batch_users)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"distill epoch {epoch}", leave=False, unit="batch")
+        for s in batches:
+            b = perm[s : s + batch_users]
+            logits = (_ste(xu[b], ste) @ _ste(xi, ste).T) / temperature
+            logits = mask_(logits.clone(), train[b.numpy()])
+            logp = torch.log_softmax(logits, dim=1)
+            tb, vb = t[b], valid_t[b]
+            wb = torch.where(vb, w, 0.0)
+            wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
+            picked = logp.gather(1, tb.clamp(min=0))
+            loss = -(torch.where(vb, picked, 0.0) * wb).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        row: dict[str, float] = {
+            "epoch": float(epoch),
+            "loss": total / n_users,
+            "seconds": time.perf_counter() - start,
+            "lr": lr_now,
+        }
+        stop = False
+        if validate is not None and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
+            uc, ic = signs()
+            score = float(validate(uc, ic))
+            row["valid_score"] = score
+            if best_score is None or score > best_score:
+                best_score, best_epoch, best_u, best_i, bad = score, epoch, uc, ic, 0
+            else:
+                bad += 1
+                stop = patience > 0 and bad >= patience
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if stop:
+            break
+    if validate is None:
+        best_u, best_i = signs()
+        best_epoch = epochs - 1 if epochs else None
+    return DistillResult(best_u, best_i, best_epoch, best_score, history, initial)

@@ -1,0 +1,168 @@
+"""Methods without a network (hashgnn/train/fitted.py): the spectral reference and its distilled codes.
+
+Checked against direct computations: the run's codes are the training-free codes of the same
+factors, the distilled student starts from them, the distillation lowers its loss and moves the
+student's ranking towards the teacher's, and the fit protocol refits with the validated budget.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hashgnn.codes.distill import distill_codes, teacher_top_r
+from hashgnn.codes.itq import hash_vectors, itq_codes, popularity_bits
+from hashgnn.codes.packing import pack_codes, unpack_codes
+from hashgnn.config import RunConfig
+from hashgnn.data import load_interactions
+from hashgnn.errors import ConfigError, HashgnnError
+from hashgnn.io import ArtifactError
+from hashgnn.methods import MODES
+from hashgnn.model.spectral import embed_factors, spectral_factors
+from hashgnn.run import Run
+from hashgnn.train.run import train_run
+
+SPECTRAL = {"dim": 24, "gamma": 0.5, "power": 1.0, "code_dim": 16, "popularity_bits": 4}
+
+
+def config(method: str, epochs: int = 3, valid_fraction: float = 0.1, **distill: float) -> RunConfig:
+    return RunConfig.from_dict(
+        {
+            "data": {"dataset": "music_toy", "valid_fraction": valid_fraction},
+            "model": {"method": method, "bits": 16},
+            "spectral": SPECTRAL,
+            "distill": {"top_r": 20, "batch_users": 512, **distill},
+            "train": {"epochs": epochs, "seed": 3, "device": "cpu", "threads": 1, "eval_every": 1},
+            "eval": {"ks": [20], "candidates": 50},
+        }
+    )
+
+
+def random_interactions(seed: int, n_users: int = 60, n_items: int = 50, density: float = 0.12) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, n_items)) < density).astype(np.float32)
+    dense[np.arange(n_users), rng.integers(0, n_items, n_users)] = 1.0
+    return sp.csr_matrix(dense)
+
+
+def test_hash_vectors_signs_are_the_itq_codes_plus_popularity_bits() -> None:
+    rng = np.random.default_rng(0)
+    user, item = rng.standard_normal((30, 12)), rng.standard_normal((40, 12))
+    degree = rng.integers(1, 50, 40)
+    ux, ix = hash_vectors(user, item, degree, bits=10, code_dim=8, popularity=3, iters=5, seed=1)
+    uc, ic, _ = itq_codes(user[:, :8], item[:, :8], 7, iters=5, seed=1)
+    pu, pi = popularity_bits(degree, 30, 3)
+    assert np.array_equal(np.where(ux >= 0, 1.0, -1.0), np.hstack([uc, pu]))
+    assert np.array_equal(np.where(ix >= 0, 1.0, -1.0), np.hstack([ic, pi]))
+    with pytest.raises(ConfigError, match="popularity bits"):
+        hash_vectors(user, item, degree, bits=4, popularity=4)
+    with pytest.raises(ConfigError, match="code_dim"):
+        hash_vectors(user, item, degree, bits=8, code_dim=13)
+
+
+def test_teacher_top_r_is_the_brute_force_ranking_without_seen_items() -> None:
+    train = random_interactions(1)
+    rng = np.random.default_rng(2)
+    user = rng.integers(-2, 3, (60, 4)).astype(np.float32)  # small integers: many exact ties
+    item = rng.integers(-2, 3, (50, 4)).astype(np.float32)
+    got = teacher_top_r(user, item, train, 7, batch_users=16)
+    dense = train.toarray() > 0
+    for u in range(60):
+        scores = user[u] @ item.T
+        order = [i for i in sorted(range(50), key=lambda i: (-scores[i], i)) if not dense[u, i]]
+        assert got[u].tolist() == order[:7]
+    with pytest.raises(ConfigError, match="top_r"):
+        teacher_top_r(user, item, train, 51)
+
+
+def overlap_at(codes_u: np.ndarray, codes_i: np.ndarray, targets: np.ndarray, train: sp.csr_matrix, r: int) -> float:
+    """Mean share of the teacher's top-r among the student's Hamming top-r (seen items excluded)."""
+    student = teacher_top_r(codes_u, codes_i, train, r)  # the inner product of ±1 codes is the Hamming order
+    return float(np.mean([len(set(s) & set(t[:r])) / r for s, t in zip(student, targets, strict=True)]))
+
+
+def test_distillation_lowers_its_loss_and_moves_the_codes_towards_the_teacher() -> None:
+    train = random_interactions(3, n_users=120, n_items=80)
+    rng = np.random.default_rng(4)
+    teacher_u, teacher_i = rng.standard_normal((120, 6)), rng.standard_normal((80, 6))
+    targets = teacher_top_r(teacher_u, teacher_i, train, 10)
+    init_u, init_i = rng.standard_normal((120, 16)) * 0.1, rng.standard_normal((80, 16)) * 0.1
+    before = overlap_at(np.sign(init_u), np.sign(init_i), targets, train, 10)
+    res = distill_codes(init_u, init_i, targets, train, epochs=60, temperature=2.0, lr=0.05, batch_users=40, seed=0)
+    losses = [r["loss"] for r in res.history]
+    assert losses[-1] < 0.9 * losses[0]
+    after = overlap_at(res.user_codes, res.item_codes, targets, train, 10)
+    assert after > before + 0.15
+    assert set(np.unique(res.user_codes)) <= {-1.0, 1.0}
+    # zero epochs serve the initial codes exactly
+    same = distill_codes(init_u, init_i, targets, train, epochs=0)
+    assert np.array_equal(same.user_codes, np.where(init_u >= 0, 1.0, -1.0))
+
+
+def test_distillation_keeps_the_best_validated_epoch_and_stops_on_patience() -> None:
+    train = random_interactions(5)
+    rng = np.random.default_rng(6)
+    targets = teacher_top_r(rng.standard_normal((60, 4)), rng.standard_normal((50, 4)), train, 5)
+    scores = iter([0.5, 0.4, 0.6, 0.55, 0.52, 0.9])  # before training, then after epochs 0, 1, 2, ...
+    seen: list[np.ndarray] = []
+
+    def validate(uc: np.ndarray, ic: np.ndarray) -> float:
+        seen.append(uc.copy())
+        return next(scores)
+
+    res = distill_codes(
+        rng.standard_normal((60, 8)), rng.standard_normal((50, 8)), targets, train, epochs=10, validate=validate,
+        patience=2, lr=0.1,
+    )  # fmt: skip
+    assert res.best_epoch == 1 and res.best_score == 0.6
+    assert len(res.history) == 4  # epochs 0..3: two evaluations without improvement after epoch 1
+    assert np.array_equal(res.user_codes, seen[2])
+
+
+def test_spectral_run_serves_the_training_free_codes_of_the_full_training_split(mirror, tmp_path: Path) -> None:
+    final = train_run(config("spectral"), tmp_path / "run", progress=False)
+    run = Run.load(tmp_path / "run")
+    train = load_interactions("music_toy", progress=False).train
+    f = spectral_factors(train, 24, power_iters=2, seed=3)
+    uz, iz = embed_factors(f, 24, gamma=0.5, power=1.0)
+    ux, ix = hash_vectors(uz, iz, f.item_degree, 16, 16, 4, 50, 3)
+    assert run.codes.user_z.shape[1] == 24 and run.codes.bits == 16
+    np.testing.assert_allclose(run.codes.user_z, uz, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(unpack_codes(run.codes.user_codes, 16), np.where(ux >= 0, 1.0, -1.0))
+    assert np.array_equal(run.codes.item_codes, pack_codes(ix))
+    assert set(final["test"]) == set(MODES) and final["serving_mode"] == "continuous"
+    assert final["best_valid_recall@20"] > 0 and final["epochs_run"] == 0
+    assert json.loads((tmp_path / "run" / Run.CODES_HEADER).read_text())["code_source"] == "pca-itq+popularity"
+    assert run.evaluate("hierarchical", ks=[20])["recall@20"] == pytest.approx(
+        final["test"]["hierarchical"]["recall@20"]
+    )
+    with pytest.raises(HashgnnError, match="has no network"):
+        run.model()
+    # A header that says the codes are sign(z) while z is wider is still refused.
+    header = json.loads((tmp_path / "run" / Run.CODES_HEADER).read_text())
+    header["code_source"] = "sign"
+    (tmp_path / "run" / Run.CODES_HEADER).write_text(json.dumps(header))
+    with pytest.raises(ArtifactError, match="signs of these vectors"):
+        Run.load(tmp_path / "run")
+
+
+def test_distilled_run_refits_with_the_validated_budget(mirror, tmp_path: Path) -> None:
+    final = train_run(config("spectral_distill", epochs=4, temperature=2.0), tmp_path / "run", progress=False)
+    history = Run(tmp_path / "run").history
+    valid_rows = [r for r in history if r["stage"] == "validation"]
+    refit_rows = [r for r in history if r["stage"] != "validation"]
+    assert len(valid_rows) >= 1
+    best = final["best_epoch"]
+    assert len(refit_rows) == best + 1  # best_epoch -1 (the start was best): no refit epochs
+    if valid_rows and best >= 0:
+        assert final["best_valid_recall@20"] == max(r["valid_recall@20"] for r in valid_rows if "valid_recall@20" in r)
+    assert final["serving_mode"] == "hamming" and final["code_source"].startswith("rank-distilled")
+    # zero epochs: the distilled method serves exactly the spectral codes
+    zero = train_run(config("spectral_distill", epochs=0, valid_fraction=0.0), tmp_path / "zero", progress=False)
+    ref = train_run(config("spectral", valid_fraction=0.0), tmp_path / "ref", progress=False)
+    assert np.array_equal(Run.load(tmp_path / "zero").codes.item_codes, Run.load(tmp_path / "ref").codes.item_codes)
+    assert zero["test"]["hamming"] == ref["test"]["hamming"]
