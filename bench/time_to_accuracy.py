@@ -10,7 +10,11 @@ the fit on the carve-out, its validation, and the refit on the full split) again
 Recall@20. ``--reported-epoch-seconds S`` adds LightGCN-PyTorch's recipe as points at its own
 README's Recall@20 (0.1071 after epoch 5, 0.1824 after 1000; **test** figures it reports, not
 validation, and not rerun here) placed at ``S`` seconds per epoch, a time measured on this kind of
-machine (docs/MODEL.md, "Speed"). The figure says which is which. A JSON summary goes to stdout.
+machine (docs/MODEL.md, "Speed"). ``--history FILE NAME SECONDS`` adds the per-epoch validation
+Recall@20 of run NAME recorded in FILE (bench/results/gpu-h200/runs-*.jsonl: the H200 runs of
+2026-11-27) placed at SECONDS per epoch, the epoch time measured for the same recipe on 2 CPU cores
+(docs/RESULTS.md, "Training speed"): the accuracy of every epoch as trained, the time it would take
+here. The figure says which is which. A JSON summary goes to stdout.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ def curve(run: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, nargs="+", required=True)
+    ap.add_argument("--run", type=Path, nargs="*", default=[])
+    ap.add_argument("--history", nargs=3, action="append", default=[], metavar=("FILE", "NAME", "SECONDS"))
     ap.add_argument("--reported-epoch-seconds", type=float, default=None)
     ap.add_argument("--target", type=float, default=0.1830, help="horizontal line (LightGCN paper, gowalla)")
     ap.add_argument("--out", type=Path, default=Path("docs/figures/time-to-accuracy.png"))
@@ -55,12 +60,28 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     curves = [curve(r) for r in args.run]
+    for file, name, seconds in args.history:
+        rec = next(json.loads(x) for x in Path(file).read_text().splitlines() if json.loads(x)["name"] == name)
+        pts = [
+            ((r["epoch"] + 1) * float(seconds), float(r["valid_recall@20"]))
+            for r in rec["history"]
+            if "valid_recall@20" in r
+        ]
+        curves.append(
+            {
+                "run": f"{name} ({Path(file).name}; {seconds} s/epoch on 2 CPU cores)",
+                "method": rec["final"]["method"],
+                "points": pts,
+                "test_recall@20": rec["final"]["test"][rec["final"]["serving_mode"]]["recall@20"],
+            }
+        )
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for c in curves:
         xs = [p[0] / 60 for p in c["points"]]
         ys = [p[1] for p in c["points"]]
         style = {"marker": "*", "ms": 14, "ls": ""} if c["method"].startswith("spectral") else {"marker": "o", "ms": 3}
-        ax.plot(xs, ys, label=f"{c['method']} ({Path(c['run']).name}), validation", **style)
+        label = c["run"] if "(" in c["run"] else Path(c["run"]).name
+        ax.plot(xs, ys, label=f"{c['method']}: {label}, validation", **style)
     if args.reported_epoch_seconds:
         xs = [e * args.reported_epoch_seconds / 60 for e, _ in REPORTED]
         ax.plot(

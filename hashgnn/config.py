@@ -120,7 +120,8 @@ class DistillConfig:
     lr: float = 0.01  # Adam learning rate of the code parameters
     batch_users: int = 1024  # users per step (each step scores them against every item)
     ste: Literal["identity", "clip"] = "identity"  # sign's backward: identity, or zero where |x| > 1
-    schedule: Literal["constant", "cosine"] = "cosine"  # learning rate over TrainConfig.epochs
+    schedule: Literal["constant", "cosine"] = "constant"  # learning rate over TrainConfig.epochs
+    ema: float = 0.0  # serve the signs of a per-step moving average of the parameters (0: off)
 
 
 @dataclass

@@ -98,6 +98,14 @@ def test_distillation_lowers_its_loss_and_moves_the_codes_towards_the_teacher() 
     after = overlap_at(res.user_codes, res.item_codes, targets, train, 10)
     assert after > before + 0.15
     assert set(np.unique(res.user_codes)) <= {-1.0, 1.0}
+    # serving the signs of a moving average of the parameters is still a ±1 code that learns
+    avg = distill_codes(
+        init_u, init_i, targets, train, epochs=60, temperature=2.0, lr=0.05, batch_users=40, seed=0, ema=0.5
+    )
+    assert set(np.unique(avg.item_codes)) <= {-1.0, 1.0}
+    assert overlap_at(avg.user_codes, avg.item_codes, targets, train, 10) > before + 0.15
+    with pytest.raises(ConfigError, match="ema"):
+        distill_codes(init_u, init_i, targets, train, epochs=1, ema=1.0)
     # zero epochs serve the initial codes exactly
     same = distill_codes(init_u, init_i, targets, train, epochs=0)
     assert np.array_equal(same.user_codes, np.where(init_u >= 0, 1.0, -1.0))

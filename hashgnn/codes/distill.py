@@ -91,6 +91,7 @@ def distill_codes(
     ste: str = "identity",
     schedule: str = "constant",
     horizon: int | None = None,
+    ema: float = 0.0,
     seed: int = 0,
     validate: Callable[[np.ndarray, np.ndarray], float] | None = None,
     eval_every: int = 1,
@@ -105,7 +106,9 @@ def distill_codes(
     epoch (the initial codes, ``DistillResult.initial_score``) and every ``eval_every`` epochs, and
     ``patience`` evaluations without improvement stop the training. ``schedule="cosine"`` decays the
     learning rate to 0 over ``horizon`` epochs (default ``epochs``), so that a shorter run with the
-    same horizon follows the same schedule (the refit with a validated budget). ``on_epoch``
+    same horizon follows the same schedule (the refit with a validated budget). ``ema`` in [0, 1):
+    serve the signs of an exponential moving average of the parameters (per step) instead of the
+    parameters themselves (0: off). ``on_epoch``
     receives each epoch's row (loss, seconds, lr, score).
     """
     import math
@@ -120,6 +123,8 @@ def distill_codes(
     if schedule not in ("constant", "cosine"):
         raise ConfigError(f"distill.schedule must be constant or cosine, got {schedule!r}")
     horizon = max(horizon if horizon is not None else epochs, 1)
+    if not 0.0 <= ema < 1.0:
+        raise ConfigError(f"distill.ema must be in [0, 1), got {ema}")
     n_users, n_items = train.shape
     if user_init.shape[0] != n_users or item_init.shape[0] != n_items or user_init.shape[1] != item_init.shape[1]:
         raise ConfigError(
@@ -134,9 +139,13 @@ def distill_codes(
     w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32) / decay)
     train = sp.csr_matrix(train)
 
+    # The served codes are the signs of an exponential moving average of the parameters (ema > 0):
+    # single steps flip bits near zero back and forth, the average keeps the direction they agree on.
+    avg_u, avg_i = xu.detach().clone(), xi.detach().clone()
+
     def signs() -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            return (torch.where(xu >= 0, 1.0, -1.0).numpy(), torch.where(xi >= 0, 1.0, -1.0).numpy())
+        u, i = (avg_u, avg_i) if ema > 0 else (xu.detach(), xi.detach())
+        return (torch.where(u >= 0, 1.0, -1.0).numpy(), torch.where(i >= 0, 1.0, -1.0).numpy())
 
     best_u, best_i = signs()
     best_score: float | None = None
@@ -172,6 +181,10 @@ def distill_codes(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if ema > 0:
+                with torch.no_grad():
+                    avg_u.mul_(ema).add_(xu, alpha=1.0 - ema)
+                    avg_i.mul_(ema).add_(xi, alpha=1.0 - ema)
             total += float(loss.detach()) * len(b)
         row: dict[str, float] = {
             "epoch": float(epoch),

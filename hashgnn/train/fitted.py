@@ -107,6 +107,7 @@ def fit_spectral_distill(
         ste=d.ste,
         schedule=d.schedule,
         horizon=cfg.train.epochs,
+        ema=d.ema,
         seed=cfg.train.seed,
         validate=None if validate is None else (lambda uc, ic: validate(uc, ic, uz, iz)),
         eval_every=cfg.train.eval_every,
