@@ -1,6 +1,6 @@
 """1 training process against 2 (``hashgnn train --nproc 2``): validation Recall@20 over seeds, and speed.
 
-    nice -n 10 .venv/bin/python bench/distributed.py --seeds 1 2 3 --out bench/results/distributed.jsonl
+    nice -n 10 .venv/bin/python bench/data_parallel.py --seeds 1 2 3 --out bench/results/distributed.jsonl
 
 Every seed trains the same config twice, once with one process and once with two (gloo, the same
 global batch), and records the best validation Recall@20, the seconds per epoch and the training
