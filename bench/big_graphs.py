@@ -92,7 +92,7 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     model.eval()
     with torch.no_grad():
-        uz, iz = model.embed(torch.Generator().manual_seed(2))
+        _ = model.embed(torch.Generator().manual_seed(2))
     row["embed_s"] = round(time.perf_counter() - t0, 2)
     row["peak_gib"], row["rss_end_gib"] = (round(x, 3) for x in _hwm_gib())
     print(json.dumps(row), flush=True)
@@ -140,7 +140,9 @@ def main() -> None:
             cmd = [sys.executable, "-m", "hashgnn", "data", "synth", "--users", str(n // 50), "--items"]
             cmd += [str(n // 150), "--edges", str(n), "--seed", "0", "--out", str(table), "--json"]
             t0 = time.perf_counter()
-            res = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=env)
+            res = subprocess.run(
+                ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=env, check=False
+            )
             if res.returncode != 0:
                 raise SystemExit(res.stderr[-3000:])
             synth = json.loads(res.stdout)
@@ -151,7 +153,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--table", str(table), "--encoder", enc, "--edges-n", str(n)]
             cmd += ["--max-batches", str(args.max_batches), "--batch-size", str(args.batch_size)]
             cmd += ["--threads", str(args.threads)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if res.returncode != 0:
                 row = {"edges_requested": n, "encoder": enc, "error": res.stderr[-2000:]}
             else:

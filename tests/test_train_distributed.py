@@ -8,6 +8,7 @@ two processes 0.1600-0.1732 (sd 0.0066), per-seed differences -0.0085, -0.0059, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from hashgnn.errors import ConfigError
 from hashgnn.train.distributed import local_batch, rank_seed, shard_permutation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from data_parallel import CONFIG  # noqa: E402  (the bench's config is the tests' config)
+from data_parallel import CONFIG  # the bench's config is the tests' config
 
 # |2-process - 1-process| of the best validation Recall@20 of one seed: about 3 standard deviations
 # of the 2-process runs' spread over seeds (0.0066), above the largest per-seed gap seen (0.0085).
@@ -236,10 +237,8 @@ def test_killed_two_process_run_resumes(dist_runs: dict, tmp_path: Path) -> None
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
     for pid in [*_descendants(proc.pid), proc.pid]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
     assert not (run / "final_metrics.json").exists()
 
