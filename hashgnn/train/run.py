@@ -387,7 +387,10 @@ def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
     try:
         if not (trainer.state.get("stopped_early") or trainer.state.get("stopped_by_time")):
             trainer.fit()
-        return trainer.finish()
+        final = trainer.finish()
+        # All ranks leave together, so code after train_run (hg.Trainer.fit's Run.load) finds the folder.
+        distributed.barrier(trainer.dist)
+        return final
     finally:
         # A run's thread count must not leak into the caller's process (notebooks, suites).
         torch.set_num_threads(trainer.threads_before)
