@@ -72,7 +72,8 @@ def child(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(1)
     row["build_s"] = round(time.perf_counter() - t0, 2)
     beta = model.on_epoch_start(0)
-    train_epoch(model, opt, data.train, cfg.train, 0, gen, beta=beta, progress=False, max_batches=1)  # warm-up
+    if not args.no_warmup:
+        train_epoch(model, opt, data.train, cfg.train, 0, gen, beta=beta, progress=False, max_batches=1)
     stats = train_epoch(
         model, opt, data.train, cfg.train, 0, gen, beta=beta, progress=False, max_batches=args.max_batches
     )
@@ -89,11 +90,13 @@ def child(args: argparse.Namespace) -> None:
         loss=round(stats["loss"], 4),
     )
     row["peak_after_train_gib"], _ = (round(x, 3) for x in _hwm_gib())
-    t0 = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-        _ = model.embed(torch.Generator().manual_seed(2))
-    row["embed_s"] = round(time.perf_counter() - t0, 2)
+    row["warmup"] = not args.no_warmup
+    if not args.no_embed:
+        t0 = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            _ = model.embed(torch.Generator().manual_seed(2))
+        row["embed_s"] = round(time.perf_counter() - t0, 2)
     row["peak_gib"], row["rss_end_gib"] = (round(x, 3) for x in _hwm_gib())
     print(json.dumps(row), flush=True)
 
@@ -103,6 +106,28 @@ def _cpu() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor()
+
+
+def markdown(path: Path) -> str:
+    """The docs/SCALING.md table of a results file (the newest row per edge count and encoder)."""
+    rows: dict[tuple[int, str], dict] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if "error" not in r:
+            rows[(r["edges_requested"], r["encoder"])] = r
+    out = [
+        "| edges | encoder | users / items | read table s | load s | s / step (steps timed) | epoch s (steps) "
+        "| peak RSS after load GiB | peak RSS GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (n, enc), r in sorted(rows.items()):
+        epoch = f"{r['epoch_s']:,.0f} ({r['steps_per_epoch']:,})" + (" extrapolated" if r["epoch_extrapolated"] else "")
+        out.append(
+            f"| {n:.0e} | {enc} | {r['n_users']:,} / {r['n_items']:,} | {r['read_table_s']} | {r['load_s']} | "
+            f"{r['seconds_per_step']} ({r['steps_timed']}) | {epoch} | {r['peak_after_load_gib']:.2f} | "
+            f"{r['peak_gib']:.2f} |"
+        )
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -119,7 +144,13 @@ def main() -> None:
     ap.add_argument("--table", help=argparse.SUPPRESS)
     ap.add_argument("--encoder", help=argparse.SUPPRESS)
     ap.add_argument("--edges-n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--no-warmup", action="store_true", help="time the first step too (saves a step)")
+    ap.add_argument("--no-embed", action="store_true", help="skip the export of all nodes' vectors")
+    ap.add_argument("--markdown", type=Path, help="print the table of this results file and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(args.markdown))
+        return
     if args.child:
         child(args)
         return
@@ -153,6 +184,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--table", str(table), "--encoder", enc, "--edges-n", str(n)]
             cmd += ["--max-batches", str(args.max_batches), "--batch-size", str(args.batch_size)]
             cmd += ["--threads", str(args.threads)]
+            cmd += ["--no-warmup"] * args.no_warmup + ["--no-embed"] * args.no_embed
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if res.returncode != 0:
                 row = {"edges_requested": n, "encoder": enc, "error": res.stderr[-2000:]}

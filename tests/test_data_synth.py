@@ -126,11 +126,12 @@ def test_cli_synth(tmp_path: Path) -> None:
 
 
 def test_split_order_is_lexsorts() -> None:
-    """The per-user random split's faster sort gives lexsort's order exactly (ties in r included)."""
+    """The per-user random split's faster sort gives lexsort's order exactly, with and without ties in r."""
     from hashgnn.data.split import _lexsort_user_then
 
     rng = np.random.default_rng(0)
     for n in (0, 1, 7, 5000):
         users = rng.integers(0, 50, n)
-        r = rng.integers(0, 20, n) / 20.0  # many ties: position must break them as in lexsort
-        assert np.array_equal(_lexsort_user_then(r, users), np.lexsort((r, users)) if n else np.empty(0, np.int64))
+        for r in (rng.integers(0, 20, n) / 20.0, rng.random(n)):  # ties (position breaks them), none
+            want = np.lexsort((r, users)) if n else np.empty(0, np.int64)
+            assert np.array_equal(_lexsort_user_then(r, users), want)

@@ -79,8 +79,14 @@ def _lexsort_user_then(r: np.ndarray, users: np.ndarray) -> np.ndarray:
     n = len(r)
     if n == 0:
         return np.empty(0, dtype=np.int64)
+    order = np.argsort(r)  # introsort; equal to the stable order unless r has ties
+    rs = r[order]
+    if bool(np.any(rs[1:] == rs[:-1])):
+        order = np.argsort(r, kind="stable")
+    del rs
     rank = np.empty(n, dtype=np.int64)
-    rank[np.argsort(r, kind="stable")] = np.arange(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    del order
     if int(users.max()) >= (2**63 - 1) // max(n, 1):  # pragma: no cover - beyond any real data set
         return np.lexsort((r, users))
     key = users.astype(np.int64) * n
