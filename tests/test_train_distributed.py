@@ -96,6 +96,7 @@ GRAD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["lightgcn", "sage"])
 def test_ddp_gradient_is_the_full_batch_gradient(tmp_path: Path, encoder: str) -> None:
     """Two ranks with half a batch each get the gradient of the whole batch on one process."""
@@ -183,6 +184,7 @@ def dist_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_reach_the_recall_of_one(dist_runs: dict) -> None:
     one, two = dist_runs[1], dist_runs[2]
     assert (one["processes"], two["processes"]) == (1, 2)
@@ -218,6 +220,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_killed_two_process_run_resumes(dist_runs: dict, tmp_path: Path) -> None:
     """SIGKILL every process of a 2-process run after its second epoch; --resume --nproc 2 ends as the
     uninterrupted run did (the same test metrics: each rank continues its own random stream)."""
