@@ -99,7 +99,8 @@ class Trainer:
         """Train on ``dataset`` (a name, path, or what :func:`load_dataset` returned) into ``out``.
 
         Returns the finished :class:`~hashgnn.run.Run`. A folder that already holds a run is refused
-        unless ``overwrite``.
+        unless ``overwrite``. In a script started by ``torchrun`` the training is data-parallel
+        (docs/SCALING.md); rank 0 writes the folder and every rank returns its Run.
         """
         from hashgnn.run import Run
         from hashgnn.train.run import train_run

@@ -72,8 +72,13 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# The arguments of this invocation, for commands that start copies of themselves (train --nproc).
+ARGV: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hashgnn`` console script."""
+    ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     _register()
     warnings.showwarning = _show_warning
     # `kill`, job schedulers and `timeout` send SIGTERM: stop as on Ctrl-C, so an experiment

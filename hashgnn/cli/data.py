@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -166,3 +167,57 @@ def info_cmd(
         is_count = k.startswith("n_") and isinstance(v, int) and not isinstance(v, bool)
         table.add_row(k, f"{v:,}" if is_count else f"{v:.6g}" if isinstance(v, float) else str(v))
     Console().print(table)
+
+
+@data_app.command("synth")
+def synth_cmd(
+    users: Annotated[int, typer.Option("--users", help="Number of users (ids 0..U-1).")],
+    items: Annotated[int, typer.Option("--items", help="Number of items (ids 0..I-1).")],
+    edges: Annotated[int, typer.Option("--edges", help="Number of distinct user-item interactions.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="A .csv/.tsv/.parquet table (columns user, item; split when trained on), or a folder for "
+            "train.txt and test.txt (one line per user, split here).",
+        ),
+    ],
+    seed: Annotated[int, typer.Option(help="Seed of the graph (and of the txt folder's split).")] = 0,
+    user_exponent: Annotated[
+        float, typer.Option(help="Zipf exponent of user activity (0: uniform; larger: more skewed).")
+    ] = 0.5,
+    item_exponent: Annotated[float, typer.Option(help="Zipf exponent of item popularity.")] = 0.8,
+    test_fraction: Annotated[float, typer.Option(help="txt folder only: each user's test share.")] = 0.2,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a synthetic bipartite graph with power-law degrees (for scale tests; hashgnn.data.synth)."""
+    import time
+
+    import numpy as np
+
+    from hashgnn.data.synth import synth_graph, write_synth
+
+    t0 = time.perf_counter()
+    u, i = synth_graph(users, items, edges, seed, user_exponent, item_exponent)
+    t1 = time.perf_counter()
+    files = write_synth(out, u, i, test_fraction, seed)
+    t2 = time.perf_counter()
+    ud, id_ = np.bincount(u, minlength=users), np.bincount(i, minlength=items)
+    info = {
+        "files": [str(f) for f in files],
+        "users": users,
+        "items": items,
+        "edges": len(u),
+        "users_with_edges": int(np.count_nonzero(ud)),
+        "items_with_edges": int(np.count_nonzero(id_)),
+        "max_user_degree": int(ud.max()),
+        "max_item_degree": int(id_.max()),
+        "seconds_generate": round(t1 - t0, 2),
+        "seconds_write": round(t2 - t1, 2),
+    }
+    if json_out:
+        print_json(info)
+    else:
+        for k, v in info.items():
+            print(f"{k}: {v}")

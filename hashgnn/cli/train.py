@@ -95,9 +95,24 @@ def train(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train data-parallel on this many processes of this machine: starts `torchrun "
+            "--standalone --nproc-per-node N -m hashgnn train ...` (gloo on CPU, one GPU per process with "
+            "NCCL on CUDA); --batch-size is the global batch. Resume such a run with the same --nproc. "
+            "Several machines: see docs/SCALING.md.",
+        ),
+    ] = 1,
 ) -> None:
     """Train HashGNN (or a variant or baseline) and save codes, vectors, weights and metrics in a run folder."""
+    from hashgnn.train.distributed import launched_by_torchrun
     from hashgnn.train.run import resume_run, train_run
+
+    if nproc < 1:
+        raise HashgnnError(f"--nproc must be at least 1, got {nproc}")
+    if nproc > 1 and not launched_by_torchrun():
+        raise typer.Exit(launch_torchrun(nproc))
 
     if resume is not None:
         given = [
@@ -169,10 +184,50 @@ def train(
             cfg = configure(cfg, **parse_set(settings))
         final = train_run(cfg, out, progress=not quiet, overwrite=overwrite)
         run_dir = out
+    if not final:  # a data-parallel rank other than 0: rank 0 reports
+        return
     if json_out:
         print_json({"run": str(run_dir), **final})
     else:
         print_summary(final, run_dir, final.get("baseline_popular"))
+
+
+def launch_torchrun(nproc: int) -> int:
+    """Run this ``hashgnn train`` command again under torchrun on ``nproc`` local processes.
+
+    Returns torchrun's exit status (non-zero when any process failed; torchrun stops the others).
+    """
+    import subprocess
+    import sys
+
+    from hashgnn.cli import ARGV
+
+    args: list[str] = []
+    skip = False
+    for a in ARGV:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "hashgnn",
+        *args,
+    ]
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun stops its workers; their last checkpoint stays
+        proc.terminate()
+        proc.wait()
+        return 130
 
 
 def parse_set(items: list[str]) -> dict[str, str]:

@@ -44,7 +44,7 @@ def split_per_user(
     if method == "random":
         _check_fraction(test_fraction, "test_fraction")
         rng = np.random.default_rng(seed)
-        perm = np.lexsort((rng.random(n), users))
+        perm = _lexsort_user_then(rng.random(n), users)
     elif method in ("temporal", "loo"):
         if method == "temporal":
             _check_fraction(test_fraction, "test_fraction")
@@ -68,6 +68,31 @@ def split_per_user(
     is_test = np.empty(n, dtype=bool)
     is_test[perm] = to_test_sorted
     return is_test
+
+
+def _lexsort_user_then(r: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """``np.lexsort((r, users))`` (by user, then ``r``, then position), in two plain sorts.
+
+    lexsort's indirect stable sorts are several times slower at 10^7 rows; here ``r``'s stable order
+    becomes a rank and the (user, rank) pairs one unique int64 key, so any sort gives the same order.
+    """
+    n = len(r)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(r)  # introsort; equal to the stable order unless r has ties
+    rs = r[order]
+    if bool(np.any(rs[1:] == rs[:-1])):
+        order = np.argsort(r, kind="stable")
+    del rs
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    del order
+    if int(users.max()) >= (2**63 - 1) // max(n, 1):  # pragma: no cover - beyond any real data set
+        return np.lexsort((r, users))
+    key = users.astype(np.int64) * n
+    key += rank
+    del rank
+    return np.argsort(key)
 
 
 def carve_validation(data: Interactions, fraction: float, seed: int = 2020) -> Interactions:

@@ -4,6 +4,11 @@ Ids may be any hashable values (strings or integers); they are kept as read and 
 contiguous indices later. An optional rating column (with a threshold for "positive") and an
 optional time column are read and validated. Errors name the file and the line (CSV/TSV) or row
 (Parquet); line numbers are worked out only on the error path.
+
+Speed: a CSV/TSV table whose user and item ids are all integers is read by pyarrow's multi-threaded
+CSV reader straight into int64 columns (about a second per 10^7 rows here, no Python object per
+row); any other table, or one the fast reader refuses (empty cells, ragged rows, a byte-order mark),
+is read by pandas as text, which is slower and is where every error message comes from.
 """
 
 from __future__ import annotations
@@ -114,7 +119,9 @@ def read_table(
             for c in COMPRESSION_SUFFIXES:
                 base = base.removesuffix(c)
             sep = TEXT_SUFFIXES.get(Path(base).suffix, ",")
-        df = _read_text(path, sep, names)
+        df = _read_text_fast(path, sep, names, wanted, user_col, item_col, rating_col)
+        if df is None:
+            df = _read_text(path, sep, names)
         header = names is None
         _check_columns(path, df, wanted, sep, header)
     rows = TableRows(
@@ -200,6 +207,44 @@ def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
             path,
             int(m.group(1)) if m else None,
         ) from None
+
+
+def _read_text_fast(
+    path: Path,
+    sep: str,
+    names: list[str] | None,
+    wanted: list[str],
+    user_col: str,
+    item_col: str,
+    rating_col: str | None,
+) -> pd.DataFrame | None:
+    """The wanted columns via pyarrow's CSV reader, ids as int64; None when it cannot (use pandas).
+
+    Only a clean table takes this path: any parse error, a missing column, a non-integer id or an
+    empty cell sends the file to the pandas reader, whose messages name the line.
+    """
+    if len(sep) != 1 or path.suffix.lower() == ".zip" or not path.is_file():
+        return None
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    types = {user_col: pa.int64(), item_col: pa.int64()}
+    if rating_col is not None:
+        types[rating_col] = pa.float64()
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=sep),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=wanted, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    if table.num_rows == 0 or any(table.column(c).null_count for c in wanted):
+        return None
+    return table.to_pandas()
 
 
 def _check_zip(path: Path) -> None:
@@ -328,6 +373,8 @@ def _times(col: pd.Series, rows: TableRows, name: str) -> np.ndarray:
         if col.isna().any():
             _fail(rows, int(np.flatnonzero(col.isna().to_numpy())[0]), f"empty time in column {name!r}")
         return col.astype("datetime64[ns]").to_numpy().astype(np.int64)
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype) and not col.isna().any():
+        return col.to_numpy(dtype=np.float64)  # read as numbers already (the fast CSV reader, Parquet)
     s = col.astype(str).str.strip()
     nums = pd.to_numeric(s, errors="coerce")
     if not nums.isna().any():

@@ -23,11 +23,13 @@ class BipartiteGraph:
 
     Attributes:
         n_users, n_items: node counts per side.
-        user_indptr, user_indices: CSR of user -> items (int64, on ``device``); the items of user
-            ``u`` are ``user_indices[user_indptr[u]:user_indptr[u+1]]``, sorted ascending.
+        user_indptr, user_indices: CSR of user -> items (on ``device``); the items of user
+            ``u`` are ``user_indices[user_indptr[u]:user_indptr[u+1]]``, sorted ascending. The
+            pointers are int64, the indices int32 (int64 only for more than 2^31 - 1 nodes): per-edge
+            arrays dominate a big graph's memory, and consumers cast the rows they gather.
         item_indptr, item_indices: CSR of item -> users, likewise.
-        edge_users: the user of every edge in ``user_indices`` order, so ``(edge_users[e],
-            user_indices[e])`` enumerates the positive training edges.
+        edge_users: the user of every edge in ``user_indices`` order (int32 like the indices), so
+            ``(edge_users[e], user_indices[e])`` enumerates the positive training edges.
         device: where the tensors live.
     """
 
@@ -56,18 +58,24 @@ class BipartiteGraph:
         c.sort_indices()
         n_users, n_items = r.shape
 
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)
+        idx = np.int32 if max(n_users, n_items) < 2**31 - 1 else np.int64
 
-        edge_users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(r.indptr))
+        def t(a: np.ndarray, dtype: type = np.int64) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(device)
+
+        edge_users = np.repeat(np.arange(n_users, dtype=idx), np.diff(r.indptr))
+        user_indptr, user_indices = t(r.indptr), t(r.indices, idx)
+        del r  # a big graph's copies go as soon as their tensors exist
+        item_indptr, item_indices = t(c.indptr), t(c.indices, idx)
+        del c
         return cls(
             n_users=int(n_users),
             n_items=int(n_items),
-            user_indptr=t(r.indptr),
-            user_indices=t(r.indices),
-            item_indptr=t(c.indptr),
-            item_indices=t(c.indices),
-            edge_users=t(edge_users),
+            user_indptr=user_indptr,
+            user_indices=user_indices,
+            item_indptr=item_indptr,
+            item_indices=item_indices,
+            edge_users=t(edge_users, idx),
             device=device,
         )
 
@@ -93,7 +101,7 @@ class BipartiteGraph:
         """Sorted ``user * n_items + item`` of every edge (cached), for vectorised membership tests."""
         if self._edge_keys is None:
             # CSR rows are in user order and sorted within a row, so the keys come out sorted.
-            self._edge_keys = self.edge_users * self.n_items + self.user_indices
+            self._edge_keys = self.edge_users.long() * self.n_items + self.user_indices.long()
         return self._edge_keys
 
     def norm_adj(self) -> torch.Tensor:

@@ -36,7 +36,7 @@ def sample_neighbors(
     """Sample ``fanout`` neighbours of each node uniformly, as the authors' sampler does.
 
     Args:
-        indptr, indices: CSR adjacency (int64) of the node type of ``nodes`` towards the other type.
+        indptr, indices: CSR adjacency (int64 pointers; int32 or int64 indices) of the node type of ``nodes`` towards the other type.
         nodes: (N,) int64 node ids; ``-1`` marks a padding node (no node).
         fanout: neighbours per node.
         generator: the source of randomness (see the module docstring).
@@ -89,7 +89,7 @@ def sample_neighbors(
         return torch.full((n, fanout), -1, dtype=torch.long, device=device)
     off = torch.minimum(off, (deg - 1).clamp(min=0).unsqueeze(1))  # guards float rounding only
     # Rows of degree 0 may point one past the end; they are replaced by -1 below.
-    out = indices[(start.unsqueeze(1) + off).clamp(max=indices.numel() - 1)]
+    out = indices[(start.unsqueeze(1) + off).clamp(max=indices.numel() - 1)].long()
     return torch.where((deg > 0).unsqueeze(1), out, torch.full_like(out, -1))
 
 

@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``ckpt-EEEE`` holding ``model.safetensors`` (weights),
 ``optim.safetensors`` + ``optim.json`` (Adam's tensors and its scalar state), ``rng.safetensors``
-(the training generator's state) and ``state.json`` (epoch, best validation score, history). It is
+(the training generator's state; in a data-parallel run also ``generator.rank<R>`` for every other
+rank, and ``world_size`` in the state) and ``state.json`` (epoch, best validation score, history). It is
 written under a temporary name and renamed to a name of its own (``ckpt-EEEE-<random>``, never
 replacing a folder that exists); ``checkpoint.json`` then names the newest one (itself replaced
 atomically), and only then are older ones removed, so a process killed at any moment leaves a usable
@@ -73,8 +74,13 @@ def save_checkpoint(
     generator: torch.Generator,
     state: dict[str, Any],
     keep: int = 1,
+    generator_states: list[torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint ``epoch`` atomically and drop older ones beyond ``keep``."""
+    """Write checkpoint ``epoch`` atomically and drop older ones beyond ``keep``.
+
+    ``generator_states``: every rank's generator state in rank order (a data-parallel run); rank 0's
+    is saved as ``generator``, like ``generator``'s own state when None.
+    """
     token = secrets.token_hex(4)
     final = run_dir / f"ckpt-{epoch:04d}-{token}"
     tmp = run_dir / f".ckpt-{epoch:04d}-{token}.tmp"
@@ -83,7 +89,8 @@ def save_checkpoint(
     otensors, ometa = _optimizer_to_flat(optimizer)
     save_file(otensors, tmp / "optim.safetensors")
     (tmp / "optim.json").write_text(json.dumps(ometa))
-    save_file({"generator": generator.get_state()}, tmp / "rng.safetensors")
+    states = generator_states if generator_states is not None else [generator.get_state()]
+    save_file({_rng_key(r): st.contiguous() for r, st in enumerate(states)}, tmp / "rng.safetensors")
     (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=2))
     os.replace(tmp, final)
     _write_json(run_dir / POINTER, {"latest": final.name, "epoch": epoch})
@@ -96,6 +103,10 @@ def save_checkpoint(
     for p in run_dir.glob(".ckpt-*.tmp"):  # a killed process's half-written checkpoint
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def _rng_key(rank: int) -> str:
+    return "generator" if rank == 0 else f"generator.rank{rank}"
 
 
 def _epoch_of(name: str) -> int:
@@ -133,13 +144,27 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Any]:
-    """Restore model, optimiser and generator in place; return the saved ``state.json``."""
+    """Restore model, optimiser and generator in place; return the saved ``state.json``.
+
+    ``rank`` / ``world``: this process's place in a data-parallel run; a checkpoint resumes only
+    with the number of processes that wrote it (each rank continues its own random stream).
+    """
+    st = json.loads((ckpt / "state.json").read_text())
+    saved_world = int(st.get("world_size", 1))
+    if saved_world != world:
+        raise HashgnnError(
+            f"{ckpt}: written by a run on {saved_world} training process(es), resumed on {world}; "
+            f"resume with {'--nproc ' + str(saved_world) if saved_world > 1 else 'one process (no --nproc)'} "
+            "so that every process continues its own random stream"
+        )
     device = next(model.parameters()).device
     model.load_state_dict(load_file(ckpt / Run.WEIGHTS, device=str(device)))
     meta = json.loads((ckpt / "optim.json").read_text())
     # Loaded on CPU: Optimizer.load_state_dict moves each tensor next to its parameter (and keeps
     # Adam's step counter on CPU, where it must stay).
     _optimizer_from_flat(optimizer, load_file(ckpt / "optim.safetensors", device="cpu"), meta)
-    generator.set_state(load_file(ckpt / "rng.safetensors")["generator"])
-    return json.loads((ckpt / "state.json").read_text())
+    generator.set_state(load_file(ckpt / "rng.safetensors")[_rng_key(rank)])
+    return st

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import scipy.sparse as sp
@@ -22,6 +23,7 @@ from hashgnn.config import TrainConfig
 from hashgnn.errors import HashgnnError
 from hashgnn.graph.bipartite import BipartiteGraph
 from hashgnn.graph.sampling import sample_negatives
+from hashgnn.train.distributed import DistContext, all_mean, local_batch, shard_permutation
 
 if TYPE_CHECKING:
     from hashgnn.model.network import HashModel
@@ -64,6 +66,8 @@ def train_epoch(
     beta: float | None = None,
     progress: bool = True,
     max_batches: int | None = None,
+    dist: DistContext | None = None,
+    loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one epoch over the positive edges of ``train``.
 
@@ -78,10 +82,15 @@ def train_epoch(
         beta: the value ``model.on_epoch_start(epoch)`` returned; None reads the model's schedule.
         progress: show a tqdm bar on stderr with loss, beta and edges per second.
         max_batches: stop after this many batches (benchmarks time a fraction of an epoch).
+        dist: the data-parallel context (:mod:`hashgnn.train.distributed`); with several ranks each
+            takes its shard of the epoch's edges (shuffled by ``train_cfg.seed`` and ``epoch``, the
+            same on every rank) in steps of ``batch_size / world`` edges.
+        loss_fn: what computes a step's loss, called like ``model.loss`` (the DistributedDataParallel
+            wrapper of a data-parallel run); default ``model.loss``.
 
     Returns:
-        Means over the epoch's edges of ``loss`` and its parts, plus ``beta``, ``seconds``,
-        ``edges_per_s`` and ``batches``.
+        Means over the epoch's edges of ``loss`` and its parts (over all ranks' edges in a
+        data-parallel run), plus ``beta``, ``seconds``, ``edges_per_s`` (this rank's) and ``batches``.
 
     Raises:
         HashgnnError: the loss became NaN or infinite; raised before the optimiser step, so the
@@ -96,10 +105,15 @@ def train_epoch(
     bs = int(train_cfg.batch_size)
     if bs < 1 or train_cfg.negatives < 1:
         raise HashgnnError(f"batch_size and negatives must be at least 1, got {bs} and {train_cfg.negatives}")
-    n_batches = math.ceil(n_edges / bs)
+    step_loss = loss_fn if loss_fn is not None else model.loss
+    if dist is not None and dist.active:
+        bs = local_batch(bs, dist.world)
+        perm = shard_permutation(n_edges, epoch, train_cfg.seed, dist.rank, dist.world).to(dev)
+    else:
+        perm = torch.randperm(n_edges, generator=generator, device=generator.device).to(dev)
+    n_batches = math.ceil(perm.numel() / bs)
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
-    perm = torch.randperm(n_edges, generator=generator, device=generator.device).to(dev)
 
     sums: dict[str, float] = {}
     seen = 0
@@ -116,10 +130,11 @@ def train_epoch(
     try:
         for b in range(n_batches):
             idx = perm[b * bs : (b + 1) * bs]
-            users = graph.edge_users[idx]
-            pos = graph.user_indices[idx]
+            # The graph holds int32 indices (half the memory of a big graph); a batch works in int64.
+            users = graph.edge_users[idx].long()
+            pos = graph.user_indices[idx].long()
             neg = sample_negatives(graph, users, train_cfg.negatives, generator)
-            loss, parts = model.loss(users, pos, neg, beta, train_cfg, generator)
+            loss, parts = step_loss(users, pos, neg, beta, train_cfg, generator)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise HashgnnError(
@@ -144,5 +159,7 @@ def train_epoch(
         bar.close()
     seconds = time.perf_counter() - start
     out = {name: s / max(seen, 1) for name, s in sums.items()}
+    if dist is not None and dist.active:
+        out = all_mean(out, float(seen), dist, dev)
     out.update(beta=float(beta), seconds=seconds, edges_per_s=seen / max(seconds, 1e-9), batches=float(n_batches))
     return out

@@ -3,11 +3,16 @@
 ``train_run(cfg, out) -> dict`` trains, validates (early stopping on validation Recall@20 in the
 method's serving mode), exports codes and vectors from the best epoch's weights and evaluates them on
 the test split in every retrieval mode; the dict is ``final_metrics.json``.
+
+Started by torchrun (``hashgnn train --nproc N``), a run is data-parallel
+(:mod:`hashgnn.train.distributed`): every rank trains on its shard of the edges, rank 0 alone
+touches the run folder, and the other ranks return an empty dict.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +28,7 @@ from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.io import write_safetensors, write_text
 from hashgnn.methods import MODES, get_method, serving_mode
 from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
+from hashgnn.train import distributed
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hashgnn.train.folder import Replacement, check_replaceable_run, check_writable_run_folder, holds_run
 
@@ -120,9 +126,12 @@ class _Trainer:
         from hashgnn.model import build_model
 
         _check_config(cfg)
-        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.dist = distributed.context(resolve_device(cfg.train.device))
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress and self.dist.is_main
         self.run = Run(run_dir)
-        self.device = resolve_device(cfg.train.device)
+        self.device = distributed.rank_device(resolve_device(cfg.train.device), self.dist)
+        if self.dist.active:
+            distributed.local_batch(cfg.train.batch_size, self.dist.world)  # fail before the data loads
         self.threads_before = torch.get_num_threads()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -144,8 +153,13 @@ class _Trainer:
         self.model = build_model(cfg.model, self.split.train, self.device, train_cfg=cfg.train)
         from hashgnn.train.loop import build_optimizer
 
+        # Wrapped before the optimiser exists: DDP broadcasts rank 0's parameters into every rank.
+        staged = distributed.is_staged(get_method(cfg.model.method), cfg.model, cfg.train)
+        self.ddp = distributed.wrap(self.model, self.dist, self.device, staged)
         self.optimizer = build_optimizer(self.model, cfg.train)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(
+            distributed.rank_seed(cfg.train.seed, self.dist.rank)
+        )
         self.state: dict[str, Any] = {
             "best_score": None,
             "best_epoch": None,
@@ -159,11 +173,13 @@ class _Trainer:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             return
-        st = load_checkpoint(ckpt, self.model, self.optimizer, self.generator)
+        st = load_checkpoint(ckpt, self.model, self.optimizer, self.generator, self.dist.rank, self.dist.world)
         self.start_epoch = int(st.pop("epoch")) + 1
+        st.pop("world_size", None)
         self.state = st
-        # Rows of epochs after the checkpoint belong to the killed attempt: rewrite from history.
-        _rewrite_jsonl(self.run.file(Run.METRICS_LOG), self.state["history"])
+        if self.dist.is_main:
+            # Rows of epochs after the checkpoint belong to the killed attempt: rewrite from history.
+            _rewrite_jsonl(self.run.file(Run.METRICS_LOG), self.state["history"])
 
     def validate(self, epoch: int) -> dict[str, float]:
         gen = _eval_generator(self.cfg.train.seed, self.device, salt=VALID_SALT)
@@ -197,6 +213,8 @@ class _Trainer:
                 self.generator,
                 beta=beta,
                 progress=self.progress,
+                dist=self.dist,
+                loss_fn=self.ddp,
             )
             self.state["train_seconds"] += float(stats.get("seconds", 0.0))
             row: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in stats.items()}}
@@ -206,7 +224,8 @@ class _Trainer:
                 cfg.train.max_minutes is not None and self.state["train_seconds"] >= 60.0 * cfg.train.max_minutes
             )
             last = epoch == cfg.train.epochs - 1 or out_of_time
-            if has_valid and ((epoch + 1) % cfg.train.eval_every == 0 or last):
+            main = self.dist.is_main
+            if main and has_valid and ((epoch + 1) % cfg.train.eval_every == 0 or last):
                 m = self.validate(epoch)
                 row.update({f"valid_{k}": v for k, v in m.items() if "@" in k})
                 score = m[f"recall@{VALID_K}"]
@@ -216,18 +235,33 @@ class _Trainer:
                 else:
                     self.state["bad_evals"] += 1
             self.state["history"].append(row)
-            _append_jsonl(self.run.file(Run.METRICS_LOG), row)
+            if main:
+                _append_jsonl(self.run.file(Run.METRICS_LOG), row)
             stop = cfg.train.patience > 0 and self.state["bad_evals"] >= cfg.train.patience
             self.state["stopped_early"] = bool(stop and not last)
             if out_of_time and epoch < cfg.train.epochs - 1:
                 self.state["stopped_by_time"] = True
                 stop = True
-            save_checkpoint(self.run_dir, epoch, self.model, self.optimizer, self.generator, self.state)
-            if stop:
+            # Every rank's generator state goes into rank 0's checkpoint, so each rank resumes its own stream.
+            states = distributed.gather_generator_states(self.generator, self.dist, self.device)
+            if main:
+                save_checkpoint(
+                    self.run_dir,
+                    epoch,
+                    self.model,
+                    self.optimizer,
+                    self.generator,
+                    {**self.state, "world_size": self.dist.world},
+                    generator_states=states,
+                )
+            # Rank 0 alone validated and counted the time: its decision holds for all.
+            if distributed.broadcast_flag(stop, self.dist, self.device):
                 break
 
     def finish(self) -> dict[str, Any]:
         cfg = self.cfg
+        if not self.dist.is_main:
+            return {}
         best = self.run.file(Run.BEST_WEIGHTS)
         if best.exists():
             self.model.load_state_dict(load_file(best, device=str(self.device)))
@@ -266,6 +300,7 @@ class _Trainer:
             "bits": cfg.model.bits,
             "seed": cfg.train.seed,
             "device": str(self.device),
+            "processes": self.dist.world,
             "serving_mode": serving_mode(cfg.model.method),
             "ties": cfg.eval.ties,
             "epochs_run": epochs_run,
@@ -299,9 +334,12 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
     """Train a model as ``cfg`` says, writing everything into the run folder ``out``.
 
     Returns the final metrics (also in ``out/final_metrics.json``). A folder that already holds a
-    run is refused unless ``overwrite`` (use :func:`resume_run` to continue one).
+    run is refused unless ``overwrite`` (use :func:`resume_run` to continue one). In a data-parallel
+    run (started by torchrun) only rank 0 checks and writes the folder; the other ranks return ``{}``.
     """
     run_dir = Path(out)
+    if distributed.launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0:
+        return _fit_and_finish(_Trainer(cfg, run_dir, progress))
     replace = holds_run(run_dir)
     if replace and not overwrite:
         raise HashgnnError(
@@ -365,7 +403,10 @@ def _fit_and_finish(trainer: Any) -> dict[str, Any]:
     try:
         if not (trainer.state.get("stopped_early") or trainer.state.get("stopped_by_time")):
             trainer.fit()
-        return trainer.finish()
+        final = trainer.finish()
+        # All ranks leave together, so code after train_run (hg.Trainer.fit's Run.load) finds the folder.
+        distributed.barrier(trainer.dist)
+        return final
     finally:
         # A run's thread count must not leak into the caller's process (notebooks, suites).
         torch.set_num_threads(trainer.threads_before)
