@@ -95,9 +95,9 @@ def _popcount(x, USE_POPC: tl.constexpr):  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def _tile_distance(
+def _tile_distance(  # type: ignore[no-untyped-def]
     items_ptr, n, qbase, offs_n, W: tl.constexpr, USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr
-):  # type: ignore[no-untyped-def]
+):
     # (BQ, BN) Hamming distances of the block's queries to the tile's items
     d = tl.zeros((BQ, BN), dtype=tl.int32)
     inside = offs_n < n
@@ -123,12 +123,12 @@ def _tile_excluded(ex_ptr, cur, end, offs_n, tile_end, BQ: tl.constexpr, BN: tl.
 
 
 @triton.jit
-def _bound_kernel(
+def _bound_kernel(  # type: ignore[no-untyped-def]
     items_ptr, n, q_ptr, rows_ptr, A, ex_ptr, exstart_ptr, exend_ptr, bound_ptr,
     S, tiles_per_split, scan_tiles, n_tiles, K,
     BITS: tl.constexpr, W: tl.constexpr, JA: tl.constexpr, HAS_EX: tl.constexpr,
     USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
-):  # type: ignore[no-untyped-def]  # fmt: skip
+):  # fmt: skip
     pid_q = tl.program_id(0)
     pid_s = tl.program_id(1)
     a = pid_q * BQ + tl.arange(0, BQ)
@@ -167,12 +167,12 @@ def _bound_kernel(
 
 
 @triton.jit
-def _count_kernel(
+def _count_kernel(  # type: ignore[no-untyped-def]
     items_ptr, n, q_ptr, rows_ptr, A, ex_ptr, exstart_ptr, exend_ptr, top_ptr, counts_ptr,
     S, tiles_per_split, n_tiles,
     W: tl.constexpr, JC: tl.constexpr, HAS_EX: tl.constexpr,
     USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
-):  # type: ignore[no-untyped-def]  # fmt: skip
+):  # fmt: skip
     pid_q = tl.program_id(0)
     pid_s = tl.program_id(1)
     a = pid_q * BQ + tl.arange(0, BQ)
@@ -204,12 +204,12 @@ def _count_kernel(
 
 
 @triton.jit
-def _collect_kernel(
+def _collect_kernel(  # type: ignore[no-untyped-def]
     items_ptr, n, q_ptr, rows_ptr, A, ex_ptr, exstart_ptr, exend_ptr,
     thr_ptr, lt_off_ptr, eq_off_ptr, quota_ptr, out_pos_ptr, out_d_ptr,
     S, tiles_per_split, n_tiles, K,
     W: tl.constexpr, HAS_EX: tl.constexpr, USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
-):  # type: ignore[no-untyped-def]  # fmt: skip
+):  # fmt: skip
     pid_q = tl.program_id(0)
     pid_s = tl.program_id(1)
     a = pid_q * BQ + tl.arange(0, BQ)
