@@ -153,9 +153,11 @@ def _bound_kernel(  # type: ignore[no-untyped-def]
         if HAS_EX:
             exm, cur = _tile_excluded(ex_ptr, cur, end, offs_n, t * BN + BN, BQ, BN)
             valid = valid & (exm == 0)
-        thr = U[:, None] - off[None, :]
-        hit = (d[:, :, None] <= thr[:, None, :]) & valid[:, :, None]
-        c += tl.sum(hit.to(tl.int32), axis=1)
+        # one (BQ, BN) compare + row sum per level: a (BQ, BN, JA) tensor would not fit in registers
+        dv = tl.where(valid, d, BITS + 1)
+        for j in tl.static_range(JA):
+            cj = tl.sum((dv <= (U - ((1 << j) >> 1))[:, None]).to(tl.int32), axis=1)
+            c += tl.where(lvl[None, :] == j, cj[:, None], 0)
         # k items at level j prove T <= U - off[j]: move to the deepest such level; the other levels'
         # counts do not carry over (they start again from zero, which only delays the next move)
         deep = tl.sum((c >= K).to(tl.int32), axis=1) - 1
@@ -188,7 +190,6 @@ def _count_kernel(  # type: ignore[no-untyped-def]
         end = tl.load(exend_ptr + rows, mask=amask, other=0)
     lvl = tl.arange(0, JC)
     top = tl.load(top_ptr + a, mask=amask, other=0)
-    thr = top[:, None] - lvl[None, :]
     c = tl.zeros((BQ, JC), dtype=tl.int32)
     for t in range(t0, t1):
         offs_n = t * BN + tl.arange(0, BN)
@@ -197,8 +198,10 @@ def _count_kernel(  # type: ignore[no-untyped-def]
         if HAS_EX:
             exm, cur = _tile_excluded(ex_ptr, cur, end, offs_n, t * BN + BN, BQ, BN)
             valid = valid & (exm == 0)
-        hit = (d[:, :, None] <= thr[:, None, :]) & valid[:, :, None]
-        c += tl.sum(hit.to(tl.int32), axis=1)
+        dv = tl.where(valid, d, 1 << 20)  # never below a threshold
+        for j in tl.static_range(JC):
+            cj = tl.sum((dv <= (top - j)[:, None]).to(tl.int32), axis=1)
+            c += tl.where(lvl[None, :] == j, cj[:, None], 0)
     out = counts_ptr + (a[:, None] * S + pid_s) * JC + lvl[None, :]
     tl.store(out, c, mask=amask[:, None])
 
@@ -256,10 +259,48 @@ def _collect_kernel(  # type: ignore[no-untyped-def]
         eq_seen += n_eq
 
 
+@triton.jit
+def _probe_kernel(x_ptr, q_ptr, out_ptr, reps, USE_POPC: tl.constexpr, BN: tl.constexpr):  # type: ignore[no-untyped-def]
+    # XOR + popcount + min of `reps` query words against BN register-resident words: the arithmetic limit
+    x = tl.load(x_ptr + tl.program_id(0) * BN + tl.arange(0, BN))
+    m = tl.full((BN,), 64, dtype=tl.int32)
+    for r in range(reps):
+        q = tl.load(q_ptr + (r % 64))
+        m = tl.minimum(m, _popcount(x ^ (q ^ r), USE_POPC))
+    tl.store(out_ptr + tl.program_id(0) * BN + tl.arange(0, BN), m)
+
+
 # ------------------------------------------------------------------------------------------- host
 def interpreting() -> bool:
     """Whether these kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1`` when this module was imported)."""
     return type(_count_kernel).__name__ == "InterpretedFunction"
+
+
+def popcount_probe(device: str | torch.device = "cuda", reps: int = 4096, programs: int | None = None) -> float:
+    """Measured 32-bit XOR + popcounts per second of the device (a warm run of :func:`_probe_kernel`).
+
+    Divided by ``words x items`` it gives the compute limit in queries per second, measured the same
+    way as the CPU kernel's (``hashgnn.index._kernels.popcount_probe``).
+    """
+    import time
+
+    dev = torch.device(device)
+    BN = 1024
+    if programs is None:
+        programs = 64 * int(torch.cuda.get_device_properties(dev).multi_processor_count) if dev.type == "cuda" else 2
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-(2**31), 2**31 - 1, (programs * BN,), dtype=torch.int32, generator=g).to(dev)
+    q = torch.randint(-(2**31), 2**31 - 1, (64,), dtype=torch.int32, generator=g).to(dev)
+    out = torch.empty_like(x)
+    kw = {"USE_POPC": not interpreting(), "BN": BN}
+    _probe_kernel[(programs,)](x, q, out, 2, **kw)  # compile
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t = time.perf_counter()
+    _probe_kernel[(programs,)](x, q, out, reps, **kw)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return programs * BN * reps / (time.perf_counter() - t)
 
 
 def words_int32(rows: np.ndarray) -> np.ndarray:
@@ -307,6 +348,20 @@ class TritonHammingItems:
             self.sms = int(torch.cuda.get_device_properties(self.device).multi_processor_count)
         else:
             self.sms = 4
+        # profile=True: synchronise after each pass and add its seconds to stats (for the benchmark)
+        self.profile = False
+        self.stats: dict[str, float] = {}
+
+    def _mark(self, name: str, t0: float) -> float:
+        import time
+
+        if not self.profile:
+            return t0
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t = time.perf_counter()
+        self.stats[name] = self.stats.get(name, 0.0) + (t - t0)
+        return t
 
     def _splits(self, nq: int, n_tiles: int) -> int:
         p = self.plan
@@ -349,6 +404,9 @@ class TritonHammingItems:
     def _search_batch(
         self, qw: torch.Tensor, k: int, ex: tuple[np.ndarray, np.ndarray] | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        import time
+
+        t_mark = time.perf_counter()
         p, dev, n = self.plan, self.device, self.n
         nq = int(qw.shape[0])
         BQ, BN = p.block_q, p.block_n
@@ -372,6 +430,7 @@ class TritonHammingItems:
             exstart = torch.zeros((1,), dtype=torch.int32, device=dev)
             exend = exstart
             expos = exstart
+        t_mark = self._mark("setup", t_mark)
         common = {"USE_POPC": self.use_popc, "BQ": BQ, "BN": BN}
         if dev.type == "cuda":
             common["num_warps"] = p.num_warps
@@ -379,7 +438,7 @@ class TritonHammingItems:
 
         # 1. bound
         top = torch.full((nq,), self.bits, dtype=torch.int32, device=dev)
-        scan = int(max(0, min(tps, round(p.bound_fraction * tps))))
+        scan = int(min(tps, -(-p.bound_fraction * tps // 1))) if p.bound_fraction > 0 else 0
         if scan > 0 and k < n:
             bound = torch.empty((nq, S), dtype=torch.int32, device=dev)
             grid = (-(-nq // BQ), S)
@@ -389,6 +448,7 @@ class TritonHammingItems:
                 BITS=self.bits, W=self.W, JA=p.bound_levels, HAS_EX=has_ex, **common,
             )  # fmt: skip
             top = bound.min(dim=1).values
+        t_mark = self._mark("bound", t_mark)
 
         # 2. count, until every query's k-th distance is inside its window
         JC = p.count_levels
@@ -423,6 +483,10 @@ class TritonHammingItems:
             # the rest: T lies under the window; count again with the window's top at this T
             top[active.long()[~resolved]] = t_a[~resolved]
             active = active[~resolved].contiguous()
+            if self.profile:
+                self.stats["count_rounds"] = self.stats.get("count_rounds", 0) + 1
+                self.stats["recounted_queries"] = self.stats.get("recounted_queries", 0) + int(active.numel())
+        t_mark = self._mark("count", t_mark)
 
         # 3. collect: slots of items below T by split, then the quota at T, lowest splits first
         n_lt = lt.sum(dim=1)
@@ -439,6 +503,7 @@ class TritonHammingItems:
             thr, lt_off, eq_off, quota, out_p, out_d,
             S, tps, n_tiles, k, W=self.W, HAS_EX=has_ex, **common,
         )  # fmt: skip
+        t_mark = self._mark("collect", t_mark)
         # order by (distance, position); missing slots (-1) last
         key = torch.where(out_p >= 0, out_d.long() * n + out_p.long(), torch.full_like(out_d, -1, dtype=torch.long))
         key = torch.where(key < 0, torch.full_like(key, (self.bits + 2) * n), key)
@@ -446,4 +511,5 @@ class TritonHammingItems:
         missing = key >= (self.bits + 2) * n
         d = torch.where(missing, -1, key // n).to(torch.int32)
         pos = torch.where(missing, -1, key % n).to(torch.int32)
+        self._mark("sort", t_mark)
         return d, pos
