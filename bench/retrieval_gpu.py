@@ -87,6 +87,7 @@ def main() -> None:
             '{"block_q": 128, "num_warps": 8}',
             '{"block_n": 256, "num_warps": 8}',
             '{"count_levels": 4, "bound_fraction": 0.25}',
+            '{"packed_counts": false}',
         ],
         help="TritonPlan settings to measure, JSON objects (the first is the default plan)",
     )

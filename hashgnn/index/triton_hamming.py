@@ -66,6 +66,8 @@ class TritonPlan:
         bound_fraction: part of each split the bound pass scans (a smaller part: a cheaper, looser bound).
         query_batch: queries per round of the three passes (bounds the (queries x splits) counters).
         num_warps: warps per program (CUDA only).
+        packed_counts: count four levels per int32 (one byte each) in the count pass; used where
+            ``block_n <= 128`` and ``count_levels`` is a multiple of 4.
     """
 
     block_q: int = 64
@@ -76,6 +78,7 @@ class TritonPlan:
     bound_fraction: float = 0.125
     query_batch: int = 16384
     num_warps: int = 4
+    packed_counts: bool = True
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -172,7 +175,7 @@ def _bound_kernel(  # type: ignore[no-untyped-def]
 def _count_kernel(  # type: ignore[no-untyped-def]
     items_ptr, n, q_ptr, rows_ptr, A, ex_ptr, exstart_ptr, exend_ptr, top_ptr, counts_ptr,
     S, tiles_per_split, n_tiles,
-    W: tl.constexpr, JC: tl.constexpr, HAS_EX: tl.constexpr,
+    W: tl.constexpr, JC: tl.constexpr, PACKED: tl.constexpr, HAS_EX: tl.constexpr,
     USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
 ):  # fmt: skip
     pid_q = tl.program_id(0)
@@ -199,9 +202,23 @@ def _count_kernel(  # type: ignore[no-untyped-def]
             exm, cur = _tile_excluded(ex_ptr, cur, end, offs_n, t * BN + BN, BQ, BN)
             valid = valid & (exm == 0)
         dv = tl.where(valid, d, 1 << 20)  # never below a threshold
-        for j in tl.static_range(JC):
-            cj = tl.sum((dv <= (top - j)[:, None]).to(tl.int32), axis=1)
-            c += tl.where(lvl[None, :] == j, cj[:, None], 0)
+        if PACKED:
+            # four levels per uint32, one byte each: an item at e = top - d >= 0 adds 1 to the bytes of
+            # levels 0..min(e, 3) (of this group of four); a row sum of BN <= 128 items never carries
+            # into the next byte (nor past 32 bits: unsigned)
+            e = top[:, None] - dv
+            ones = tl.full((BQ, BN), 0x01010101, tl.uint32)
+            for g in tl.static_range(JC // 4):
+                t = tl.minimum(tl.maximum(e - 4 * g + 1, 0), 4)
+                w = ones >> tl.minimum(32 - 8 * t, 31).to(tl.uint32)  # t = 0: shifted out entirely
+                packed = tl.sum(w, axis=1)
+                for b in tl.static_range(4):
+                    cj = ((packed >> (8 * b)) & 0xFF).to(tl.int32)
+                    c += tl.where(lvl[None, :] == 4 * g + b, cj[:, None], 0)
+        else:
+            for j in tl.static_range(JC):
+                cj = tl.sum((dv <= (top - j)[:, None]).to(tl.int32), axis=1)
+                c += tl.where(lvl[None, :] == j, cj[:, None], 0)
     out = counts_ptr + (a[:, None] * S + pid_s) * JC + lvl[None, :]
     tl.store(out, c, mask=amask[:, None])
 
@@ -452,6 +469,7 @@ class TritonHammingItems:
 
         # 2. count, until every query's k-th distance is inside its window
         JC = p.count_levels
+        packed = bool(p.packed_counts and BN <= 128 and JC % 4 == 0)
         thr = torch.empty((nq,), dtype=torch.int32, device=dev)
         lt = torch.empty((nq, S), dtype=torch.int32, device=dev)
         eq = torch.empty((nq, S), dtype=torch.int32, device=dev)
@@ -462,7 +480,7 @@ class TritonHammingItems:
             ta = top[active.long()].contiguous()
             _count_kernel[(-(-A // BQ), S)](
                 self.items, n, qw, active, A, expos, exstart, exend, ta, counts,
-                S, tps, n_tiles, W=self.W, JC=JC, HAS_EX=has_ex, **common,
+                S, tps, n_tiles, W=self.W, JC=JC, PACKED=packed, HAS_EX=has_ex, **common,
             )  # fmt: skip
             total = counts.sum(dim=1)  # (A, JC), non-increasing in the level
             jstar = (total >= k).sum(dim=1) - 1  # deepest level with k items; -1: fewer than k items at all
