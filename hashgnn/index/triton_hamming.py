@@ -13,7 +13,7 @@ interpreter, which has no extern functions). A program owns a block of ``BQ`` qu
 
 Exact selection in three passes, no atomics (so every output slot is known in advance):
 
-1. **Bound** (over the first part of each split): per query a threshold ``U`` that only goes down, and
+1. **Bound** (over the first ``bound_fraction`` of the items, in as few splits as fill the GPU): per query a threshold ``U`` that only goes down, and
    counts of the items at distance ``<= U - o`` (``o`` = 0, 1, 2, 4, ..., ``JA`` levels) seen since
    ``U`` last moved; when a level holds ``k`` items, ``U`` drops to it. Any ``k`` real items at distance ``<= U`` prove
    the global k-th distance ``T <= U``, so the minimum over splits is a valid upper bound.
@@ -63,7 +63,8 @@ class TritonPlan:
         splits: item splits per query block (None: enough programs to fill the GPU, 4 per SM).
         bound_levels: JA, window of the bound pass.
         count_levels: JC, window of the count pass.
-        bound_fraction: part of each split the bound pass scans (a smaller part: a cheaper, looser bound).
+        bound_fraction: part of the items (the first ones) the bound pass scans (a smaller part: a
+            cheaper, looser bound; 0: no bound pass, the count pass starts from ``bits``).
         query_batch: queries per round of the three passes (bounds the (queries x splits) counters).
         num_warps: warps per program (CUDA only).
         packed_counts: count four levels per int32 (one byte each) in the count pass; used where
@@ -431,6 +432,12 @@ class TritonHammingItems:
         S = self._splits(nq, n_tiles)
         tps = -(-n_tiles // S)
         S = -(-n_tiles // tps)  # no empty split
+        # the bound pass scans the first bound_fraction of the items, split over just enough programs
+        # to fill the GPU (few splits: each split's bound comes from more items, so it is tighter)
+        scan_total = int(min(n_tiles, -(-p.bound_fraction * n_tiles // 1))) if p.bound_fraction > 0 else 0
+        Sb = int(max(1, min(scan_total, -(-2 * self.sms // -(-nq // BQ)))))
+        tps_b = -(-scan_total // Sb) if scan_total else 1
+        Sb = -(-scan_total // tps_b) if scan_total else 1
         has_ex = ex is not None and len(ex[1]) > 0
         if has_ex:
             assert ex is not None
@@ -438,15 +445,20 @@ class TritonHammingItems:
             pos = torch.from_numpy(np.asarray(ex[1], np.int64)).to(dev)
             qrow = torch.repeat_interleave(torch.arange(nq, device=dev), indptr[1:] - indptr[:-1])
             keys = qrow * n + pos  # sorted: by query, then position
-            starts = torch.arange(S, device=dev, dtype=torch.int64) * (tps * BN)
-            want = torch.arange(nq, device=dev, dtype=torch.int64)[:, None] * n + starts[None, :]
-            exstart = torch.searchsorted(keys, want.reshape(-1)).to(torch.int32).reshape(nq, S).contiguous()
+
+            def cursors(n_splits: int, tiles: int) -> torch.Tensor:
+                # per (query, split): index in the exclusion list of the first item at or after the split's start
+                starts = torch.arange(n_splits, device=dev, dtype=torch.int64) * (tiles * BN)
+                want = torch.arange(nq, device=dev, dtype=torch.int64)[:, None] * n + starts[None, :]
+                return torch.searchsorted(keys, want.reshape(-1)).to(torch.int32).reshape(nq, n_splits).contiguous()
+
+            exstart = cursors(S, tps)
+            exstart_b = cursors(Sb, tps_b)
             exend = indptr[1:].to(torch.int32).contiguous()
             expos = pos.to(torch.int32).contiguous()
         else:
             exstart = torch.zeros((1,), dtype=torch.int32, device=dev)
-            exend = exstart
-            expos = exstart
+            exstart_b = exend = expos = exstart
         t_mark = self._mark("setup", t_mark)
         common = {"USE_POPC": self.use_popc, "BQ": BQ, "BN": BN}
         if dev.type == "cuda":
@@ -455,13 +467,11 @@ class TritonHammingItems:
 
         # 1. bound
         top = torch.full((nq,), self.bits, dtype=torch.int32, device=dev)
-        scan = int(min(tps, -(-p.bound_fraction * tps // 1))) if p.bound_fraction > 0 else 0
-        if scan > 0 and k < n:
-            bound = torch.empty((nq, S), dtype=torch.int32, device=dev)
-            grid = (-(-nq // BQ), S)
-            _bound_kernel[grid](
-                self.items, n, qw, all_rows, nq, expos, exstart, exend, bound,
-                S, tps, scan, n_tiles, k,
+        if scan_total > 0 and k < n:
+            bound = torch.empty((nq, Sb), dtype=torch.int32, device=dev)
+            _bound_kernel[(-(-nq // BQ), Sb)](
+                self.items, n, qw, all_rows, nq, expos, exstart_b, exend, bound,
+                Sb, tps_b, tps_b, scan_total, k,
                 BITS=self.bits, W=self.W, JA=p.bound_levels, HAS_EX=has_ex, **common,
             )  # fmt: skip
             top = bound.min(dim=1).values
