@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 14's GPU check, one prepared run on a lent GPU machine (about 5 minutes on an H200; stops at LIMIT s):
+# Issue 14's GPU check, one prepared run on a lent GPU machine (estimated ~5 minutes on an H200, not yet run
+# there; stops itself at LIMIT s, default 480):
 #
 #   OUT=gpu-out bash bench/gpu_kernel_check.sh            # from the repository root
 #
