@@ -1,7 +1,7 @@
 """Stage 6, retrieval: exact Hamming top-k, the continuous baseline, hierarchical search, recommend.
 
 - :class:`HammingIndex`: packed binary codes, exact top-k by Hamming distance (own numba kernel,
-  faiss ``IndexBinaryFlat`` or torch on any device).
+  faiss ``IndexBinaryFlat``, torch on any device, or fused Triton kernels on a CUDA GPU).
 - :class:`FloatIndex`: real vectors, exact top-k by inner product (faiss ``IndexFlatIP`` or torch).
 - :class:`HierarchicalIndex`: Hamming top-C, re-ranked by inner product.
 - :func:`hashgnn.index.recommend.recommend`: top-k items for users of a finished run

@@ -12,13 +12,18 @@ Backends:
   or its counting variant (None keeps faiss's default, the heap).
 - ``"torch"``: ±1 codes as a matrix product, then ``topk`` on (distance, position) keys; runs on any
   torch device (``device="cuda"`` for a GPU).
+- ``"triton"``: fused Triton kernels (:mod:`hashgnn.index.triton_hamming`): XOR + popcount over tiles
+  of packed codes with per-query counters instead of a score matrix, exclusions inside the kernel;
+  ``device="cuda"`` (needs the ``triton`` package, which CUDA builds of torch bring; ``pip install
+  'hashgnn[gpu]'`` otherwise). On CPU it runs only under Triton's interpreter (``TRITON_INTERPRET=1``
+  set before the first search), which is slow and meant for tests.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +44,10 @@ from hashgnn.index._common import (
 )
 from hashgnn.io import read_npy, write_json, write_npy
 
-BACKENDS = ("auto", "own", "faiss", "torch")
+if TYPE_CHECKING:
+    from hashgnn.index.triton_hamming import TritonHammingItems, TritonPlan
+
+BACKENDS = ("auto", "own", "faiss", "torch", "triton")
 MAX_KERNEL_BITS = 2048  # own kernel: per-query histograms of K + 2 counts; torch: fp16 exact up to here
 FORMAT = "hashgnn.HammingIndex"
 FORMAT_VERSION = 1
@@ -97,10 +105,12 @@ class HammingIndex(SizedIndex):
     Args:
         bits: code length K (codes are ``ceil(K/8)`` bytes, pad bits zero; up to 2048 bits for the
             own and torch backends, any length for faiss).
-        backend: ``"auto"``/``"own"`` (numba kernel), ``"faiss"`` or ``"torch"``.
-        device: torch device for ``backend="torch"`` (``"cpu"``, ``"cuda"``, ...).
+        backend: ``"auto"``/``"own"`` (numba kernel), ``"faiss"``, ``"torch"`` or ``"triton"`` (GPU).
+        device: torch device for ``backend="torch"`` (``"cpu"``, ``"cuda"``, ...) and ``"triton"``
+            (``"cuda"``, ``"cuda:1"``, ...).
         threads: threads for a search (None: the library's default: numba's / faiss's).
         faiss_use_heap: faiss only; True heap, False counting variant, None faiss's default.
+        triton_plan: triton only; tile sizes and pass settings (:class:`~hashgnn.index.triton_hamming.TritonPlan`).
 
     Example::
 
@@ -117,12 +127,15 @@ class HammingIndex(SizedIndex):
         device: str = "cpu",
         threads: int | None = None,
         faiss_use_heap: bool | None = None,
+        triton_plan: TritonPlan | None = None,
     ) -> None:
         self.bits = check_bits(bits)
         if backend not in BACKENDS:
             raise HashgnnError(f"unknown Hamming backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.backend = "own" if backend == "auto" else backend
-        if self.backend in ("own", "torch") and self.bits > MAX_KERNEL_BITS:
+        if self.backend == "triton":
+            check_triton_device(device)
+        if self.backend in ("own", "torch", "triton") and self.bits > MAX_KERNEL_BITS:
             raise HashgnnError(
                 f"the {self.backend} backend supports codes of up to {MAX_KERNEL_BITS} bits, got "
                 f"{self.bits}; use backend='faiss'"
@@ -130,6 +143,7 @@ class HammingIndex(SizedIndex):
         self.device = device
         self.threads = threads
         self.faiss_use_heap = faiss_use_heap
+        self.triton_plan = triton_plan
         self.code_size = code_bytes(self.bits)
         dtype, self._n_words, _ = word_layout(self.code_size)
         self._words: np.ndarray = np.zeros((self._n_words, 0), dtype)  # word-major (W, n): the kernel's layout
@@ -183,6 +197,8 @@ class HammingIndex(SizedIndex):
             d, pos = self._search_own(q, kk, ex)
         elif self.backend == "faiss":
             d, pos = self._search_faiss(q, kk, ex)
+        elif self.backend == "triton":
+            d, pos = self.triton_items().search(q, kk, ex)
         else:
             d, pos = self._search_torch(q, kk, ex)
         if kk < k:
@@ -246,6 +262,14 @@ class HammingIndex(SizedIndex):
             self._derived = TorchHammingItems(self.codes, self.device)
         return self._derived.search(q, k, ex)
 
+    def triton_items(self) -> TritonHammingItems:
+        """The codes resident on ``device`` for the triton backend (built on first use after ``add``)."""
+        from hashgnn.index.triton_hamming import TritonHammingItems
+
+        if self._derived is None:
+            self._derived = TritonHammingItems(self.codes, self.code_size * 8, self.device, self.triton_plan)
+        return self._derived
+
     # -------------------------------------------------------------------------------- save / load
     def save(self, path: str | Path) -> None:
         """Write the index to folder ``path``: ``index.json``, ``codes.npy`` and (if given) ``ids.npy``."""
@@ -287,6 +311,38 @@ class HammingIndex(SizedIndex):
             raise HashgnnError(f"{head}: ntotal {header['ntotal']} but codes.npy has {len(codes)} rows; corrupt index")
         index.add(codes, ids)
         return index
+
+
+def check_triton_device(device: str) -> None:
+    """HashgnnError unless the triton backend can run on ``device``: triton importable, and CUDA
+    available for a CUDA device, or Triton's interpreter (``TRITON_INTERPRET=1``) for the CPU."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("triton") is None:
+        raise HashgnnError(
+            "backend='triton' needs the triton package (CUDA builds of torch bring it; otherwise "
+            "pip install 'hashgnn[gpu]'); use backend='torch' or 'own' without it"
+        )
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise HashgnnError(f"backend='triton': {device!r} is not a torch device; use device='cuda'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HashgnnError(
+                "backend='triton' with device='cuda', but torch sees no CUDA GPU (a CPU-only torch build, or "
+                "no driver); use backend='own' (the CPU kernel) or 'torch'"
+            )
+        return
+    if dev.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return
+    raise HashgnnError(
+        f"backend='triton' runs on a CUDA GPU (device='cuda'), got device={device!r}; on CPU it runs only "
+        "under Triton's interpreter (TRITON_INTERPRET=1, slow, for tests): use backend='own' for the CPU"
+    )
 
 
 def _load_npy(path: Path) -> np.ndarray:
