@@ -1,0 +1,247 @@
+"""Exact Hamming top-k without scanning every code: multi-index hashing, ``MultiIndexHashing``.
+
+Norouzi, Punjani and Fleet, "Fast exact search in Hamming space with multi-index hashing" (TPAMI
+2014); the kernel and its certificate are described in :mod:`hashgnn.index._mih_kernels`. Results are
+those of :class:`~hashgnn.index.hamming.HammingIndex`, bit for bit: distance ascending, ties by lower
+id, -1 padded, the same ``exclude`` forms.
+
+Why not faiss's ``IndexBinaryMultiHash``: it probes a fixed radius (``nflip``) and returns the best
+of what it met, so it is approximate and needs a radius chosen per corpus; the certificate here
+grows the radius per query until the k-th distance is exact. Multi-index hashing wins when the k-th
+nearest code is close (few substring radii to probe) and the corpus is large; a query whose probe
+cost passes a linear scan's (``budget``) is answered by the linear scan of ``HammingIndex`` instead,
+so a query never costs much more than about twice a scan. docs/SCALING.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hashgnn.errors import HashgnnError
+from hashgnn.index._common import (
+    Exclude,
+    SizedIndex,
+    check_bits,
+    check_codes,
+    check_k,
+    code_bytes,
+    exclusion_csr,
+    numba_threads,
+)
+from hashgnn.index.hamming import MAX_KERNEL_BITS, HammingIndex, to_words
+
+MAX_SUBSTRING_BITS = 26  # a table of 2^26 buckets is 256 MiB of offsets
+PROBE_COST = 32  # cost of probing one bucket (a cache miss), in units of one code compared
+
+
+def substring_lengths(bits: int, m: int) -> np.ndarray:
+    """Lengths of ``m`` near-equal substrings of a ``bits``-bit code (the first ``bits % m`` one longer)."""
+    base, extra = divmod(bits, m)
+    return np.array([base + 1] * extra + [base] * (m - extra), np.int64)
+
+
+def default_substrings(bits: int, n: int) -> int:
+    """Norouzi et al.'s choice: substrings of about log2(n) bits, so a bucket holds about one item."""
+    target = min(max(round(math.log2(max(n, 2))), 8), 24)
+    m = max(1, round(bits / target), math.ceil(bits / MAX_SUBSTRING_BITS))
+    return int(min(m, bits))
+
+
+class MultiIndexHashing(SizedIndex):
+    """Exact top-k Hamming search by multi-index hashing over ``bits``-bit packed codes.
+
+    Args:
+        bits: code length K (up to 2048 bits).
+        substrings: number m of substrings (hash tables); None picks about ``bits / log2(n)`` when the
+            tables are built. Each substring may have at most 26 bits.
+        threads: numba threads for a search (None: numba's default).
+        budget: a query falls back to the linear scan once its probing has cost ``budget`` times a
+            linear scan (buckets probed x 32 + candidates compared, against n); 0 scans every query.
+
+    Example::
+
+        index = MultiIndexHashing(64)
+        index.add(item_codes)                      # uint8 (n_items, 8)
+        dist, ids = index.search(user_codes, k=100, exclude=train_csr)
+        index.last_stats                           # buckets, candidates, radius, fallbacks
+    """
+
+    def __init__(
+        self, bits: int, substrings: int | None = None, *, threads: int | None = None, budget: float = 1.0
+    ) -> None:
+        self.bits = check_bits(bits)
+        if self.bits > MAX_KERNEL_BITS:
+            raise HashgnnError(f"MultiIndexHashing supports codes of up to {MAX_KERNEL_BITS} bits, got {self.bits}")
+        if substrings is not None:
+            if isinstance(substrings, bool) or not isinstance(substrings, (int, np.integer)) or substrings < 1:
+                raise HashgnnError(f"substrings must be a positive integer, got {substrings!r}")
+            if substrings > self.bits:
+                raise HashgnnError(f"substrings ({substrings}) cannot exceed the code length ({self.bits} bits)")
+            if -(-self.bits // int(substrings)) > MAX_SUBSTRING_BITS:
+                need = -(-self.bits // MAX_SUBSTRING_BITS)
+                raise HashgnnError(
+                    f"{substrings} substrings of a {self.bits}-bit code are longer than {MAX_SUBSTRING_BITS} "
+                    f"bits (2^{MAX_SUBSTRING_BITS} buckets per table); use at least {need}"
+                )
+        if not isinstance(budget, (int, float)) or budget < 0 or not math.isfinite(budget):
+            raise HashgnnError(f"budget must be a non-negative number, got {budget!r}")
+        self.requested_substrings = None if substrings is None else int(substrings)
+        self.threads = threads
+        self.budget = float(budget)
+        self.code_size = code_bytes(self.bits)
+        self._flat = HammingIndex(self.bits, "own", threads=threads)  # codes, ids, and the fallback scan
+        self._idmap = self._flat._idmap
+        self._tables: dict[str, np.ndarray] | None = None
+        self.last_stats: dict[str, Any] = {}
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The items' packed codes, (ntotal, code_size) ``uint8``, in id order."""
+        return self._flat.codes
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The items' ids in position order (ascending)."""
+        return self._flat.ids
+
+    @property
+    def substrings(self) -> int:
+        """Number of substrings the tables use (or will use, for the current size)."""
+        if self._tables is not None:
+            return len(self._tables["lengths"])
+        return self.requested_substrings or default_substrings(self.bits, self.ntotal)
+
+    def add(self, codes: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Append packed codes, (n, ceil(bits/8)) ``uint8``; ``ids`` optional unique non-negative ints."""
+        self._flat.add(codes, ids)
+        self._tables = None  # rebuilt on the next search
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the hash tables and the codes (built tables only)."""
+        held = self._flat.bytes_per_item * self.ntotal
+        if self._tables is not None:
+            held += sum(a.nbytes for a in self._tables.values())
+        return int(held)
+
+    def build(self) -> None:
+        """Build the hash tables now (``search`` does it on first use after ``add``)."""
+        from hashgnn.index import _mih_kernels
+
+        n = self.ntotal
+        if n >= np.iinfo(np.int32).max:
+            raise HashgnnError(f"MultiIndexHashing holds fewer than 2^31 items, got {n}")
+        m = self.substrings
+        lengths = substring_lengths(self.bits, m)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        rows = self.codes
+        keys = np.empty((n, m), np.uint32)
+        _mih_kernels.substring_keys(rows, starts, lengths, keys)
+        words = to_words(rows)  # (n, W) in the kernel's word layout
+        tpos = np.empty((m, n), np.int32)
+        tcodes = np.empty((m, n, words.shape[1]), words.dtype)
+        offsets = []
+        for t in range(m):
+            order = np.argsort(keys[:, t], kind="stable")  # within a bucket, positions ascending
+            tpos[t] = order
+            tcodes[t] = words[order]
+            counts = np.bincount(keys[:, t], minlength=1 << int(lengths[t]))
+            offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        offbase = np.concatenate([[0], np.cumsum([len(o) for o in offsets])[:-1]]).astype(np.int64)
+        masks = np.zeros((m, self.code_size), np.uint8)
+        for t in range(m):
+            bits = np.zeros(self.code_size * 8, bool)
+            bits[starts[t] : starts[t] + lengths[t]] = True
+            masks[t] = np.packbits(bits)
+        self._tables = {
+            "offsets": np.concatenate(offsets),
+            "offbase": offbase,
+            "lengths": lengths,
+            "starts": starts,
+            "tpos": tpos,
+            "tcodes": tcodes,
+            "masks": np.ascontiguousarray(to_words(masks)),
+        }
+
+    # ------------------------------------------------------------------------------------ search
+    def search(self, query_codes: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items of every query: ``(distances, ids)``, int arrays of shape (queries, k).
+
+        Exactly :meth:`HammingIndex.search`'s result: rows sorted by distance, ties by lower id,
+        padded with distance -1 and id -1 where fewer than ``k`` items remain; ``exclude`` (a scipy
+        sparse matrix of queries x item ids, or a list of id arrays, one per query) removes items.
+        """
+        from hashgnn.index import _mih_kernels
+
+        q = check_codes(query_codes, self.bits, "MultiIndexHashing.search")
+        k = check_k(k)
+        ex = exclusion_csr(exclude, len(q), self._idmap)
+        n, nq = self.ntotal, len(q)
+        if n == 0 or nq == 0:
+            self.last_stats = {}
+            return np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
+        if self._tables is None:
+            self.build()
+        tb = self._tables
+        assert tb is not None
+        kk = min(k, n)
+        m = len(tb["lengths"])
+        qkeys = np.empty((nq, m), np.uint32)
+        _mih_kernels.substring_keys(q, tb["starts"], tb["lengths"], qkeys)
+        qw = np.ascontiguousarray(to_words(q))
+        out_d = np.empty((nq, kk), np.int32)
+        out_i = np.empty((nq, kk), np.int64)
+        stats = np.empty((nq, 4), np.int64)
+        empty = np.zeros(0, np.int64)
+        indptr, indices = ex if ex is not None else (empty, empty)
+        with numba_threads(self.threads):
+            _mih_kernels.mih_topk(
+                tb["offsets"],
+                tb["offbase"],
+                tb["lengths"],
+                tb["tpos"],
+                tb["tcodes"],
+                tb["masks"],
+                qw,
+                qkeys,
+                kk,
+                indptr,
+                indices,
+                self.bits,
+                PROBE_COST,
+                self.budget * n,
+                out_d,
+                out_i,
+                stats,
+            )
+        ids = self._idmap.to_ids(out_i)
+        scan = np.flatnonzero(stats[:, 3])
+        if len(scan):
+            sub = _exclude_rows(exclude, scan)
+            out_d[scan], ids[scan] = self._flat.search(q[scan], kk, exclude=sub)
+        self.last_stats = {
+            "queries": nq,
+            "substrings": m,
+            "mean_buckets": float(stats[:, 0].mean()),
+            "mean_candidates": float(stats[:, 1].mean()),
+            "mean_radius": float(stats[stats[:, 3] == 0, 2].mean()) if len(scan) < nq else float("nan"),
+            "scanned": len(scan),
+        }
+        if kk < k:
+            out_d = np.concatenate([out_d, np.full((nq, k - kk), -1, out_d.dtype)], axis=1)
+            ids = np.concatenate([ids, np.full((nq, k - kk), -1, ids.dtype)], axis=1)
+        return out_d, ids
+
+
+def _exclude_rows(exclude: Exclude, rows: np.ndarray) -> Exclude:
+    """The rows ``rows`` of an ``exclude`` argument, in the same form."""
+    if exclude is None:
+        return None
+    import scipy.sparse as sp
+
+    if sp.issparse(exclude):
+        return sp.csr_matrix(exclude)[rows]
+    seq = list(exclude)
+    return [seq[int(i)] for i in rows]
