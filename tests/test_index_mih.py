@@ -97,24 +97,44 @@ def test_matches_brute_force(
 
 
 def test_same_as_hamming_index_on_correlated_codes_without_fallback():
-    """A corpus where probing beats scanning: every query is certified by the tables, none scanned."""
+    """Near neighbours (queries 3 bits from an item): every query is certified by the tables, none scanned."""
     rng = np.random.default_rng(7)
     bits, n = 64, 30000
     # Correlated, unbalanced bits: signs of a low-rank Gaussian with offsets, as trained codes are.
-    z = rng.standard_normal((n + 200, 6)) @ rng.standard_normal((6, bits)) + rng.normal(0.8, 0.8, bits)
-    codes = np.packbits(z > 0, axis=1)
-    items, queries = codes[:n], codes[n:]
+    z = rng.standard_normal((n, 6)) @ rng.standard_normal((6, bits)) + rng.normal(0.8, 0.8, bits)
+    items = np.packbits(z > 0, axis=1)
+    flips = np.zeros((200, bits), bool)
+    np.put_along_axis(flips, np.argsort(rng.random((200, bits)), axis=1)[:, :3], True, axis=1)
+    queries = items[rng.integers(0, n, 200)] ^ np.packbits(flips, axis=1)
     flat = HammingIndex(bits)
     flat.add(items)
-    mih = MultiIndexHashing(bits)
+    mih = MultiIndexHashing(bits, 5)  # 13-bit substrings: few buckets per radius at this size
     mih.add(items)
-    for k in (1, 10, 100):
+    for k in (1, 10, 50):
         want = flat.search(queries, k)
         got = mih.search(queries, k)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
         assert mih.last_stats["scanned"] == 0
         assert mih.last_stats["mean_candidates"] < n / 2  # it did not look at most of the corpus
+
+
+def test_predicted_scans_are_exact_too():
+    """Uniform 64-bit codes: the k-th neighbour is far, the estimate sends queries to the scan; same results."""
+    rng = np.random.default_rng(11)
+    items = rng.integers(0, 256, (70000, 8), dtype=np.uint8)
+    queries = np.concatenate([rng.integers(0, 256, (10, 8), dtype=np.uint8), items[:10]])
+    flat = HammingIndex(64)
+    flat.add(items)
+    mih = MultiIndexHashing(64)
+    mih.add(items)
+    exclude = [items[:0].sum(1)] * 10 + [np.array([i]) for i in range(10)]  # the near-duplicates' own ids
+    for k, ex in ((100, None), (3, exclude)):
+        want = flat.search(queries, k, exclude=ex)
+        got = mih.search(queries, k, exclude=ex)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert mih.last_stats["scanned_predicted"] >= 10  # the uniform queries at least
 
 
 def test_budget_zero_scans_every_query_and_agrees():

@@ -9,8 +9,10 @@ Why not faiss's ``IndexBinaryMultiHash``: it probes a fixed radius (``nflip``) a
 of what it met, so it is approximate and needs a radius chosen per corpus; the certificate here
 grows the radius per query until the k-th distance is exact. Multi-index hashing wins when the k-th
 nearest code is close (few substring radii to probe) and the corpus is large; a query whose probe
-cost passes a linear scan's (``budget``) is answered by the linear scan of ``HammingIndex`` instead,
-so a query never costs much more than about twice a scan. docs/SCALING.md has the measurements.
+cost would pass a linear scan's (``budget``) is answered by the linear scan of ``HammingIndex``
+instead: predicted from its k-th distance among a sample of the items before any probing, and, as a
+backstop, when the probing actually passes the budget, so a query never costs much more than about
+twice a scan. docs/SCALING.md has the measurements.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from hashgnn.index._common import (
 from hashgnn.index.hamming import MAX_KERNEL_BITS, HammingIndex, to_words
 
 MAX_SUBSTRING_BITS = 26  # a table of 2^26 buckets is 256 MiB of offsets
-PROBE_COST = 32  # cost of probing one bucket (a cache miss), in units of one code compared
+# Cost of probing one bucket (enumerating its key, a cache miss on the offsets, the run of codes),
+# in units of one code of a linear scan: measured ~220 ns a probe against ~3 ns a scanned code on the
+# loaded 2-core machine of docs/SCALING.md; 64 errs toward probing.
+PROBE_COST = 64
+SAMPLE_ITEMS = 1 << 16  # items whose distances estimate each query's k-th distance before probing
+PREDICT_MIN_ITEMS = 1 << 16  # below this, no estimate: every query probes (with the backstop)
 
 
 def substring_lengths(bits: int, m: int) -> np.ndarray:
@@ -58,8 +65,9 @@ class MultiIndexHashing(SizedIndex):
         substrings: number m of substrings (hash tables); None picks about ``bits / log2(n)`` when the
             tables are built. Each substring may have at most 26 bits.
         threads: numba threads for a search (None: numba's default).
-        budget: a query falls back to the linear scan once its probing has cost ``budget`` times a
-            linear scan (buckets probed x 32 + candidates compared, against n); 0 scans every query.
+        budget: a query is answered by the linear scan instead when its probing is predicted to cost
+            (or, as it goes, does cost) more than ``budget`` linear scans (buckets probed x
+            ``PROBE_COST`` + candidates compared, against n); 0 scans every query.
 
     Example::
 
@@ -95,6 +103,7 @@ class MultiIndexHashing(SizedIndex):
         self._flat = HammingIndex(self.bits, "own", threads=threads)  # codes, ids, and the fallback scan
         self._idmap = self._flat._idmap
         self._tables: dict[str, np.ndarray] | None = None
+        self._sample: HammingIndex | None = None
         self.last_stats: dict[str, Any] = {}
 
     @property
@@ -118,6 +127,7 @@ class MultiIndexHashing(SizedIndex):
         """Append packed codes, (n, ceil(bits/8)) ``uint8``; ``ids`` optional unique non-negative ints."""
         self._flat.add(codes, ids)
         self._tables = None  # rebuilt on the next search
+        self._sample = None
 
     def memory_bytes(self) -> int:
         """Bytes held by the hash tables and the codes (built tables only)."""
@@ -165,6 +175,42 @@ class MultiIndexHashing(SizedIndex):
             "masks": np.ascontiguousarray(to_words(masks)),
         }
 
+    def _predict_scan(self, q: np.ndarray, k: int, lengths: np.ndarray) -> np.ndarray:
+        """Queries whose probing is predicted to cost more than ``budget`` scans (bool per query).
+
+        The k-th distance D of a query is estimated by its ``ceil(k s / n)``-th distance among a
+        fixed sample of s items; certifying D needs substring radius D // m in the first D % m + 1
+        tables and one less in the others, and that many buckets are counted.
+        """
+        n = self.ntotal
+        budget = self.budget * n
+        if budget <= 0:
+            return np.ones(len(q), bool)
+        m = len(lengths)
+        # cum[t, r] = buckets of table t within radius r (capped at the table's size).
+        rmax = int(lengths.max()) + 1
+        cum = np.zeros((m, rmax + 1), np.float64)
+        for t, s in enumerate(lengths):
+            c = np.array([math.comb(int(s), r) for r in range(rmax + 1)], np.float64)
+            cum[t] = np.cumsum(c)
+        if n < PREDICT_MIN_ITEMS:
+            return np.zeros(len(q), bool)  # small corpora: the probing backstop alone
+        size = min(SAMPLE_ITEMS, n // 16)  # the estimate costs at most 1/16 of a scan
+        if self._sample is None:
+            rng = np.random.default_rng(0)
+            pick = np.sort(rng.choice(n, size=size, replace=False))
+            self._sample = HammingIndex(self.bits, "own", threads=self.threads)
+            self._sample.add(self.codes[pick])
+        ks = max(1, -(-k * size // n))
+        d_est = self._sample.search(q, ks)[0][:, ks - 1].astype(np.int64)
+        d_est = np.where(d_est < 0, self.bits, d_est)
+        r = np.minimum(d_est // m, rmax - 1)
+        last = d_est % m
+        tables = np.arange(m)[None, :]
+        radius = np.where(tables <= last[:, None], r[:, None], r[:, None] - 1)
+        probes = np.where(radius >= 0, cum[tables, np.maximum(radius, 0)], 0).sum(1)
+        return probes * PROBE_COST > budget
+
     # ------------------------------------------------------------------------------------ search
     def search(self, query_codes: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items of every query: ``(distances, ids)``, int arrays of shape (queries, k).
@@ -190,12 +236,19 @@ class MultiIndexHashing(SizedIndex):
         m = len(tb["lengths"])
         qkeys = np.empty((nq, m), np.uint32)
         _mih_kernels.substring_keys(q, tb["starts"], tb["lengths"], qkeys)
+        routed = self._predict_scan(q, kk, tb["lengths"])
+        probe = np.flatnonzero(~routed)
         qw = np.ascontiguousarray(to_words(q))
         out_d = np.empty((nq, kk), np.int32)
         out_i = np.empty((nq, kk), np.int64)
-        stats = np.empty((nq, 4), np.int64)
+        stats = np.zeros((nq, 4), np.int64)
         empty = np.zeros(0, np.int64)
+        if ex is not None and len(probe) < nq:
+            ex = exclusion_csr(_exclude_rows(exclude, probe), len(probe), self._idmap)
         indptr, indices = ex if ex is not None else (empty, empty)
+        pd = np.full((len(probe), kk), -1, np.int32)
+        pi = np.full((len(probe), kk), -1, np.int64)
+        pstats = np.zeros((len(probe), 4), np.int64)
         with numba_threads(self.threads):
             _mih_kernels.mih_topk(
                 tb["offsets"],
@@ -204,20 +257,22 @@ class MultiIndexHashing(SizedIndex):
                 tb["tpos"],
                 tb["tcodes"],
                 tb["masks"],
-                qw,
-                qkeys,
+                qw[probe],
+                qkeys[probe],
                 kk,
                 indptr,
                 indices,
                 self.bits,
                 PROBE_COST,
                 self.budget * n,
-                out_d,
-                out_i,
-                stats,
+                pd,
+                pi,
+                pstats,
             )
+        out_d[probe], out_i[probe], stats[probe] = pd, pi, pstats
+        stats[routed] = 0
         ids = self._idmap.to_ids(out_i)
-        scan = np.flatnonzero(stats[:, 3])
+        scan = np.flatnonzero(stats[:, 3] | routed)
         if len(scan):
             sub = _exclude_rows(exclude, scan)
             out_d[scan], ids[scan] = self._flat.search(q[scan], kk, exclude=sub)
@@ -226,8 +281,11 @@ class MultiIndexHashing(SizedIndex):
             "substrings": m,
             "mean_buckets": float(stats[:, 0].mean()),
             "mean_candidates": float(stats[:, 1].mean()),
-            "mean_radius": float(stats[stats[:, 3] == 0, 2].mean()) if len(scan) < nq else float("nan"),
+            "mean_radius": float(stats[~(stats[:, 3] | routed).astype(bool), 2].mean())
+            if len(scan) < nq
+            else float("nan"),
             "scanned": len(scan),
+            "scanned_predicted": int(routed.sum()),
         }
         if kk < k:
             out_d = np.concatenate([out_d, np.full((nq, k - kk), -1, out_d.dtype)], axis=1)
