@@ -107,6 +107,7 @@ def test_export_cli_writes_the_runs_items_with_their_ids(milvus_uri, tmp_path, c
     cfg.model.bits = bits
     cfg.save(tmp_path / "config.yaml")
     args = ["export", "milvus", "--run", str(tmp_path), "--uri", milvus_uri, "--collection", "t_run", "--json"]
+    args += ["--shards", "2", "--batch", "150"]
     with pytest.raises(SystemExit) as e:
         main(args)
     assert e.value.code in (0, None)

@@ -29,6 +29,7 @@ def milvus(
     ] = "BIN_FLAT",
     nlist: Annotated[int, typer.Option(help="BIN_IVF_FLAT: number of inverted lists.")] = 1024,
     batch: Annotated[int, typer.Option(help="Items per insert request.")] = 50_000,
+    shards: Annotated[int, typer.Option(help="Shards of the new collection (spread over a cluster's data nodes).")] = 1,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Drop an existing collection of that name first.")
     ] = False,
@@ -53,6 +54,7 @@ def milvus(
         index_type=index,
         nlist=nlist,
         batch=batch,
+        shards=shards,
         overwrite=overwrite,
         progress=not quiet,
     )

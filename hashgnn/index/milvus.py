@@ -59,6 +59,8 @@ class MilvusIndex:
         index_type: ``BIN_FLAT`` (exact) or ``BIN_IVF_FLAT`` (``nlist`` lists, ``nprobe`` probed).
         nlist, nprobe: BIN_IVF_FLAT's lists and lists probed per query.
         batch: rows per insert request.
+        shards: shards of a new collection (Milvus spreads them over the cluster's data nodes).
+        replicas: in-memory replicas loaded for search (spread over query nodes; needs that many).
         timeout: seconds to wait for the connection.
 
     Example::
@@ -79,6 +81,8 @@ class MilvusIndex:
         nlist: int = 1024,
         nprobe: int = 16,
         batch: int = 50_000,
+        shards: int = 1,
+        replicas: int = 1,
         timeout: float = 30.0,
     ) -> None:
         self.bits = check_bits(bits)
@@ -95,6 +99,8 @@ class MilvusIndex:
         self.nlist = int(nlist)
         self.nprobe = int(nprobe)
         self.batch = int(batch)
+        self.shards = int(shards)
+        self.replicas = int(replicas)
         self.code_size = code_bytes(self.bits)
         self._alias = f"hashgnn-{uuid.uuid4().hex[:12]}"
         pm = _pymilvus()
@@ -149,7 +155,9 @@ class MilvusIndex:
         if with_names:
             fields.append(pm.FieldSchema(NAME_FIELD, pm.DataType.VARCHAR, max_length=512))
         schema = pm.CollectionSchema(fields, description=f"hashgnn {self.bits}-bit item codes")
-        self._col = pm.Collection(self.collection_name, schema, using=self._alias, consistency_level="Strong")
+        self._col = pm.Collection(
+            self.collection_name, schema, using=self._alias, consistency_level="Strong", shards_num=self.shards
+        )
 
     def add(
         self,
@@ -194,7 +202,7 @@ class MilvusIndex:
             self._col.drop_index()
         params: dict[str, Any] = {"nlist": self.nlist} if self.index_type == "BIN_IVF_FLAT" else {}
         self._col.create_index(CODE_FIELD, {"index_type": self.index_type, "metric_type": "HAMMING", "params": params})
-        self._col.load()
+        self._col.load(replica_number=self.replicas)
 
     # ------------------------------------------------------------------------------------ search
     def search(self, query_codes: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
@@ -264,6 +272,7 @@ def export_run(
     index_type: str = "BIN_FLAT",
     nlist: int = 1024,
     batch: int = 50_000,
+    shards: int = 1,
     overwrite: bool = False,
     progress: bool = True,
 ) -> MilvusIndex:
@@ -276,7 +285,9 @@ def export_run(
 
     r = Run.load(run)
     codes = r.codes
-    index = MilvusIndex(codes.bits, uri, collection, token=token, index_type=index_type, nlist=nlist, batch=batch)
+    index = MilvusIndex(
+        codes.bits, uri, collection, token=token, index_type=index_type, nlist=nlist, batch=batch, shards=shards
+    )
     if index._col is not None:
         if not overwrite:
             raise HashgnnError(
