@@ -82,6 +82,7 @@ def mih_topk(  # type: ignore[no-untyped-def]
     ex_indices,
     maxd,
     probe_cost,
+    cand_cost,
     budget,
     out_d,
     out_i,
@@ -94,9 +95,9 @@ def mih_topk(  # type: ignore[no-untyped-def]
         lengths: substring lengths (m,); tpos: (m, n) item positions in bucket order; tcodes:
             (m, n, W) their code words; masks: (m, W) each substring's bits in the word layout.
         qw: (nq, W) query words; qkeys: (nq, m) query substring values.
-        probe_cost, budget: a query stops probing when buckets x probe_cost + candidates exceeds
-            ``budget`` (a linear scan's cost in the same units) and is marked in ``stats[q, 3]``
-            for the caller to answer by linear scan. A query that cannot fill k (exclusions) is
+        probe_cost, cand_cost, budget: a query stops probing when buckets x probe_cost +
+            candidates x cand_cost exceeds ``budget`` (a linear scan's cost in the same units) and
+            is marked in ``stats[q, 3]`` for the caller to answer by linear scan. A query that cannot fill k (exclusions) is
             marked at once.
         out_d, out_i: (nq, k) results, positions, -1 padded; stats: (nq, 4) int64 per query:
             buckets probed, candidates met, final substring radius, 1 if left to the linear scan.
@@ -183,7 +184,7 @@ def mih_topk(  # type: ignore[no-untyped-def]
                         while T > 0 and cnt - hist[T] >= k:
                             cnt -= hist[T]
                             T -= 1
-                    if probes * probe_cost + cands > budget:
+                    if probes * probe_cost + cands * cand_cost > budget:
                         over = True
                         break
                     if mask == 0:

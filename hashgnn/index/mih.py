@@ -40,6 +40,9 @@ MAX_SUBSTRING_BITS = 26  # a table of 2^26 buckets is 256 MiB of offsets
 # in units of one code of a linear scan: measured ~220 ns a probe against ~3 ns a scanned code on the
 # loaded 2-core machine of docs/SCALING.md; 64 errs toward probing.
 PROBE_COST = 64
+# A candidate (its distance, substring distances, first-meeting test): 7x a scanned code at 10^7 x 64
+# bits (the scan streams from memory), 25x at 10^6 (the scan runs in cache); the larger corpus rules.
+CANDIDATE_COST = 8
 SAMPLE_ITEMS = 1 << 16  # items whose distances estimate each query's k-th distance before probing
 PREDICT_MIN_ITEMS = 1 << 16  # below this, no estimate: every query probes (with the backstop)
 
@@ -67,7 +70,7 @@ class MultiIndexHashing(SizedIndex):
         threads: numba threads for a search (None: numba's default).
         budget: a query is answered by the linear scan instead when its probing is predicted to cost
             (or, as it goes, does cost) more than ``budget`` linear scans (buckets probed x
-            ``PROBE_COST`` + candidates compared, against n); 0 scans every query.
+            ``PROBE_COST`` + candidates x ``CANDIDATE_COST``, against n); 0 scans every query.
 
     Example::
 
@@ -239,8 +242,8 @@ class MultiIndexHashing(SizedIndex):
         routed = self._predict_scan(q, kk, tb["lengths"])
         probe = np.flatnonzero(~routed)
         qw = np.ascontiguousarray(to_words(q))
-        out_d = np.empty((nq, kk), np.int32)
-        out_i = np.empty((nq, kk), np.int64)
+        out_d = np.full((nq, kk), -1, np.int32)  # rows sent to the scan are filled below
+        out_i = np.full((nq, kk), -1, np.int64)
         stats = np.zeros((nq, 4), np.int64)
         empty = np.zeros(0, np.int64)
         if ex is not None and len(probe) < nq:
@@ -264,6 +267,7 @@ class MultiIndexHashing(SizedIndex):
                 indices,
                 self.bits,
                 PROBE_COST,
+                CANDIDATE_COST,
                 self.budget * n,
                 pd,
                 pi,
