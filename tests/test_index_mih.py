@@ -172,9 +172,10 @@ def test_add_twice_rebuilds_tables():
 def test_substring_layout():
     assert list(substring_lengths(64, 3)) == [22, 21, 21]
     assert substring_lengths(13, 5).sum() == 13
-    assert default_substrings(64, 10**7) == 3  # log2(1e7) ~ 23 bits per substring
-    assert default_substrings(128, 10**7) == 6
+    assert default_substrings(64, 10**7) == 4  # log2(1e7) - 7 ~ 16 bits per substring
+    assert default_substrings(128, 10**7) == 8
     assert default_substrings(64, 10) == 8  # at least 8 bits per substring
+    assert default_substrings(64, 2**40) == 3  # at most 24
 
 
 @pytest.mark.parametrize(
