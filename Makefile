@@ -29,7 +29,7 @@ paper-demo: install
 	$(BIN)/hashgnn train --config configs/lastfm-hashgnn.yaml --out runs/lastfm-hashgnn --overwrite
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 # What .ci/run checks before the tests (docs/CONTRIBUTING.md): lint, formatting, types, and the built
 # wheel installed into a fresh virtual environment.

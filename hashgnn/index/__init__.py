@@ -4,6 +4,9 @@
   faiss ``IndexBinaryFlat``, torch on any device, or fused Triton kernels on a CUDA GPU).
 - :class:`FloatIndex`: real vectors, exact top-k by inner product (faiss ``IndexFlatIP`` or torch).
 - :class:`HierarchicalIndex`: Hamming top-C, re-ranked by inner product.
+- :class:`MultiIndexHashing`: exact Hamming top-k that probes substring hash tables instead of
+  scanning every code (large corpora, near neighbours).
+- :class:`MilvusIndex`: the same search against a Milvus collection (optional extra ``milvus``).
 - :func:`hashgnn.index.recommend.recommend`: top-k items for users of a finished run
   (``hashgnn recommend``).
 
@@ -18,13 +21,17 @@ if TYPE_CHECKING:
     from hashgnn.index.float_index import FloatIndex
     from hashgnn.index.hamming import HammingIndex
     from hashgnn.index.hierarchical import HierarchicalIndex
+    from hashgnn.index.mih import MultiIndexHashing
+    from hashgnn.index.milvus import MilvusIndex
 
-__all__ = ["FloatIndex", "HammingIndex", "HierarchicalIndex"]
+__all__ = ["FloatIndex", "HammingIndex", "HierarchicalIndex", "MilvusIndex", "MultiIndexHashing"]
 
 _WHERE = {
     "HammingIndex": "hashgnn.index.hamming",
     "FloatIndex": "hashgnn.index.float_index",
     "HierarchicalIndex": "hashgnn.index.hierarchical",
+    "MultiIndexHashing": "hashgnn.index.mih",
+    "MilvusIndex": "hashgnn.index.milvus",
 }
 
 

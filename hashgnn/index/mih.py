@@ -1,0 +1,315 @@
+"""Exact Hamming top-k without scanning every code: multi-index hashing, ``MultiIndexHashing``.
+
+Norouzi, Punjani and Fleet, "Fast exact search in Hamming space with multi-index hashing" (TPAMI
+2014); the kernel and its certificate are described in :mod:`hashgnn.index._mih_kernels`. Results are
+those of :class:`~hashgnn.index.hamming.HammingIndex`, bit for bit: distance ascending, ties by lower
+id, -1 padded, the same ``exclude`` forms.
+
+Why not faiss's ``IndexBinaryMultiHash``: it probes a fixed radius (``nflip``) and returns the best
+of what it met, so it is approximate and needs a radius chosen per corpus; the certificate here
+grows the radius per query until the k-th distance is exact. Multi-index hashing wins when the k-th
+nearest code is close (few substring radii to probe) and the corpus is large; a query whose probe
+cost would pass a linear scan's (``budget``) is answered by the linear scan of ``HammingIndex``
+instead: predicted from its k-th distance among a sample of the items before any probing, and, as a
+backstop, when the probing actually passes the budget, so a query never costs much more than about
+twice a scan. docs/SCALING.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hashgnn.errors import HashgnnError
+from hashgnn.index._common import (
+    Exclude,
+    SizedIndex,
+    check_bits,
+    check_codes,
+    check_k,
+    code_bytes,
+    exclusion_csr,
+    numba_threads,
+)
+from hashgnn.index.hamming import MAX_KERNEL_BITS, HammingIndex, to_words
+
+MAX_SUBSTRING_BITS = 26  # a table of 2^26 buckets is 256 MiB of offsets
+# Cost of probing one bucket (enumerating its key, a cache miss on the offsets, the run of codes),
+# in units of one code of a linear scan: measured ~220 ns a probe against ~3 ns a scanned code on the
+# loaded 2-core machine of docs/SCALING.md; 64 errs toward probing.
+PROBE_COST = 64
+# A candidate (its distance, substring distances, first-meeting test): 7x a scanned code at 10^7 x 64
+# bits (the scan streams from memory), 25x at 10^6 (the scan runs in cache); the larger corpus rules.
+CANDIDATE_COST = 8
+SAMPLE_ITEMS = 1 << 16  # items whose distances estimate each query's k-th distance before probing
+PREDICT_MIN_ITEMS = 1 << 16  # below this, no estimate: every query probes (with the backstop)
+
+
+def substring_lengths(bits: int, m: int) -> np.ndarray:
+    """Lengths of ``m`` near-equal substrings of a ``bits``-bit code (the first ``bits % m`` one longer)."""
+    base, extra = divmod(bits, m)
+    return np.array([base + 1] * extra + [base] * (m - extra), np.int64)
+
+
+def default_substrings(bits: int, n: int) -> int:
+    """Substrings of about log2(n) - 7 bits: buckets of ~128 items (docs/SCALING.md).
+
+    Norouzi et al. take log2(n) bits (a bucket per item). Here a bucket is a contiguous run of codes,
+    so a candidate is cheap next to a probe, and with trained codes' far k-th neighbours (about 0.3 K
+    at k = 100) fewer, fuller buckets measured faster: at 10^7 x 64 bits, 4-5 substrings answered
+    1.6-2x the linear scan's queries/s where log2(n)'s 3 answered 0.6x.
+    """
+    target = min(max(round(math.log2(max(n, 2))) - 7, 8), 24)
+    m = max(1, round(bits / target), math.ceil(bits / MAX_SUBSTRING_BITS))
+    return int(min(m, bits))
+
+
+class MultiIndexHashing(SizedIndex):
+    """Exact top-k Hamming search by multi-index hashing over ``bits``-bit packed codes.
+
+    Args:
+        bits: code length K (up to 2048 bits).
+        substrings: number m of substrings (hash tables); None picks about ``bits / (log2(n) - 7)``
+            when the tables are built (:func:`default_substrings`). At most 26 bits per substring.
+        threads: numba threads for a search (None: numba's default).
+        budget: a query is answered by the linear scan instead when its probing is predicted to cost
+            (or, as it goes, does cost) more than ``budget`` linear scans (buckets probed x
+            ``PROBE_COST`` + candidates x ``CANDIDATE_COST``, against n); 0 scans every query.
+
+    Example::
+
+        index = MultiIndexHashing(64)
+        index.add(item_codes)                      # uint8 (n_items, 8)
+        dist, ids = index.search(user_codes, k=100, exclude=train_csr)
+        index.last_stats                           # buckets, candidates, radius, fallbacks
+    """
+
+    def __init__(
+        self, bits: int, substrings: int | None = None, *, threads: int | None = None, budget: float = 1.0
+    ) -> None:
+        self.bits = check_bits(bits)
+        if self.bits > MAX_KERNEL_BITS:
+            raise HashgnnError(f"MultiIndexHashing supports codes of up to {MAX_KERNEL_BITS} bits, got {self.bits}")
+        if substrings is not None:
+            if isinstance(substrings, bool) or not isinstance(substrings, (int, np.integer)) or substrings < 1:
+                raise HashgnnError(f"substrings must be a positive integer, got {substrings!r}")
+            if substrings > self.bits:
+                raise HashgnnError(f"substrings ({substrings}) cannot exceed the code length ({self.bits} bits)")
+            if -(-self.bits // int(substrings)) > MAX_SUBSTRING_BITS:
+                need = -(-self.bits // MAX_SUBSTRING_BITS)
+                raise HashgnnError(
+                    f"{substrings} substrings of a {self.bits}-bit code are longer than {MAX_SUBSTRING_BITS} "
+                    f"bits (2^{MAX_SUBSTRING_BITS} buckets per table); use at least {need}"
+                )
+        if not isinstance(budget, (int, float)) or budget < 0 or not math.isfinite(budget):
+            raise HashgnnError(f"budget must be a non-negative number, got {budget!r}")
+        self.requested_substrings = None if substrings is None else int(substrings)
+        self.threads = threads
+        self.budget = float(budget)
+        self.code_size = code_bytes(self.bits)
+        self._flat = HammingIndex(self.bits, "own", threads=threads)  # codes, ids, and the fallback scan
+        self._idmap = self._flat._idmap
+        self._tables: dict[str, np.ndarray] | None = None
+        self._sample: HammingIndex | None = None
+        self.last_stats: dict[str, Any] = {}
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The items' packed codes, (ntotal, code_size) ``uint8``, in id order."""
+        return self._flat.codes
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The items' ids in position order (ascending)."""
+        return self._flat.ids
+
+    @property
+    def substrings(self) -> int:
+        """Number of substrings the tables use (or will use, for the current size)."""
+        if self._tables is not None:
+            return len(self._tables["lengths"])
+        return self.requested_substrings or default_substrings(self.bits, self.ntotal)
+
+    def add(self, codes: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Append packed codes, (n, ceil(bits/8)) ``uint8``; ``ids`` optional unique non-negative ints."""
+        self._flat.add(codes, ids)
+        self._tables = None  # rebuilt on the next search
+        self._sample = None
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the hash tables and the codes (built tables only)."""
+        held = self._flat.bytes_per_item * self.ntotal
+        if self._tables is not None:
+            held += sum(a.nbytes for a in self._tables.values())
+        return int(held)
+
+    def build(self) -> None:
+        """Build the hash tables now (``search`` does it on first use after ``add``)."""
+        from hashgnn.index import _mih_kernels
+
+        n = self.ntotal
+        if n >= np.iinfo(np.int32).max:
+            raise HashgnnError(f"MultiIndexHashing holds fewer than 2^31 items, got {n}")
+        m = self.substrings
+        lengths = substring_lengths(self.bits, m)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        rows = self.codes
+        keys = np.empty((n, m), np.uint32)
+        _mih_kernels.substring_keys(rows, starts, lengths, keys)
+        words = to_words(rows)  # (n, W) in the kernel's word layout
+        tpos = np.empty((m, n), np.int32)
+        tcodes = np.empty((m, n, words.shape[1]), words.dtype)
+        offsets = []
+        for t in range(m):
+            order = np.argsort(keys[:, t], kind="stable")  # within a bucket, positions ascending
+            tpos[t] = order
+            tcodes[t] = words[order]
+            counts = np.bincount(keys[:, t], minlength=1 << int(lengths[t]))
+            offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        offbase = np.concatenate([[0], np.cumsum([len(o) for o in offsets])[:-1]]).astype(np.int64)
+        masks = np.zeros((m, self.code_size), np.uint8)
+        for t in range(m):
+            bits = np.zeros(self.code_size * 8, bool)
+            bits[starts[t] : starts[t] + lengths[t]] = True
+            masks[t] = np.packbits(bits)
+        self._tables = {
+            "offsets": np.concatenate(offsets),
+            "offbase": offbase,
+            "lengths": lengths,
+            "starts": starts,
+            "tpos": tpos,
+            "tcodes": tcodes,
+            "masks": np.ascontiguousarray(to_words(masks)),
+        }
+
+    def _predict_scan(self, q: np.ndarray, k: int, lengths: np.ndarray) -> np.ndarray:
+        """Queries whose probing is predicted to cost more than ``budget`` scans (bool per query).
+
+        The k-th distance D of a query is estimated by its ``ceil(k s / n)``-th distance among a
+        fixed sample of s items; certifying D needs substring radius D // m in the first D % m + 1
+        tables and one less in the others, and that many buckets are counted.
+        """
+        n = self.ntotal
+        budget = self.budget * n
+        if budget <= 0:
+            return np.ones(len(q), bool)
+        m = len(lengths)
+        # cum[t, r] = buckets of table t within radius r (capped at the table's size).
+        rmax = int(lengths.max()) + 1
+        cum = np.zeros((m, rmax + 1), np.float64)
+        for t, s in enumerate(lengths):
+            c = np.array([math.comb(int(s), r) for r in range(rmax + 1)], np.float64)
+            cum[t] = np.cumsum(c)
+        if n < PREDICT_MIN_ITEMS:
+            return np.zeros(len(q), bool)  # small corpora: the probing backstop alone
+        size = min(SAMPLE_ITEMS, n // 16)  # the estimate costs at most 1/16 of a scan
+        if self._sample is None:
+            rng = np.random.default_rng(0)
+            pick = np.sort(rng.choice(n, size=size, replace=False))
+            self._sample = HammingIndex(self.bits, "own", threads=self.threads)
+            self._sample.add(self.codes[pick])
+        ks = max(1, -(-k * size // n))
+        d_est = self._sample.search(q, ks)[0][:, ks - 1].astype(np.int64)
+        d_est = np.where(d_est < 0, self.bits, d_est)
+        r = np.minimum(d_est // m, rmax - 1)
+        last = d_est % m
+        tables = np.arange(m)[None, :]
+        radius = np.where(tables <= last[:, None], r[:, None], r[:, None] - 1)
+        probes = np.where(radius >= 0, cum[tables, np.maximum(radius, 0)], 0).sum(1)
+        return probes * PROBE_COST > budget
+
+    # ------------------------------------------------------------------------------------ search
+    def search(self, query_codes: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items of every query: ``(distances, ids)``, int arrays of shape (queries, k).
+
+        Exactly :meth:`HammingIndex.search`'s result: rows sorted by distance, ties by lower id,
+        padded with distance -1 and id -1 where fewer than ``k`` items remain; ``exclude`` (a scipy
+        sparse matrix of queries x item ids, or a list of id arrays, one per query) removes items.
+        """
+        from hashgnn.index import _mih_kernels
+
+        q = check_codes(query_codes, self.bits, "MultiIndexHashing.search")
+        k = check_k(k)
+        ex = exclusion_csr(exclude, len(q), self._idmap)
+        n, nq = self.ntotal, len(q)
+        if n == 0 or nq == 0:
+            self.last_stats = {}
+            return np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
+        if self._tables is None:
+            self.build()
+        tb = self._tables
+        assert tb is not None
+        kk = min(k, n)
+        m = len(tb["lengths"])
+        qkeys = np.empty((nq, m), np.uint32)
+        _mih_kernels.substring_keys(q, tb["starts"], tb["lengths"], qkeys)
+        routed = self._predict_scan(q, kk, tb["lengths"])
+        probe = np.flatnonzero(~routed)
+        qw = np.ascontiguousarray(to_words(q))
+        out_d = np.full((nq, kk), -1, np.int32)  # rows sent to the scan are filled below
+        out_i = np.full((nq, kk), -1, np.int64)
+        stats = np.zeros((nq, 4), np.int64)
+        empty = np.zeros(0, np.int64)
+        if ex is not None and len(probe) < nq:
+            ex = exclusion_csr(_exclude_rows(exclude, probe), len(probe), self._idmap)
+        indptr, indices = ex if ex is not None else (empty, empty)
+        pd = np.full((len(probe), kk), -1, np.int32)
+        pi = np.full((len(probe), kk), -1, np.int64)
+        pstats = np.zeros((len(probe), 4), np.int64)
+        with numba_threads(self.threads):
+            _mih_kernels.mih_topk(
+                tb["offsets"],
+                tb["offbase"],
+                tb["lengths"],
+                tb["tpos"],
+                tb["tcodes"],
+                tb["masks"],
+                qw[probe],
+                qkeys[probe],
+                kk,
+                indptr,
+                indices,
+                self.bits,
+                PROBE_COST,
+                CANDIDATE_COST,
+                self.budget * n,
+                pd,
+                pi,
+                pstats,
+            )
+        out_d[probe], out_i[probe], stats[probe] = pd, pi, pstats
+        stats[routed] = 0
+        ids = self._idmap.to_ids(out_i)
+        scan = np.flatnonzero(stats[:, 3] | routed)
+        if len(scan):
+            sub = _exclude_rows(exclude, scan)
+            out_d[scan], ids[scan] = self._flat.search(q[scan], kk, exclude=sub)
+        self.last_stats = {
+            "queries": nq,
+            "substrings": m,
+            "mean_buckets": float(stats[:, 0].mean()),
+            "mean_candidates": float(stats[:, 1].mean()),
+            "mean_radius": float(stats[~(stats[:, 3] | routed).astype(bool), 2].mean())
+            if len(scan) < nq
+            else float("nan"),
+            "scanned": len(scan),
+            "scanned_predicted": int(routed.sum()),
+        }
+        if kk < k:
+            out_d = np.concatenate([out_d, np.full((nq, k - kk), -1, out_d.dtype)], axis=1)
+            ids = np.concatenate([ids, np.full((nq, k - kk), -1, ids.dtype)], axis=1)
+        return out_d, ids
+
+
+def _exclude_rows(exclude: Exclude, rows: np.ndarray) -> Exclude:
+    """The rows ``rows`` of an ``exclude`` argument, in the same form."""
+    if exclude is None:
+        return None
+    import scipy.sparse as sp
+
+    if sp.issparse(exclude):
+        return sp.csr_matrix(exclude)[rows]
+    seq = list(exclude)
+    return [seq[int(i)] for i in rows]

@@ -1,0 +1,199 @@
+"""MultiIndexHashing against a brute-force reference and against HammingIndex (same result, bit for bit)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hashgnn.codes.packing import hamming_distance_reference
+from hashgnn.errors import HashgnnError
+from hashgnn.index import HammingIndex
+from hashgnn.index.mih import MultiIndexHashing, default_substrings, substring_lengths
+
+BIG = 1 << 30
+
+
+def brute_topk(items: np.ndarray, queries: np.ndarray, k: int, excluded: np.ndarray | None = None):
+    """Distance ascending, ties by lower position, excluded dropped, -1 padded: the obvious way."""
+    d = hamming_distance_reference(queries, items) if len(items) else np.zeros((len(queries), 0), np.int64)
+    if excluded is not None:
+        d = np.where(excluded, BIG, d)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    dist = np.take_along_axis(d, order, 1)
+    gone = dist >= BIG
+    dist, order = np.where(gone, -1, dist), np.where(gone, -1, order)
+    pad = k - dist.shape[1]
+    if pad > 0:
+        dist = np.concatenate([dist, np.full((len(queries), pad), -1)], axis=1)
+        order = np.concatenate([order, np.full((len(queries), pad), -1)], axis=1)
+    return dist, order
+
+
+def skewed_codes(rng: np.random.Generator, n: int, bits: int, varying: int | None, p: np.ndarray) -> np.ndarray:
+    """Codes with per-bit probabilities ``p`` (unbalanced bits); with ``varying`` only that many bits vary."""
+    signs = rng.random((n, bits)) < p
+    if varying is not None:
+        signs[:, varying:] = False
+    return np.packbits(signs, axis=1)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bits=st.sampled_from([1, 5, 8, 13, 16, 24, 33, 64, 100, 128]),
+    n=st.integers(0, 300),
+    nq=st.integers(1, 10),
+    k_extra=st.integers(-5, 20),
+    varying=st.sampled_from([None, 0, 1, 3, 6]),
+    skew=st.sampled_from([0.0, 0.4, 0.5]),
+    density=st.sampled_from([0.0, 0.1, 0.7, 1.0]),
+    form=st.sampled_from(["none", "csr", "list"]),
+    substrings=st.integers(1, 9),
+    budget=st.sampled_from([0.0, 1.0, 50.0, 1e9]),
+    explicit_ids=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_matches_brute_force(
+    bits, n, nq, k_extra, varying, skew, density, form, substrings, budget, explicit_ids, seed
+):
+    rng = np.random.default_rng(seed)
+    p = 0.5 + rng.uniform(-skew, skew, bits)  # skew 0.5: some bits (almost) constant
+    items = skewed_codes(rng, n, bits, varying, p)
+    queries = skewed_codes(rng, nq, bits, varying, p)
+    # Near-duplicates of items as queries: distance 0 and heavy ties at small radii.
+    if n:
+        queries[: nq // 2] = items[rng.integers(0, n, nq // 2)]
+    k = max(1, min(n, 30) + k_extra)
+    m = min(substrings, bits)
+    m = max(m, -(-bits // 26))
+    excluded = rng.random((nq, n)) < density
+    ids = rng.choice(10 * n + 1, size=n, replace=False) if explicit_ids else None
+    if bits > 33:
+        budget = min(budget, 50.0)  # never a forced full enumeration of 2^26-bucket tables
+    index = MultiIndexHashing(bits, m, budget=budget)
+    index.add(items, ids)
+    order = np.argsort(ids) if ids is not None else np.arange(n)
+    if form == "none":
+        exclude, excluded = None, None
+    elif form == "csr":
+        ex_ids = [(ids if ids is not None else np.arange(n))[np.flatnonzero(r)] for r in excluded]
+        cols = np.concatenate(ex_ids) if n else np.zeros(0, np.int64)
+        rows = np.repeat(np.arange(nq), [len(e) for e in ex_ids])
+        width = int(ids.max()) + 1 if ids is not None and n else n
+        exclude = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(nq, width))
+    else:
+        exclude = [(ids if ids is not None else np.arange(n))[np.flatnonzero(r)] for r in excluded]
+    dist, got = index.search(queries, k, exclude=exclude)
+    # The reference works in id order: items sorted by id, so "lower id" is "lower position".
+    ref_ex = excluded[:, order] if excluded is not None else None
+    want_d, want_pos = brute_topk(items[order], queries, k, ref_ex)
+    sorted_ids = ids[order] if ids is not None else np.arange(n)
+    want_i = np.where(want_pos >= 0, sorted_ids[np.maximum(want_pos, 0)] if n else -1, -1)
+    assert dist.shape == got.shape == (nq, k)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(got, want_i)
+
+
+def test_same_as_hamming_index_on_correlated_codes_without_fallback():
+    """Near neighbours (queries 3 bits from an item): every query is certified by the tables, none scanned."""
+    rng = np.random.default_rng(7)
+    bits, n = 64, 30000
+    # Correlated, unbalanced bits: signs of a low-rank Gaussian with offsets, as trained codes are.
+    z = rng.standard_normal((n, 6)) @ rng.standard_normal((6, bits)) + rng.normal(0.8, 0.8, bits)
+    items = np.packbits(z > 0, axis=1)
+    flips = np.zeros((200, bits), bool)
+    np.put_along_axis(flips, np.argsort(rng.random((200, bits)), axis=1)[:, :3], True, axis=1)
+    queries = items[rng.integers(0, n, 200)] ^ np.packbits(flips, axis=1)
+    flat = HammingIndex(bits)
+    flat.add(items)
+    # 13-bit substrings: few buckets per radius at this size; a budget of 10 scans, because at 30,000
+    # items the cost model would (rightly) hand some queries to the scan, and this test is about the tables.
+    mih = MultiIndexHashing(bits, 5, budget=10.0)
+    mih.add(items)
+    for k in (1, 10, 50):
+        want = flat.search(queries, k)
+        got = mih.search(queries, k)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert mih.last_stats["scanned"] == 0
+        assert mih.last_stats["mean_candidates"] < n / 2  # it did not look at most of the corpus
+
+
+def test_predicted_scans_are_exact_too():
+    """Uniform 64-bit codes: the k-th neighbour is far, queries go to the scan; the results are the same."""
+    rng = np.random.default_rng(11)
+    items = rng.integers(0, 256, (70000, 8), dtype=np.uint8)
+    queries = np.concatenate([rng.integers(0, 256, (10, 8), dtype=np.uint8), items[:10]])
+    flat = HammingIndex(64)
+    flat.add(items)
+    mih = MultiIndexHashing(64)
+    mih.add(items)
+    exclude = [items[:0].sum(1)] * 10 + [np.array([i]) for i in range(10)]  # the near-duplicates' own ids
+    for k, ex in ((100, None), (3, exclude)):
+        want = flat.search(queries, k, exclude=ex)
+        got = mih.search(queries, k, exclude=ex)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert mih.last_stats["scanned"] >= 10  # the uniform queries at least (predicted, or on the way)
+
+
+def test_budget_zero_scans_every_query_and_agrees():
+    rng = np.random.default_rng(3)
+    items = rng.integers(0, 256, (500, 4), dtype=np.uint8)
+    queries = rng.integers(0, 256, (20, 4), dtype=np.uint8)
+    a = MultiIndexHashing(32, 2, budget=0.0)
+    b = MultiIndexHashing(32, 2, budget=1e9)
+    for index in (a, b):
+        index.add(items)
+    da, ia = a.search(queries, 17)
+    db, ib = b.search(queries, 17)
+    assert a.last_stats["scanned"] == 20 and b.last_stats["scanned"] == 0
+    np.testing.assert_array_equal(da, db)
+    np.testing.assert_array_equal(ia, ib)
+
+
+def test_add_twice_rebuilds_tables():
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, (100, 2), dtype=np.uint8)
+    second = rng.integers(0, 256, (50, 2), dtype=np.uint8)
+    mih = MultiIndexHashing(16, 2, budget=1e9)
+    mih.add(first)
+    mih.search(first[:3], 5)
+    mih.add(second)
+    flat = HammingIndex(16)
+    flat.add(np.concatenate([first, second]))
+    got, want = mih.search(second, 5), flat.search(second, 5)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_substring_layout():
+    assert list(substring_lengths(64, 3)) == [22, 21, 21]
+    assert substring_lengths(13, 5).sum() == 13
+    assert default_substrings(64, 10**7) == 4  # log2(1e7) - 7 ~ 16 bits per substring
+    assert default_substrings(128, 10**7) == 8
+    assert default_substrings(64, 10) == 8  # at least 8 bits per substring
+    assert default_substrings(64, 2**40) == 3  # at most 24
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"bits": 64, "substrings": 0}, "positive"),
+        ({"bits": 8, "substrings": 9}, "cannot exceed"),
+        ({"bits": 64, "substrings": 2}, "at least 3"),
+        ({"bits": 64, "budget": -1.0}, "budget"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(HashgnnError, match=match):
+        MultiIndexHashing(**kwargs)
+
+
+def test_wrong_query_width_is_a_clear_error():
+    mih = MultiIndexHashing(64)
+    mih.add(np.zeros((3, 8), np.uint8))
+    with pytest.raises(HashgnnError, match=r"shape \(n, 8\)"):
+        mih.search(np.zeros((2, 4), np.uint8), 2)
