@@ -158,10 +158,10 @@ class Recommender:
 
     def batches(self, k: int, batch_users: int = 4096, progress: bool = True) -> Iterator[Recommendations]:
         """Top-``k`` of every user, ``batch_users`` at a time (bounded memory), with a progress bar."""
-        from tqdm.auto import tqdm
+        from hashgnn.progress import progress_bar
 
         n = self.codes.n_users
-        with tqdm(total=n, unit="user", desc=f"recommend ({self.mode})", disable=not progress, leave=False) as bar:
+        with progress_bar(n, f"recommend ({self.mode})", "user", enabled=progress) as bar:
             for u0 in range(0, n, batch_users):
                 users = np.arange(u0, min(u0 + batch_users, n), dtype=np.int64)
                 yield self.topk(users, k)
