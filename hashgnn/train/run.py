@@ -20,11 +20,12 @@ from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.data import Interactions, absolute_dataset, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
-from hashgnn.io import write_safetensors, write_text
+from hashgnn.io import WriteError, write_safetensors, write_text
 from hashgnn.methods import MODES, get_method, serving_mode
 from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hashgnn.train.folder import Replacement, check_replaceable_run, check_writable_run_folder, holds_run
+from hashgnn.train.lock import RunLock
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -280,8 +281,11 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        raise WriteError(path, e) from None
 
 
 def _rewrite_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -295,6 +299,11 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
     run is refused unless ``overwrite`` (use :func:`resume_run` to continue one).
     """
     run_dir = Path(out)
+    with RunLock(run_dir, "--out"):
+        return _train_locked(cfg, run_dir, progress, overwrite)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, overwrite: bool) -> dict[str, Any]:
     replace = holds_run(run_dir)
     if replace and not overwrite:
         raise HashgnnError(
@@ -311,15 +320,21 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
     trainer = _Trainer(cfg, run_dir, progress)
     if not replace:
         return _start(trainer, saved, run_dir)
-    with Replacement(run_dir):
-        return _start(trainer, saved, run_dir)
+    try:
+        with Replacement(run_dir):
+            return _start(trainer, saved, run_dir, resumable=False)
+    except WriteError as e:
+        raise HashgnnError(f"{e}; the new run was dropped and the previous run in {run_dir} put back") from None
 
 
-def _start(trainer: _Trainer, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _start(trainer: _Trainer, cfg: RunConfig, run_dir: Path, resumable: bool = True) -> dict[str, Any]:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(run_dir, e) from None
     cfg.save(trainer.run.file(Run.CONFIG))
     write_text(trainer.run.file(Run.METRICS_LOG), "")
-    return _fit_and_finish(trainer)
+    return _fit_and_finish(trainer, resumable)
 
 
 def resume_run(
@@ -339,17 +354,31 @@ def resume_run(
     run_dir = Path(run_dir)
     if not (run_dir / Run.CONFIG).exists():
         raise HashgnnError(f"{run_dir}: no {Run.CONFIG}, so this is not a hashgnn run folder")
-    cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
-    trainer = _Trainer(cfg, run_dir, progress)
-    trainer.resume()
-    return _fit_and_finish(trainer)
+    with RunLock(run_dir, "--resume"):
+        cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
+        trainer = _Trainer(cfg, run_dir, progress)
+        trainer.resume()
+        return _fit_and_finish(trainer)
 
 
-def _fit_and_finish(trainer: _Trainer) -> dict[str, Any]:
+def _fit_and_finish(trainer: _Trainer, resumable: bool = True) -> dict[str, Any]:
     try:
         if not (trainer.state.get("stopped_early") or trainer.state.get("stopped_by_time")):
             trainer.fit()
         return trainer.finish()
+    except WriteError as e:
+        if not resumable:
+            raise
+        ckpt = latest_checkpoint(trainer.run_dir)
+        kept = (
+            f"the checkpoint of epoch {ckpt.name.split('-')[1].lstrip('0') or '0'} is intact"
+            if ckpt
+            else "no epoch had finished"
+        )
+        raise HashgnnError(
+            f"{e}. Nothing already written was lost ({kept}); fix the cause, then continue with "
+            f"`hashgnn train --resume {trainer.run_dir}`"
+        ) from None
     finally:
         # A run's thread count must not leak into the caller's process (notebooks, suites).
         torch.set_num_threads(trainer.threads_before)
