@@ -174,7 +174,10 @@ class RunConfig:
             raise ConfigError(f"{path}: no such config file") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a mapping with sections data/model/train/eval")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
 def _build(cls: type[T], d: dict[str, Any], where: str) -> T:

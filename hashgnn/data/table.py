@@ -13,6 +13,7 @@ import lzma
 import re
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
         ) from None
     except UnicodeDecodeError as e:
         raise DataError(f"is not a UTF-8 text file (undecodable byte at offset {e.start})", path) from None
-    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:  # e.g. a broken .gz
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as e:  # e.g. a broken .gz
         raise DataError(f"cannot be read ({type(e).__name__}: {e})", path) from None
     except pd.errors.ParserError as e:
         msg = str(e).strip()
