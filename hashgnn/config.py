@@ -51,6 +51,9 @@ class DataConfig:
     valid_fraction: float = 0.1  # carved per user from train, for early stopping (0 disables)
     seed: int = 2020
     strict: bool = False  # error (not a warning) on test users/items unseen in train
+    user_features: str | None = None  # a table of user attributes (first column or user_id: the id)
+    item_features: str | None = None  # a table of item attributes (first column or item_id: the id)
+    atomic_features: bool = True  # a RecBole .inter: use the .user / .item files beside it
 
 
 @dataclass

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hashgnn.config import RunConfig
+from hashgnn.data.features import read_feature_table
 from hashgnn.data.load import load_interactions, load_one_based_pairs
 from hashgnn.data.table import read_table
 from hashgnn.data.txt import read_user_lines
@@ -62,6 +63,21 @@ READERS: dict[str, tuple[str, bytes, Callable[[Path], Any]]] = {
     "npy": ("codes.npy", _npy_bytes(), lambda p: read_npy(p, kinds="u", ndim=2)),
     "config": ("config.yaml", yaml.safe_dump(RunConfig().to_dict(), sort_keys=False).encode(), RunConfig.load),
     "suite": ("suite.yaml", (Path(__file__).parents[1] / "experiments" / "smoke.yaml").read_bytes(), load_suite),
+    "recbole-inter": (
+        "d.inter",
+        b"user_id:token\titem_id:token\trating:float\nu1\ti1\t4\nu1\ti2\t3\nu2\ti1\t5\nu2\ti2\t1\n",
+        lambda p: load_interactions(str(p), progress=False),
+    ),
+    "recbole-item": (
+        "d.item",
+        b"item_id:token\tgenre:token_seq\tprice:float\ni1\tA B\t2.5\ni2\tB\t\n",
+        lambda p: read_feature_table(p, "item", None, np.array(["i1", "i2"]), 2),
+    ),
+    "features-csv": (
+        "f.csv",
+        b"item,price,brand\ni1,2,x\ni2,3,y\n",
+        lambda p: read_feature_table(p, "item", None, np.array(["i1", "i2"]), 2),
+    ),
     "checkpoint-pointer": ("checkpoint.json", b'{"latest": "ckpt-0001", "epoch": 1}', None),
 }
 
@@ -112,7 +128,21 @@ def test_wrong_encodings(kind: str, encoding: str, tmp_path: Path) -> None:
 
 def test_the_valid_samples_are_read(tmp_path: Path) -> None:
     """The samples the fuzzers cut are themselves valid, so truncation tests start from a good file."""
-    for kind in ("txt", "csv", "tsv", "parquet", "json", "npy", "suite", "lastfm", "config", "table-load"):
+    for kind in (
+        "txt",
+        "csv",
+        "tsv",
+        "parquet",
+        "json",
+        "npy",
+        "suite",
+        "lastfm",
+        "config",
+        "table-load",
+        "recbole-inter",
+        "recbole-item",
+        "features-csv",
+    ):
         name, good, reader = READERS[kind]
         (tmp_path / name).write_bytes(good)
         assert reader is not None

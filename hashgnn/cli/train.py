@@ -10,9 +10,12 @@ from rich.table import Table
 
 from hashgnn.cli import app
 from hashgnn.cli.common import (
+    AtomicFeaturesOpt,
     CacheOpt,
+    ItemFeaturesOpt,
     MirrorOpt,
     SepOpt,
+    UserFeaturesOpt,
     console,
     print_json,
 )
@@ -71,6 +74,9 @@ def train(
     min_rating: Annotated[Optional[float], typer.Option(help="Table files: keep rows with rating >= this.")] = None,
     time_col: Annotated[Optional[str], typer.Option(help="Table files: an optional timestamp column.")] = None,
     sep: SepOpt = None,
+    user_features: UserFeaturesOpt = None,
+    item_features: ItemFeaturesOpt = None,
+    atomic_features: AtomicFeaturesOpt = None,
     split: Annotated[Optional[str], typer.Option(help="Table files: random | temporal | loo.")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(help="Table files: test share per user.")] = None,
     settings: Annotated[
@@ -134,6 +140,9 @@ def train(
             split=split,
             test_fraction=test_fraction,
             valid_fraction=valid_fraction,
+            user_features=user_features,
+            item_features=item_features,
+            atomic_features=atomic_features,
         )
         cfg.model = override(
             cfg.model,

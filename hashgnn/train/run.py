@@ -111,7 +111,7 @@ def evaluate_codes(
 class _Trainer:
     """Owns the state of one run while it trains; not part of the public API."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool, resuming: bool = False) -> None:
         from hashgnn.model import build_model
 
         _check_config(cfg)
@@ -135,8 +135,19 @@ class _Trainer:
             if cfg.data.valid_fraction > 0
             else self.data
         )
+        from hashgnn.data.features import attributes_for_model, load_attributes
+
+        saved, _ = load_attributes(run_dir) if resuming else ({}, {})
+        self.encoders, self.attrs = attributes_for_model(self.data, cfg.model.method, cfg.model.encoder, saved)
         torch.manual_seed(cfg.train.seed)  # parameter initialisation
-        self.model = build_model(cfg.model, self.split.train, self.device, train_cfg=cfg.train)
+        self.model = build_model(
+            cfg.model,
+            self.split.train,
+            self.device,
+            user_attrs=self.attrs.get("user"),
+            item_attrs=self.attrs.get("item"),
+            train_cfg=cfg.train,
+        )
         from hashgnn.train.loop import build_optimizer
 
         self.optimizer = build_optimizer(self.model, cfg.train)
@@ -316,6 +327,9 @@ def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, overwrite: bool
         check_writable_run_folder(run_dir)
     saved = cfg.portable()
     saved.data.dataset = absolute_dataset(cfg.data.dataset)
+    for key in ("user_features", "item_features"):
+        if getattr(cfg.data, key):
+            setattr(saved.data, key, str(Path(getattr(cfg.data, key)).expanduser().resolve()))
     # Everything is validated (config, device, data) before the old run is touched.
     trainer = _Trainer(cfg, run_dir, progress)
     if not replace:
@@ -333,6 +347,10 @@ def _start(trainer: _Trainer, cfg: RunConfig, run_dir: Path, resumable: bool = T
     except OSError as e:
         raise WriteError(run_dir, e) from None
     cfg.save(trainer.run.file(Run.CONFIG))
+    if trainer.encoders:
+        from hashgnn.data.features import save_attributes
+
+        save_attributes(run_dir, trainer.encoders, trainer.attrs)
     write_text(trainer.run.file(Run.METRICS_LOG), "")
     return _fit_and_finish(trainer, resumable)
 
@@ -356,7 +374,7 @@ def resume_run(
         raise HashgnnError(f"{run_dir}: no {Run.CONFIG}, so this is not a hashgnn run folder")
     with RunLock(run_dir, "--resume"):
         cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
-        trainer = _Trainer(cfg, run_dir, progress)
+        trainer = _Trainer(cfg, run_dir, progress, resuming=True)
         trainer.resume()
         return _fit_and_finish(trainer)
 
