@@ -95,6 +95,19 @@ def train(
             help="Replace the hashgnn run in --out once the new one has finished (a folder with other files is refused).",
         ),
     ] = False,
+    tracker: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Also report the run to mlflow (extra hashgnn[mlflow]) or tensorboard (extra hashgnn[tensorboard])."
+        ),
+    ] = None,
+    tracker_uri: Annotated[
+        Optional[str],
+        typer.Option(
+            help="mlflow: the tracking URI (default $MLFLOW_TRACKING_URI, else ./mlruns); "
+            "tensorboard: the log folder (default RUN/tensorboard)."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -116,10 +129,17 @@ def train(
         if given:
             raise HashgnnError(
                 f"--resume takes its settings from the run folder; drop {', '.join(given)} "
-                "(only --mirror, --cache-dir, --device and --threads, this machine's, may be given)"
+                "(only --mirror, --cache-dir, --device, --threads and --tracker, this machine's, may be given)"
             )
         final = resume_run(
-            resume, progress=not quiet, mirror=mirror, cache_dir=cache_dir, device=device, threads=threads
+            resume,
+            progress=not quiet,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            device=device,
+            threads=threads,
+            tracker=tracker,
+            tracker_uri=tracker_uri,
         )
         run_dir = resume
     else:
@@ -172,7 +192,7 @@ def train(
             from hashgnn.api import configure
 
             cfg = configure(cfg, **parse_set(settings))
-        final = train_run(cfg, out, progress=not quiet, overwrite=overwrite)
+        final = train_run(cfg, out, progress=not quiet, overwrite=overwrite, tracker=tracker, tracker_uri=tracker_uri)
         run_dir = out
     if json_out:
         print_json({"run": str(run_dir), **final})

@@ -26,6 +26,7 @@ from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hashgnn.train.folder import Replacement, check_replaceable_run, check_writable_run_folder, holds_run
 from hashgnn.train.lock import RunLock
+from hashgnn.train.trackers import Tracker
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -160,6 +161,7 @@ class _Trainer:
             "train_seconds": 0.0,
         }
         self.start_epoch = 0
+        self.tracker: Tracker = Tracker()
 
     def resume(self) -> None:
         ckpt = latest_checkpoint(self.run_dir)
@@ -223,6 +225,7 @@ class _Trainer:
                     self.state["bad_evals"] += 1
             self.state["history"].append(row)
             _append_jsonl(self.run.file(Run.METRICS_LOG), row)
+            self.tracker.log_epoch(epoch, row)
             stop = cfg.train.patience > 0 and self.state["bad_evals"] >= cfg.train.patience
             self.state["stopped_early"] = bool(stop and not last)
             if out_of_time and epoch < cfg.train.epochs - 1:
@@ -303,18 +306,29 @@ def _rewrite_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+def train_run(
+    cfg: RunConfig,
+    out: str | Path,
+    progress: bool = True,
+    overwrite: bool = False,
+    tracker: str | None = None,
+    tracker_uri: str | None = None,
+) -> dict[str, Any]:
     """Train a model as ``cfg`` says, writing everything into the run folder ``out``.
 
     Returns the final metrics (also in ``out/final_metrics.json``). A folder that already holds a
-    run is refused unless ``overwrite`` (use :func:`resume_run` to continue one).
+    run is refused unless ``overwrite`` (use :func:`resume_run` to continue one). ``tracker``
+    (``mlflow`` | ``tensorboard``) also reports the run there (:mod:`hashgnn.train.trackers`).
     """
+    from hashgnn.train.trackers import make_tracker
+
     run_dir = Path(out)
+    track = make_tracker(tracker, tracker_uri)
     with RunLock(run_dir, "--out"):
-        return _train_locked(cfg, run_dir, progress, overwrite)
+        return _train_locked(cfg, run_dir, progress, overwrite, track)
 
 
-def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, overwrite: bool) -> dict[str, Any]:
+def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, overwrite: bool, track: Tracker) -> dict[str, Any]:
     replace = holds_run(run_dir)
     if replace and not overwrite:
         raise HashgnnError(
@@ -332,6 +346,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, overwrite: bool
             setattr(saved.data, key, str(Path(getattr(cfg.data, key)).expanduser().resolve()))
     # Everything is validated (config, device, data) before the old run is touched.
     trainer = _Trainer(cfg, run_dir, progress)
+    trainer.tracker = track
     if not replace:
         return _start(trainer, saved, run_dir)
     try:
@@ -352,6 +367,7 @@ def _start(trainer: _Trainer, cfg: RunConfig, run_dir: Path, resumable: bool = T
 
         save_attributes(run_dir, trainer.encoders, trainer.attrs)
     write_text(trainer.run.file(Run.METRICS_LOG), "")
+    trainer.tracker.start(cfg.to_dict(), run_dir, False)
     return _fit_and_finish(trainer, resumable)
 
 
@@ -363,6 +379,8 @@ def resume_run(
     cache_dir: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    tracker: str | None = None,
+    tracker_uri: str | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its newest checkpoint; a finished run is only re-exported.
 
@@ -372,18 +390,25 @@ def resume_run(
     run_dir = Path(run_dir)
     if not (run_dir / Run.CONFIG).exists():
         raise HashgnnError(f"{run_dir}: no {Run.CONFIG}, so this is not a hashgnn run folder")
+    from hashgnn.train.trackers import make_tracker
+
+    track = make_tracker(tracker, tracker_uri)
     with RunLock(run_dir, "--resume"):
         cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
         trainer = _Trainer(cfg, run_dir, progress, resuming=True)
         trainer.resume()
+        trainer.tracker = track
+        track.start(cfg.portable().to_dict(), run_dir, True)
         return _fit_and_finish(trainer)
 
 
 def _fit_and_finish(trainer: _Trainer, resumable: bool = True) -> dict[str, Any]:
+    final: dict[str, Any] | None = None
     try:
         if not (trainer.state.get("stopped_early") or trainer.state.get("stopped_by_time")):
             trainer.fit()
-        return trainer.finish()
+        final = trainer.finish()
+        return final
     except WriteError as e:
         if not resumable:
             raise
@@ -398,6 +423,7 @@ def _fit_and_finish(trainer: _Trainer, resumable: bool = True) -> dict[str, Any]
             f"`hashgnn train --resume {trainer.run_dir}`"
         ) from None
     finally:
+        trainer.tracker.finish(final, trainer.run_dir)
         # A run's thread count must not leak into the caller's process (notebooks, suites).
         torch.set_num_threads(trainer.threads_before)
 
