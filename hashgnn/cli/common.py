@@ -53,12 +53,9 @@ UserFeaturesOpt = Annotated[
 ItemFeaturesOpt = Annotated[
     Optional[str], typer.Option(help="A table of item attributes, like --user-features (id: item_id or the first).")
 ]
-AtomicFeaturesOpt = Annotated[
-    Optional[bool],
-    typer.Option(
-        "--atomic-features/--no-atomic-features",
-        help="RecBole .inter: use (default) or ignore the .user / .item files beside it.",
-    ),
+NoAtomicFeaturesOpt = Annotated[
+    bool,
+    typer.Option("--no-atomic-features", help="RecBole .inter: ignore the .user / .item files beside it."),
 ]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Fail (instead of warning) on test users/items unseen in train.")
@@ -82,7 +79,7 @@ def data_config(
     strict: bool = DATA.strict,
     user_features: Optional[str] = None,
     item_features: Optional[str] = None,
-    atomic_features: Optional[bool] = None,
+    no_atomic_features: bool = False,
 ) -> DataConfig:
     """Collect the shared data options into a :class:`DataConfig`."""
     return DataConfig(
@@ -102,7 +99,7 @@ def data_config(
         strict=strict,
         user_features=user_features,
         item_features=item_features,
-        atomic_features=DATA.atomic_features if atomic_features is None else atomic_features,
+        atomic_features=DATA.atomic_features and not no_atomic_features,
     )
 
 

@@ -11,12 +11,12 @@ from rich.table import Table
 from hashgnn.cli import app
 from hashgnn.cli.common import (
     DATA,
-    AtomicFeaturesOpt,
     CacheOpt,
     ItemColOpt,
     ItemFeaturesOpt,
     MinRatingOpt,
     MirrorOpt,
+    NoAtomicFeaturesOpt,
     RatingColOpt,
     SepOpt,
     SplitOpt,
@@ -133,7 +133,7 @@ def info_cmd(
     strict: StrictOpt = DATA.strict,
     user_features: UserFeaturesOpt = None,
     item_features: ItemFeaturesOpt = None,
-    atomic_features: AtomicFeaturesOpt = None,
+    no_atomic_features: NoAtomicFeaturesOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -157,7 +157,7 @@ def info_cmd(
         strict=strict,
         user_features=user_features,
         item_features=item_features,
-        atomic_features=atomic_features,
+        no_atomic_features=no_atomic_features,
     )
     data = load_interactions(cfg, progress=not quiet)
     if valid_fraction:

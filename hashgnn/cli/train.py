@@ -10,10 +10,10 @@ from rich.table import Table
 
 from hashgnn.cli import app
 from hashgnn.cli.common import (
-    AtomicFeaturesOpt,
     CacheOpt,
     ItemFeaturesOpt,
     MirrorOpt,
+    NoAtomicFeaturesOpt,
     SepOpt,
     UserFeaturesOpt,
     console,
@@ -76,7 +76,7 @@ def train(
     sep: SepOpt = None,
     user_features: UserFeaturesOpt = None,
     item_features: ItemFeaturesOpt = None,
-    atomic_features: AtomicFeaturesOpt = None,
+    no_atomic_features: NoAtomicFeaturesOpt = False,
     split: Annotated[Optional[str], typer.Option(help="Table files: random | temporal | loo.")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(help="Table files: test share per user.")] = None,
     settings: Annotated[
@@ -162,7 +162,7 @@ def train(
             valid_fraction=valid_fraction,
             user_features=user_features,
             item_features=item_features,
-            atomic_features=atomic_features,
+            atomic_features=False if no_atomic_features else None,
         )
         cfg.model = override(
             cfg.model,
