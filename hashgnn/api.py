@@ -95,12 +95,16 @@ class Trainer:
         dataset: str | Path | Interactions | None = None,
         out: str | Path = "runs/hashgnn",
         overwrite: bool = False,
+        tracker: str | None = None,
+        tracker_uri: str | None = None,
     ) -> Run:
         """Train on ``dataset`` (a name, path, or what :func:`load_dataset` returned) into ``out``.
 
         Returns the finished :class:`~hashgnn.run.Run`. A folder that already holds a run is refused
         unless ``overwrite``. In a script started by ``torchrun`` the training is data-parallel
-        (docs/SCALING.md); rank 0 writes the folder and every rank returns its Run.
+        (docs/SCALING.md); rank 0 writes the folder and every rank returns its Run. ``tracker``
+        (``"mlflow"`` | ``"tensorboard"``) also reports config, per-epoch and final metrics there
+        (``tracker_uri``: MLflow tracking URI / TensorBoard folder).
         """
         from hashgnn.run import Run
         from hashgnn.train.run import train_run
@@ -114,7 +118,7 @@ class Trainer:
                 if loaded is None:
                     raise ConfigError("fit() takes a data set name or path, or what hashgnn.load_dataset returned")
                 cfg.data = dataclasses.replace(DataConfig(**loaded), valid_fraction=cfg.data.valid_fraction)
-        train_run(cfg, out, progress=self.progress, overwrite=overwrite)
+        train_run(cfg, out, progress=self.progress, overwrite=overwrite, tracker=tracker, tracker_uri=tracker_uri)
         return Run.load(
             out,
             mirror=cfg.data.mirror,

@@ -51,6 +51,9 @@ class DataConfig:
     valid_fraction: float = 0.1  # carved per user from train, for early stopping (0 disables)
     seed: int = 2020
     strict: bool = False  # error (not a warning) on test users/items unseen in train
+    user_features: str | None = None  # a table of user attributes (first column or user_id: the id)
+    item_features: str | None = None  # a table of item attributes (first column or item_id: the id)
+    atomic_features: bool = True  # a RecBole .inter: use the .user / .item files beside it
 
 
 @dataclass
@@ -224,7 +227,10 @@ class RunConfig:
             raise ConfigError(f"{path}: no such config file") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a mapping with sections data/model/train/eval (and spectral/distill)")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
 def _build(cls: type[T], d: dict[str, Any], where: str) -> T:

@@ -11,6 +11,7 @@ claims a huge shape is refused, not allocated) and never unpickles.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -34,20 +35,52 @@ class ArtifactError(HashgnnError):
         self.path = Path(path)
 
 
+class WriteError(HashgnnError):
+    """A file could not be written (disk full, file-size limit, read-only or missing folder).
+
+    The message names the file and the system's reason; the file it would have replaced is intact.
+    """
+
+    def __init__(self, path: str | Path, error: OSError) -> None:
+        reason = error.strerror or str(error)
+        hint = {
+            errno.ENOSPC: "free some space",
+            errno.EDQUOT: "free some space (disk quota)",
+            errno.EFBIG: "the file is larger than this process may write (ulimit -f)",
+            errno.EROFS: "the file system is read-only",
+            errno.EACCES: "the folder is not writable by this user",
+            errno.EPERM: "the folder is not writable by this user",
+            errno.ENOENT: "its folder does not exist",
+            errno.ENOTDIR: "part of its path is a file, not a folder",
+        }.get(error.errno or 0, "")
+        super().__init__(f"cannot write {path} ({reason}{'; ' + hint if hint else ''})")
+        self.path = Path(path)
+        self.errno = error.errno
+
+
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a unique temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a unique temporary file in the same folder and a rename.
+
+    Raises :class:`WriteError` (a :class:`HashgnnError`) when the system refuses; the temporary file
+    is removed and a file already at ``path`` is left as it was.
+    """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise WriteError(path, e) from None
         raise
     return path
 
@@ -154,6 +187,7 @@ def read_npy(path: str | Path, kinds: str = "", ndim: int | None = None, remedy:
 
 __all__ = [
     "ArtifactError",
+    "WriteError",
     "atomic_write",
     "npy_header",
     "read_json",

@@ -81,6 +81,8 @@ class Run:
     ITEM_ORDER = "item_order.npy"
     FINAL_METRICS = "final_metrics.json"
     PLOT = "training.png"
+    FEATURES = "features.json"  # the fitted attribute encoders (hashgnn.data.features)
+    ATTRIBUTES = "attributes.safetensors"  # the encoded attribute tables the network was trained on
     # written into a run folder by the experiment runner (hashgnn.experiment)
     RUNNER_RECORD = "experiment.json"
     RUNNER_ERROR = "experiment_error.txt"
@@ -100,6 +102,8 @@ class Run:
         ITEM_ORDER,
         FINAL_METRICS,
         PLOT,
+        FEATURES,
+        ATTRIBUTES,
     )
 
     def __init__(self, path: str | Path) -> None:
@@ -373,7 +377,16 @@ class Run:
         dev = resolve_device(device or cfg.train.device)
         data = self.data()
         split = carve_validation(data, cfg.data.valid_fraction, cfg.data.seed) if cfg.data.valid_fraction > 0 else data
-        model = build_model(cfg.model, split.train, dev, train_cfg=cfg.train, seed=cfg.train.seed)
+        _, attrs = self.attributes()
+        model = build_model(
+            cfg.model,
+            split.train,
+            dev,
+            user_attrs=attrs.get("user"),
+            item_attrs=attrs.get("item"),
+            train_cfg=cfg.train,
+            seed=cfg.train.seed,
+        )
         p = self.file(self.WEIGHTS)
         if not p.exists():
             raise ArtifactError(p, "missing, so the trained network cannot be rebuilt", _retrain(self.path))
@@ -388,6 +401,17 @@ class Run:
         model.on_epoch_start(max(epochs_run - 1, 0))
         model.eval()
         return model
+
+    def attributes(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The run's attribute encoders and encoded tables, side -> ``FeatureEncoder`` / ``NodeAttributes``.
+
+        Empty when the run was trained without attributes. ``encoders["item"].transform(features)``
+        encodes the attributes of new items (:func:`hashgnn.data.features.read_feature_table`) with
+        the vocabularies and standardisation of training.
+        """
+        from hashgnn.data.features import load_attributes
+
+        return load_attributes(self.path)
 
     # ------------------------------------------------------------------------------- serving
     def index(self, mode: str = "hamming", candidates: int | None = None, threads: int | None = None) -> Any:

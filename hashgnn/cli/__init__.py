@@ -90,6 +90,15 @@ def main(argv: list[str] | None = None) -> None:
     except HashgnnError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:
+        # The library turns the failures it expects into HashgnnError; this is the last line, so that
+        # a refusal of the system (full disk, read-only folder) never ends in a traceback.
+        where = f"{e.filename}: " if e.filename else ""
+        print(
+            f"error: {where}{e.strerror or e} (the operation was stopped; files already written are intact)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -19,7 +19,8 @@ DatasetArg = Annotated[
         "--dataset",
         "-d",
         help="A registered data set name (see `hashgnn data list`), a folder holding train.txt and "
-        "test.txt, or a table file (.csv, .tsv, .parquet).",
+        "test.txt, a table file (.csv, .tsv, .parquet), or a RecBole atomic file (.inter; its .user / "
+        ".item beside it give node attributes).",
     ),
 ]
 MirrorOpt = Annotated[
@@ -42,6 +43,20 @@ ValidFracOpt = Annotated[
     float, typer.Option(help="Fraction of each user's train interactions held out for validation (0: none).")
 ]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the random splits.")]
+UserFeaturesOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="A table of user attributes (.csv/.tsv/.parquet or RecBole .user): column user_id or the first "
+        "is the id; the others feed the input encoder (categories embedded, numbers standardised)."
+    ),
+]
+ItemFeaturesOpt = Annotated[
+    Optional[str], typer.Option(help="A table of item attributes, like --user-features (id: item_id or the first).")
+]
+NoAtomicFeaturesOpt = Annotated[
+    bool,
+    typer.Option("--no-atomic-features", help="RecBole .inter: ignore the .user / .item files beside it."),
+]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Fail (instead of warning) on test users/items unseen in train.")
 ]
@@ -62,6 +77,9 @@ def data_config(
     valid_fraction: float = DATA.valid_fraction,
     split_seed: int = DATA.seed,
     strict: bool = DATA.strict,
+    user_features: Optional[str] = None,
+    item_features: Optional[str] = None,
+    no_atomic_features: bool = False,
 ) -> DataConfig:
     """Collect the shared data options into a :class:`DataConfig`."""
     return DataConfig(
@@ -79,6 +97,9 @@ def data_config(
         valid_fraction=valid_fraction,
         seed=split_seed,
         strict=strict,
+        user_features=user_features,
+        item_features=item_features,
+        atomic_features=DATA.atomic_features and not no_atomic_features,
     )
 
 

@@ -14,8 +14,10 @@ from hashgnn.cli.common import (
     DATA,
     CacheOpt,
     ItemColOpt,
+    ItemFeaturesOpt,
     MinRatingOpt,
     MirrorOpt,
+    NoAtomicFeaturesOpt,
     RatingColOpt,
     SepOpt,
     SplitOpt,
@@ -24,6 +26,7 @@ from hashgnn.cli.common import (
     TestFracOpt,
     TimeColOpt,
     UserColOpt,
+    UserFeaturesOpt,
     data_config,
     print_json,
 )
@@ -129,10 +132,13 @@ def info_cmd(
     ] = 0.0,
     split_seed: SplitSeedOpt = DATA.seed,
     strict: StrictOpt = DATA.strict,
+    user_features: UserFeaturesOpt = None,
+    item_features: ItemFeaturesOpt = None,
+    no_atomic_features: NoAtomicFeaturesOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Load a data source and print its counts: users, items, train / test (/ valid) and density."""
+    """Load a data source and print its counts: users, items, train / test (/ valid), density, attributes."""
     from hashgnn.data import carve_validation, load_interactions
 
     cfg = data_config(
@@ -150,6 +156,9 @@ def info_cmd(
         valid_fraction=valid_fraction,
         split_seed=split_seed,
         strict=strict,
+        user_features=user_features,
+        item_features=item_features,
+        no_atomic_features=no_atomic_features,
     )
     data = load_interactions(cfg, progress=not quiet)
     if valid_fraction:
@@ -165,6 +174,10 @@ def info_cmd(
         if k == "name":
             continue
         is_count = k.startswith("n_") and isinstance(v, int) and not isinstance(v, bool)
+        if isinstance(v, dict) and "columns" in v:
+            cols = ", ".join(f"{c} ({t})" for c, t in v["columns"].items())
+            table.add_row(k, f"{cols}; {v['nodes_with_a_row']:,} of {v['nodes']:,} nodes have a row in {v['source']}")
+            continue
         table.add_row(k, f"{v:,}" if is_count else f"{v:.6g}" if isinstance(v, float) else str(v))
     Console().print(table)
 

@@ -11,8 +11,11 @@ from rich.table import Table
 from hashgnn.cli import app
 from hashgnn.cli.common import (
     CacheOpt,
+    ItemFeaturesOpt,
     MirrorOpt,
+    NoAtomicFeaturesOpt,
     SepOpt,
+    UserFeaturesOpt,
     console,
     print_json,
 )
@@ -75,6 +78,9 @@ def train(
     min_rating: Annotated[Optional[float], typer.Option(help="Table files: keep rows with rating >= this.")] = None,
     time_col: Annotated[Optional[str], typer.Option(help="Table files: an optional timestamp column.")] = None,
     sep: SepOpt = None,
+    user_features: UserFeaturesOpt = None,
+    item_features: ItemFeaturesOpt = None,
+    no_atomic_features: NoAtomicFeaturesOpt = False,
     split: Annotated[Optional[str], typer.Option(help="Table files: random | temporal | loo.")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(help="Table files: test share per user.")] = None,
     settings: Annotated[
@@ -93,6 +99,19 @@ def train(
             help="Replace the hashgnn run in --out once the new one has finished (a folder with other files is refused).",
         ),
     ] = False,
+    tracker: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Also report the run to mlflow (extra hashgnn[mlflow]) or tensorboard (extra hashgnn[tensorboard])."
+        ),
+    ] = None,
+    tracker_uri: Annotated[
+        Optional[str],
+        typer.Option(
+            help="mlflow: the tracking URI (default $MLFLOW_TRACKING_URI, else ./mlruns); "
+            "tensorboard: the log folder (default RUN/tensorboard)."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     nproc: Annotated[
@@ -129,10 +148,17 @@ def train(
         if given:
             raise HashgnnError(
                 f"--resume takes its settings from the run folder; drop {', '.join(given)} "
-                "(only --mirror, --cache-dir, --device and --threads, this machine's, may be given)"
+                "(only --mirror, --cache-dir, --device, --threads and --tracker, this machine's, may be given)"
             )
         final = resume_run(
-            resume, progress=not quiet, mirror=mirror, cache_dir=cache_dir, device=device, threads=threads
+            resume,
+            progress=not quiet,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            device=device,
+            threads=threads,
+            tracker=tracker,
+            tracker_uri=tracker_uri,
         )
         run_dir = resume
     else:
@@ -153,6 +179,9 @@ def train(
             split=split,
             test_fraction=test_fraction,
             valid_fraction=valid_fraction,
+            user_features=user_features,
+            item_features=item_features,
+            atomic_features=False if no_atomic_features else None,
         )
         cfg.model = override(
             cfg.model,
@@ -182,7 +211,7 @@ def train(
             from hashgnn.api import configure
 
             cfg = configure(cfg, **parse_set(settings))
-        final = train_run(cfg, out, progress=not quiet, overwrite=overwrite)
+        final = train_run(cfg, out, progress=not quiet, overwrite=overwrite, tracker=tracker, tracker_uri=tracker_uri)
         run_dir = out
     if not final:  # a data-parallel rank other than 0: rank 0 reports
         return

@@ -163,12 +163,10 @@ def distill_codes(
             group["lr"] = lr_now
         perm = torch.randperm(n_users, generator=gen)
         total = 0.0
-        batches = range(0, n_users, batch_users)
-        if progress:
-            from tqdm.auto import tqdm
+        from hashgnn.progress import progress_bar
 
-            batches = tqdm(batches, desc=f"distill epoch {epoch}", leave=False, unit="batch")
-        for s in batches:
+        bar = progress_bar(-(-n_users // batch_users), f"distill epoch {epoch}", "batch", progress)
+        for s in range(0, n_users, batch_users):
             b = perm[s : s + batch_users]
             logits = (_ste(xu[b], ste) @ _ste(xi, ste).T) / temperature
             logits = mask_(logits.clone(), train[b.numpy()])
@@ -186,6 +184,8 @@ def distill_codes(
                     avg_u.mul_(ema).add_(xu, alpha=1.0 - ema)
                     avg_i.mul_(ema).add_(xi, alpha=1.0 - ema)
             total += float(loss.detach()) * len(b)
+            bar.update(1)
+        bar.close()
         row: dict[str, float] = {
             "epoch": float(epoch),
             "loss": total / n_users,

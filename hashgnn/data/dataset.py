@@ -26,6 +26,9 @@ class Interactions:
     user_ids: np.ndarray | None = None
     item_ids: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Node attributes (hashgnn.data.features.NodeFeatures), one row per index, when the source has them.
+    user_features: Any = None
+    item_features: Any = None
 
     @property
     def n_users(self) -> int:
@@ -50,6 +53,11 @@ class Interactions:
             "density": (n_train + n_test + n_valid) / cells,
             "n_test_users": int(np.count_nonzero(np.diff(self.test.indptr))),
             **{k: v for k, v in self.meta.items() if isinstance(v, (int, float, str, bool))},
+            **{
+                f"{side}_attributes": f.describe()
+                for side, f in (("user", self.user_features), ("item", self.item_features))
+                if f is not None
+            },
         }
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 import time
 import urllib.error
@@ -32,10 +31,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import platformdirs
-from tqdm import tqdm
 
 from hashgnn.data.registry import DatasetSpec, Pin, get_spec
 from hashgnn.errors import ChecksumError, HashgnnError
+from hashgnn.progress import progress_bar
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60  # per network operation
@@ -289,16 +288,7 @@ def _stream(source: str, label: str, progress: bool, limit: int) -> Iterator[byt
 def _chunks(f: BinaryIO, size: int | None, label: str, progress: bool, source: str, limit: int) -> Iterator[bytes]:
     deadline = time.monotonic() + DEADLINE_S
     got = 0
-    with tqdm(
-        total=size,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=label,
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-    ) as bar:
+    with progress_bar(size, label, "B", enabled=progress, unit_scale=True) as bar:
         while True:
             try:
                 chunk = f.read(_CHUNK)

@@ -6,16 +6,23 @@
    separator or starts with ``.`` or ``~``): fetched into the cache, then read in its format;
 2. a folder holding ``train.txt`` and ``test.txt`` in the one-line-per-user format (pre-split);
 3. a table file (``.csv``, ``.tsv``, ``.parquet``, CSV/TSV optionally compressed), split per user
-   as ``cfg.split`` / ``cfg.test_fraction`` / ``cfg.seed`` ask.
+   as ``cfg.split`` / ``cfg.test_fraction`` / ``cfg.seed`` ask;
+4. a RecBole atomic file ``DATA.inter`` (:mod:`hashgnn.data.recbole`), split like a table; its
+   ``DATA.user`` / ``DATA.item`` siblings give node attributes unless ``cfg.atomic_features`` is off.
+
+Attributes from ``cfg.user_features`` / ``cfg.item_features`` (any table, or a ``.user`` / ``.item``
+file) are attached to every kind of source (:mod:`hashgnn.data.features`).
 
 Loading never writes anything except verified files in the cache (see :mod:`hashgnn.data.fetch`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,16 +31,17 @@ from hashgnn.config import DataConfig
 from hashgnn.data.assemble import assemble, dedupe_first
 from hashgnn.data.dataset import Interactions
 from hashgnn.data.fetch import fetch_dataset
+from hashgnn.data.recbole import INTER_SUFFIX
 from hashgnn.data.registry import REGISTRY, DatasetSpec, get_spec
 from hashgnn.data.split import split_per_user
-from hashgnn.data.table import read_table, table_kind
+from hashgnn.data.table import TableRows, read_table, table_kind
 from hashgnn.data.txt import read_user_lines
 from hashgnn.errors import DataError, DataWarning
 
 ACCEPTED = (
     "a registered data set name ({names}), a folder holding train.txt and test.txt "
-    "(one line per user: `user item item ...`), or a table file (.csv, .tsv, .parquet; CSV/TSV "
-    "may be compressed)"
+    "(one line per user: `user item item ...`), a table file (.csv, .tsv, .parquet; CSV/TSV "
+    "may be compressed), or a RecBole atomic file (.inter)"
 )
 
 
@@ -46,6 +54,10 @@ def load_interactions(cfg: DataConfig | str, progress: bool = True) -> Interacti
     """
     if isinstance(cfg, str):
         cfg = DataConfig(dataset=cfg)
+    return attach_features(_load(cfg, progress), cfg)
+
+
+def _load(cfg: DataConfig, progress: bool) -> Interactions:
     ds = str(cfg.dataset)
     if ds in REGISTRY and not _written_as_path(ds):
         folder = fetch_dataset(ds, mirror=cfg.mirror, cache_dir=cfg.cache_dir, progress=progress)
@@ -53,6 +65,8 @@ def load_interactions(cfg: DataConfig | str, progress: bool = True) -> Interacti
     path = Path(ds).expanduser()
     if path.is_dir():
         return load_txt_folder(path, strict=cfg.strict)
+    if path.suffix.lower() == INTER_SUFFIX:
+        return load_recbole(path, cfg)
     if table_kind(path) is not None:
         return load_table(path, cfg)
     accepted = ACCEPTED.format(names=", ".join(REGISTRY))
@@ -164,6 +178,50 @@ def load_table(path: Path, cfg: DataConfig) -> Interactions:
         time_col=cfg.time_col,
         sep=cfg.sep,
     )
+    return split_rows(path, rows, cfg, "table")
+
+
+def load_recbole(path: Path, cfg: DataConfig) -> Interactions:
+    """Read a RecBole ``.inter`` file: columns by name (``user_id``, ``item_id``, ``rating``, ``timestamp``)."""
+    from hashgnn.data.recbole import AtomicFile, bare, read_atomic
+    from hashgnn.data.table import TableRows, _ids, _numbers, _times
+
+    atomic: AtomicFile = read_atomic(path)
+    frame = atomic.frame
+    default = DataConfig(dataset="")
+    user_col = (bare(cfg.user_col) if cfg.user_col != default.user_col else None) or "user_id"
+    item_col = (bare(cfg.item_col) if cfg.item_col != default.item_col else None) or "item_id"
+    rating_col = bare(cfg.rating_col) or ("rating" if "rating" in frame.columns else None)
+    time_col = bare(cfg.time_col) or ("timestamp" if "timestamp" in frame.columns else None)
+    if cfg.min_rating is not None and rating_col is None:
+        raise DataError("--min-rating needs a rating column; this file has none (name it with --rating-col)", path, 1)
+    for what, col in (("user", user_col), ("item", item_col), ("rating", rating_col), ("time", time_col)):
+        if col is not None and col not in frame.columns:
+            raise DataError(
+                f"has no {what} column {col!r}; columns found: {list(frame.columns)}. Name it with --{what}-col",
+                path,
+                1,
+            )
+    if len(frame) == 0:
+        raise DataError("has a header line but no rows; expected one interaction per row", path)
+    rows = TableRows(path, np.empty(0), np.empty(0), None, np.empty(0, np.int64), len(frame), 0, True, "\t")
+    users = _ids(frame[user_col], rows, user_col)
+    items = _ids(frame[item_col], rows, item_col)
+    keep = np.ones(len(frame), dtype=bool)
+    if rating_col is not None and cfg.min_rating is not None:
+        keep = _numbers(frame[rating_col], rows, rating_col, "rating") >= cfg.min_rating
+    time = _times(frame[time_col], rows, time_col) if time_col is not None else None
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        raise DataError(f"no row has {rating_col} >= {cfg.min_rating}; lower --min-rating", path)
+    rows.users, rows.items, rows.rows = users[idx], items[idx], idx.astype(np.int64)
+    rows.time = time[idx] if time is not None else None
+    rows.n_below_min_rating = int(len(frame) - len(idx))
+    return split_rows(path, rows, cfg, "recbole")
+
+
+def split_rows(path: Path, rows: TableRows, cfg: DataConfig, fmt: str) -> Interactions:
+    """Map the ids of table rows to contiguous indices (sorted ids), drop duplicates, split per user."""
     user_ids, users = np.unique(rows.users, return_inverse=True)
     item_ids, items = np.unique(rows.items, return_inverse=True)
     n_users, n_items = len(user_ids), len(item_ids)
@@ -184,7 +242,7 @@ def load_table(path: Path, cfg: DataConfig) -> Interactions:
     test_rows = keep[is_test]
     meta = {
         "source": "table",
-        "format": "table",
+        "format": fmt,
         "path": str(path),
         "split": cfg.split,
         "test_fraction": float(cfg.test_fraction),
@@ -216,6 +274,32 @@ def load_table(path: Path, cfg: DataConfig) -> Interactions:
         item_ids=item_ids,
         meta=meta,
     )
+
+
+def attach_features(data: Interactions, cfg: DataConfig) -> Interactions:
+    """``data`` with the node attributes ``cfg`` asks for (explicit files, else a .inter's siblings)."""
+    from hashgnn.data.features import read_feature_table
+    from hashgnn.data.recbole import siblings
+
+    sources: dict[str, Path] = {}
+    path = Path(str(cfg.dataset)).expanduser()
+    if cfg.atomic_features and path.suffix.lower() == INTER_SUFFIX and not _registered(str(cfg.dataset)):
+        sources.update(siblings(path))
+    for side, given in (("user", cfg.user_features), ("item", cfg.item_features)):
+        if given:
+            sources[side] = Path(given).expanduser()
+    if not sources:
+        return data
+    found: dict[str, Any] = {}
+    for side, src in sources.items():
+        ids = data.user_ids if side == "user" else data.item_ids
+        n = data.n_users if side == "user" else data.n_items
+        found[f"{side}_features"] = read_feature_table(src, side, None, ids, n)
+    return dataclasses.replace(data, **found)
+
+
+def _registered(name: str) -> bool:
+    return name in REGISTRY and not _written_as_path(name)
 
 
 def absolute_dataset(dataset: str) -> str:

@@ -18,6 +18,7 @@ import lzma
 import re
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,7 +197,7 @@ def _read_text(path: Path, sep: str, names: list[str] | None) -> pd.DataFrame:
         ) from None
     except UnicodeDecodeError as e:
         raise DataError(f"is not a UTF-8 text file (undecodable byte at offset {e.start})", path) from None
-    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:  # e.g. a broken .gz
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as e:  # e.g. a broken .gz
         raise DataError(f"cannot be read ({type(e).__name__}: {e})", path) from None
     except pd.errors.ParserError as e:
         msg = str(e).strip()
@@ -423,3 +424,28 @@ def _row_line(path: Path, row: int, header: bool, sep: str | None) -> int | None
 
 def _sep_name(sep: str) -> str:
     return _SEP_NAMES.get(sep, repr(sep))
+
+
+def read_frame(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Every column of a CSV/TSV/Parquet table (text tables as strings), for attribute tables."""
+    path = Path(path)
+    kind = table_kind(path)
+    if kind is None:
+        raise DataError("is not a table file (.csv, .tsv, .parquet, or a RecBole .user / .item file)", path)
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not path.exists():
+            raise DataError("no such file", path)
+        try:
+            return pq.read_table(path).to_pandas()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"is not a readable Parquet file ({e})", path) from None
+    sep = parse_sep(sep)
+    if sep is None:
+        base = path.name.lower()
+        for c in COMPRESSION_SUFFIXES:
+            base = base.removesuffix(c)
+        sep = TEXT_SUFFIXES.get(Path(base).suffix, ",")
+    return _read_text(path, sep, None)

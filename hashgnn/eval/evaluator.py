@@ -15,14 +15,12 @@ device for masking and top-k; only the (B, K) top lists move to the CPU.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Sequence
 from typing import Union
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from hashgnn.errors import HashgnnError
 from hashgnn.eval.metrics import check_ks, metric_keys, per_user_metrics
@@ -205,7 +203,9 @@ def evaluate_ranking(
     eval_users = candidates[np.diff(test.indptr)[candidates] > 0]
 
     sums = dict.fromkeys(metric_keys(ks), 0.0)
-    bar = tqdm(total=len(eval_users), desc="evaluate", unit="user", disable=not progress, file=sys.stderr)
+    from hashgnn.progress import progress_bar
+
+    bar = progress_bar(len(eval_users), "evaluate", "user", enabled=progress)
     for s in range(0, len(eval_users), batch_users):
         ub = eval_users[s : s + batch_users]
         top = np.asarray(ranking(ub, list_len, train[ub]))

@@ -34,6 +34,27 @@ GROUP = 128  # items whose minimum distance is tested before any of them is look
 SAMPLE_PIECES = 64  # runs of contiguous items that make up the sample of a threshold estimate
 
 
+def _cache_probe() -> int:
+    return 0
+
+
+def _numba_can_cache() -> bool:
+    """Whether numba finds a writable cache for this file (beside it, $NUMBA_CACHE_DIR or the user's cache).
+
+    When none is (a read-only install, a locked-down home), ``cache=CACHE`` raises at decoration time,
+    which would make every import of the kernels fail; the kernels are then compiled in memory in each
+    process instead (a few seconds at first use) and nothing is written.
+    """
+    try:
+        njit(cache=True)(_cache_probe)
+    except RuntimeError:
+        return False
+    return True
+
+
+CACHE = _numba_can_cache()
+
+
 @intrinsic
 def popcount(typingctx, x):  # type: ignore[no-untyped-def]
     """Hardware population count (LLVM ``ctpop``) of an integer, in its own type."""
@@ -86,7 +107,7 @@ def bits_float32(typingctx, x):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=CACHE, inline="always")
 def _is_excluded(pos, ex_indices, lo, hi):  # type: ignore[no-untyped-def]
     # Binary search in the query's sorted excluded positions; called only for accepted candidates.
     while lo < hi:
@@ -101,7 +122,7 @@ def _is_excluded(pos, ex_indices, lo, hi):  # type: ignore[no-untyped-def]
     return False
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=CACHE, inline="always")
 def _distance(xt, a, j):  # type: ignore[no-untyped-def]
     """Hamming distance of query words ``a`` to item ``j``."""
     s = np.int64(0)
@@ -110,7 +131,7 @@ def _distance(xt, a, j):  # type: ignore[no-untyped-def]
     return s
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _group_hits(xt, a, c0, ng, T, flags):  # type: ignore[no-untyped-def]
     """flags[g] = whether any of items c0 + g*GROUP ... (+GROUP) is at distance < T from ``a``.
 
@@ -173,7 +194,7 @@ def _group_hits(xt, a, c0, ng, T, flags):  # type: ignore[no-untyped-def]
             flags[g] = m < t
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _group_mask(xt, a, j0, L, T):  # type: ignore[no-untyped-def]
     """Bit j set where item j0 + j (j < L <= 64) is at distance < T from ``a`` (vectorised)."""
     W = xt.shape[0]
@@ -201,7 +222,7 @@ def _group_mask(xt, a, j0, L, T):  # type: ignore[no-untyped-def]
     return msk
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _compact(buf_d, buf_i, n, T, c, k):  # type: ignore[no-untyped-def]
     """Keep the items at distance < T and the first ``k - c`` at distance T (buffer order); new length."""
     need_t = k - c
@@ -217,7 +238,7 @@ def _compact(buf_d, buf_i, n, T, c, k):  # type: ignore[no-untyped-def]
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _scan_core(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, row0, thr):  # type: ignore[no-untyped-def]
     """Top-k of queries q0..q1 over items i0..i1 among items at distance < thr[query] (updated in place).
 
@@ -313,7 +334,7 @@ def _scan_core(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, ou
     return accepted
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _block_distances(xt, a, j0, L, dbuf):  # type: ignore[no-untyped-def]
     """dbuf[j] = distance of ``a`` to item j0 + j for j < L (vectorised; unsigned indices as above)."""
     W = xt.shape[0]
@@ -326,7 +347,7 @@ def _block_distances(xt, a, j0, L, dbuf):  # type: ignore[no-untyped-def]
             dbuf[j] += np.int32(popcount(aw ^ xt[w, b + j]))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _estimate_threshold(xt, a, i0, i1, k, n_excluded, maxd, sample, dbuf, hist):  # type: ignore[no-untyped-def]
     """A starting threshold from a sample: ``t + 1`` where ~2k items (plus the excluded) are within ``t``.
 
@@ -358,7 +379,7 @@ def _estimate_threshold(xt, a, i0, i1, k, n_excluded, maxd, sample, dbuf, hist):
     return maxd + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, out_d, out_i, row0, sample):  # type: ignore[no-untyped-def]
     """Exact top-k of queries q0..q1 over items i0..i1, written sorted to out rows row0.. .
 
@@ -400,7 +421,7 @@ def _scan_block(xt, qw, q0, q1, i0, i1, k, ex_indptr, ex_indices, maxd, chunk, o
             )
 
 
-@njit(parallel=True, nogil=True, cache=True)
+@njit(parallel=True, nogil=True, cache=CACHE)
 def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk, sample, out_d, out_i):  # type: ignore[no-untyped-def]
     """Exact Hamming top-k of every row of ``qw`` (nq, W) against word-major items ``xt`` (W, n).
 
@@ -460,7 +481,7 @@ def hamming_topk(xt, qw, k, ex_indptr, ex_indices, maxd, n_shards, qblock, chunk
             out_i[q, p] = -1
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=CACHE, inline="always")
 def _descending_key(score, pos):  # type: ignore[no-untyped-def]
     """uint64 key that sorts by score descending, then position ascending (float32 order as integers)."""
     if score == 0:
@@ -472,7 +493,7 @@ def _descending_key(score, pos):  # type: ignore[no-untyped-def]
     return np.uint64(((0xFFFFFFFF - u) << 32) | pos)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=CACHE, inline="always")
 def _key_score(key):  # type: ignore[no-untyped-def]
     """The score a :func:`_descending_key` was made from (exactly)."""
     u = 0xFFFFFFFF - np.int64(key >> np.uint64(32))
@@ -480,7 +501,7 @@ def _key_score(key):  # type: ignore[no-untyped-def]
     return bits_float32(np.int32(bits if bits < 0x80000000 else bits - 0x100000000))
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+@njit(parallel=True, nogil=True, cache=CACHE, fastmath=True)
 def rerank_ip(item_z, query_z, cand, k, out_s, out_i):  # type: ignore[no-untyped-def]
     """Top-k of each query's candidates (positions, -1 padded) by inner product, ties by lower position.
 
@@ -512,7 +533,7 @@ def rerank_ip(item_z, query_z, cand, k, out_s, out_i):  # type: ignore[no-untype
             out_i[q, j] = -1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def popcount_probe(qs, x, reps):  # type: ignore[no-untyped-def]
     """XOR + popcount + min of ``reps`` queries against a cache-resident ``x``: the arithmetic limit."""
     tot = 0
@@ -526,7 +547,7 @@ def popcount_probe(qs, x, reps):  # type: ignore[no-untyped-def]
     return tot
 
 
-@njit(parallel=True, nogil=True, cache=True)
+@njit(parallel=True, nogil=True, cache=CACHE)
 def stream_probe(x, qs):  # type: ignore[no-untyped-def]
     """One query's XOR + popcount over a large (memory-resident) word array: the streaming limit."""
     n = x.shape[0]

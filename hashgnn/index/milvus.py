@@ -182,9 +182,9 @@ class MilvusIndex:
             raise HashgnnError("ids must be unique (Milvus would keep both entities under one primary key)")
         if self._col is None:
             self._create(names is not None)
-        from tqdm.auto import tqdm
+        from hashgnn.progress import progress_bar
 
-        with tqdm(total=n, desc="milvus insert", unit="item", disable=not progress) as bar:
+        with progress_bar(n, "milvus insert", "item", progress) as bar:
             for a in range(0, n, self.batch):
                 b = min(n, a + self.batch)
                 data: list[Any] = [ids[a:b].astype(np.int64).tolist(), [r.tobytes() for r in rows[a:b]]]

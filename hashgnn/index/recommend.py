@@ -13,6 +13,7 @@ Modes and their ``score``:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -26,6 +27,7 @@ import scipy.sparse as sp
 
 from hashgnn.codes.artifacts import RunCodes
 from hashgnn.errors import HashgnnError
+from hashgnn.io import WriteError
 from hashgnn.methods import MODES
 from hashgnn.run import Run
 
@@ -159,10 +161,10 @@ class Recommender:
 
     def batches(self, k: int, batch_users: int = 4096, progress: bool = True) -> Iterator[Recommendations]:
         """Top-``k`` of every user, ``batch_users`` at a time (bounded memory), with a progress bar."""
-        from tqdm.auto import tqdm
+        from hashgnn.progress import progress_bar
 
         n = self.codes.n_users
-        with tqdm(total=n, unit="user", desc=f"recommend ({self.mode})", disable=not progress, leave=False) as bar:
+        with progress_bar(n, f"recommend ({self.mode})", "user", enabled=progress) as bar:
             for u0 in range(0, n, batch_users):
                 users = np.arange(u0, min(u0 + batch_users, n), dtype=np.int64)
                 yield self.topk(users, k)
@@ -286,7 +288,10 @@ def recommend_all(
     if suffix not in (".parquet", ".csv"):
         raise HashgnnError(f"{out}: the output must end in .parquet or .csv")
     rec = Recommender(run_dir, mode, candidates, exclude_seen, threads, mirror=mirror, cache_dir=cache_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(out, e) from None
     # A name of its own per process: two `recommend --all` into one folder must not share a temp file.
     tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     rows = 0
@@ -315,9 +320,13 @@ def recommend_all(
             frame = pd.DataFrame({c: [] for c in COLUMNS})
             frame.to_csv(tmp, index=False) if suffix == ".csv" else frame.to_parquet(tmp, index=False)
         tmp.replace(out)
+    except OSError as e:
+        # Full disk, file-size limit, read-only folder: a clear error; a previous `out` is untouched.
+        raise WriteError(out, e) from None
     finally:
         if writer is not None:
-            writer.close()
+            with contextlib.suppress(OSError):
+                writer.close()
         if tmp.exists():
             tmp.unlink()
     seconds = time.perf_counter() - t0

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from hashgnn.errors import HashgnnError
+from hashgnn.io import WriteError
 from hashgnn.run import Run
 
 POINTER = "checkpoint.json"
@@ -37,6 +38,8 @@ def _write_json(path: Path, obj: Any) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(obj, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -80,20 +83,41 @@ def save_checkpoint(
 
     ``generator_states``: every rank's generator state in rank order (a data-parallel run); rank 0's
     is saved as ``generator``, like ``generator``'s own state when None.
+    When the system refuses a write (full disk, file-size limit, read-only folder) the half-written
+    folder is removed, the pointer still names the previous checkpoint, and
+    :class:`~hashgnn.io.WriteError` names the file.
     """
     token = secrets.token_hex(4)
     final = run_dir / f"ckpt-{epoch:04d}-{token}"
     tmp = run_dir / f".ckpt-{epoch:04d}-{token}.tmp"
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / Run.WEIGHTS)
-    otensors, ometa = _optimizer_to_flat(optimizer)
-    save_file(otensors, tmp / "optim.safetensors")
-    (tmp / "optim.json").write_text(json.dumps(ometa))
-    states = generator_states if generator_states is not None else [generator.get_state()]
-    save_file({_rng_key(r): st.contiguous() for r, st in enumerate(states)}, tmp / "rng.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=2))
-    os.replace(tmp, final)
-    _write_json(run_dir / POINTER, {"latest": final.name, "epoch": epoch})
+    current = tmp
+    try:
+        tmp.mkdir(parents=True)
+        current = tmp / Run.WEIGHTS
+        _save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, current)
+        otensors, ometa = _optimizer_to_flat(optimizer)
+        current = tmp / "optim.safetensors"
+        _save_tensors(otensors, current)
+        current = tmp / "optim.json"
+        current.write_text(json.dumps(ometa))
+        current = tmp / "rng.safetensors"
+        states = generator_states if generator_states is not None else [generator.get_state()]
+        _save_tensors({_rng_key(r): st.contiguous() for r, st in enumerate(states)}, current)
+        current = tmp / "state.json"
+        current.write_text(json.dumps({"epoch": epoch, **state}, indent=2))
+        _fsync_folder_files(tmp)
+        current = final
+        os.replace(tmp, final)
+        current = run_dir / POINTER
+        _write_json(current, {"latest": final.name, "epoch": epoch})
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if current != tmp and final.exists() and not _points_to(run_dir, final.name):
+            shutil.rmtree(final, ignore_errors=True)
+        raise WriteError(current, e) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = sorted(
         (p for p in run_dir.glob("ckpt-*") if p.is_dir() and p != final and _NAME.match(p.name)),
         key=lambda p: (_epoch_of(p.name), p.stat().st_mtime),
@@ -107,6 +131,31 @@ def save_checkpoint(
 
 def _rng_key(rank: int) -> str:
     return "generator" if rank == 0 else f"generator.rank{rank}"
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    # Serialised in memory and written by Python, so a refused write is an OSError (safetensors'
+    # own file writer reports it as an opaque SafetensorError).
+    data = save(tensors)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _fsync_folder_files(folder: Path) -> None:
+    """Flush the checkpoint's files to disk before the rename makes them the checkpoint."""
+    for p in folder.iterdir():
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _points_to(run_dir: Path, name: str) -> bool:
+    try:
+        return json.loads((run_dir / POINTER).read_text()).get("latest") == name
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _epoch_of(name: str) -> int:

@@ -173,6 +173,15 @@ class FitTrainer:
             cfg.eval.candidates if "hierarchical" in cfg.eval.modes else None,
         )
         self.state: dict[str, Any] = {"history": []}
+        # What the epoch trainer's callers read (hashgnn/train/run.py): no attributes, one process,
+        # and a tracker they replace.
+        from hashgnn.train import distributed
+        from hashgnn.train.trackers import Tracker
+
+        self.encoders: dict[str, Any] = {}
+        self.attrs: dict[str, Any] = {}
+        self.dist = distributed.context(self.device)
+        self.tracker: Tracker = Tracker()
 
     def resume(self) -> None:
         """A fit has no checkpoints: resuming refits from the start (minutes)."""
@@ -228,6 +237,8 @@ class FitTrainer:
         from hashgnn.train.run import _rewrite_jsonl
 
         _rewrite_jsonl(self.run.file(Run.METRICS_LOG), self.state["history"])
+        for i, row in enumerate(self.state["history"]):
+            self.tracker.log_epoch(i, row)
 
     def finish(self) -> dict[str, Any]:
         from hashgnn.eval import PopularScorer, evaluate

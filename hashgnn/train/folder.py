@@ -23,6 +23,7 @@ from pathlib import Path
 from hashgnn.errors import HashgnnError
 from hashgnn.run import Run
 from hashgnn.train.checkpoint import POINTER
+from hashgnn.train.trackers import TB_FOLDER
 
 # Every entry a run folder may hold (glob patterns): the trainer's files (hashgnn.run.Run.FILES and
 # the checkpoints), the experiment runner's records, and the temporary names of atomic writes.
@@ -34,6 +35,7 @@ RUN_ENTRIES = (
     Run.RUNNER_RECORD,
     Run.RUNNER_ERROR,
     Run.SETTINGS_CACHE,
+    TB_FOLDER,
     "*.tmp",
     ".*.tmp",
     ".*.part",

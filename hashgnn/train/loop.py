@@ -10,19 +10,18 @@ therefore gives the same samples on CPU and GPU; a CUDA generator avoids host-de
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from hashgnn.config import TrainConfig
 from hashgnn.errors import HashgnnError
 from hashgnn.graph.bipartite import BipartiteGraph
 from hashgnn.graph.sampling import sample_negatives
+from hashgnn.progress import progress_bar
 from hashgnn.train.distributed import DistContext, all_mean, local_batch, shard_permutation
 
 if TYPE_CHECKING:
@@ -80,7 +79,8 @@ def train_epoch(
         epoch: 0-based epoch (for messages).
         generator: the one source of randomness (see the module docstring).
         beta: the value ``model.on_epoch_start(epoch)`` returned; None reads the model's schedule.
-        progress: show a tqdm bar on stderr with loss, beta and edges per second.
+        progress: show progress on stderr with loss, beta and edges per second (a bar on a terminal,
+            timed lines in a log: :func:`hashgnn.progress.progress_bar`).
         max_batches: stop after this many batches (benchmarks time a fraction of an epoch).
         dist: the data-parallel context (:mod:`hashgnn.train.distributed`); with several ranks each
             takes its shard of the epoch's edges (shuffled by ``train_cfg.seed`` and ``epoch``, the
@@ -118,15 +118,7 @@ def train_epoch(
     sums: dict[str, float] = {}
     seen = 0
     start = time.perf_counter()
-    bar = tqdm(
-        total=n_batches,
-        desc=f"epoch {epoch}",
-        unit="batch",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(n_batches, f"epoch {epoch}", "batch", enabled=progress)
     try:
         for b in range(n_batches):
             idx = perm[b * bs : (b + 1) * bs]

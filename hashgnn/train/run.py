@@ -25,12 +25,14 @@ from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.data import Interactions, absolute_dataset, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
-from hashgnn.io import write_safetensors, write_text
+from hashgnn.io import WriteError, write_safetensors, write_text
 from hashgnn.methods import MODES, get_method, serving_mode
 from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
 from hashgnn.train import distributed
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hashgnn.train.folder import Replacement, check_replaceable_run, check_writable_run_folder, holds_run
+from hashgnn.train.lock import RunLock
+from hashgnn.train.trackers import Tracker
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -122,7 +124,7 @@ def evaluate_codes(
 class _Trainer:
     """Owns the state of one run while it trains; not part of the public API."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool, resuming: bool = False) -> None:
         from hashgnn.model import build_model
 
         _check_config(cfg)
@@ -149,8 +151,19 @@ class _Trainer:
             if cfg.data.valid_fraction > 0
             else self.data
         )
+        from hashgnn.data.features import attributes_for_model, load_attributes
+
+        saved, _ = load_attributes(run_dir) if resuming else ({}, {})
+        self.encoders, self.attrs = attributes_for_model(self.data, cfg.model.method, cfg.model.encoder, saved)
         torch.manual_seed(cfg.train.seed)  # parameter initialisation
-        self.model = build_model(cfg.model, self.split.train, self.device, train_cfg=cfg.train)
+        self.model = build_model(
+            cfg.model,
+            self.split.train,
+            self.device,
+            user_attrs=self.attrs.get("user"),
+            item_attrs=self.attrs.get("item"),
+            train_cfg=cfg.train,
+        )
         from hashgnn.train.loop import build_optimizer
 
         # Wrapped before the optimiser exists: DDP broadcasts rank 0's parameters into every rank.
@@ -168,6 +181,7 @@ class _Trainer:
             "train_seconds": 0.0,
         }
         self.start_epoch = 0
+        self.tracker: Tracker = Tracker()
 
     def resume(self) -> None:
         ckpt = latest_checkpoint(self.run_dir)
@@ -237,6 +251,7 @@ class _Trainer:
             self.state["history"].append(row)
             if main:
                 _append_jsonl(self.run.file(Run.METRICS_LOG), row)
+                self.tracker.log_epoch(epoch, row)
             stop = cfg.train.patience > 0 and self.state["bad_evals"] >= cfg.train.patience
             self.state["stopped_early"] = bool(stop and not last)
             if out_of_time and epoch < cfg.train.epochs - 1:
@@ -322,24 +337,43 @@ def _save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        raise WriteError(path, e) from None
 
 
 def _rewrite_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+def train_run(
+    cfg: RunConfig,
+    out: str | Path,
+    progress: bool = True,
+    overwrite: bool = False,
+    tracker: str | None = None,
+    tracker_uri: str | None = None,
+) -> dict[str, Any]:
     """Train a model as ``cfg`` says, writing everything into the run folder ``out``.
 
     Returns the final metrics (also in ``out/final_metrics.json``). A folder that already holds a
     run is refused unless ``overwrite`` (use :func:`resume_run` to continue one). In a data-parallel
     run (started by torchrun) only rank 0 checks and writes the folder; the other ranks return ``{}``.
+    ``tracker`` (``mlflow`` | ``tensorboard``) also reports the run there (:mod:`hashgnn.train.trackers`).
     """
+    from hashgnn.train.trackers import make_tracker
+
     run_dir = Path(out)
     if distributed.launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0:
         return _fit_and_finish(_Trainer(cfg, run_dir, progress))
+    track = make_tracker(tracker, tracker_uri)
+    with RunLock(run_dir, "--out"):
+        return _train_locked(cfg, run_dir, progress, overwrite, track)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, progress: bool, overwrite: bool, track: Tracker) -> dict[str, Any]:
     replace = holds_run(run_dir)
     if replace and not overwrite:
         raise HashgnnError(
@@ -352,28 +386,45 @@ def train_run(cfg: RunConfig, out: str | Path, progress: bool = True, overwrite:
         check_writable_run_folder(run_dir)
     saved = cfg.portable()
     saved.data.dataset = absolute_dataset(cfg.data.dataset)
+    for key in ("user_features", "item_features"):
+        if getattr(cfg.data, key):
+            setattr(saved.data, key, str(Path(getattr(cfg.data, key)).expanduser().resolve()))
     # Everything is validated (config, device, data) before the old run is touched.
     trainer = _make_trainer(cfg, run_dir, progress)
+    trainer.tracker = track
     if not replace:
         return _start(trainer, saved, run_dir)
-    with Replacement(run_dir):
-        return _start(trainer, saved, run_dir)
+    try:
+        with Replacement(run_dir):
+            return _start(trainer, saved, run_dir, resumable=False)
+    except WriteError as e:
+        raise HashgnnError(f"{e}; the new run was dropped and the previous run in {run_dir} put back") from None
 
 
-def _make_trainer(cfg: RunConfig, run_dir: Path, progress: bool) -> Any:
+def _make_trainer(cfg: RunConfig, run_dir: Path, progress: bool, resuming: bool = False) -> Any:
     """The epoch trainer, or for a method without a network its fit (hashgnn/train/fitted.py)."""
     if get_method(cfg.model.method).fit is not None:
+        if distributed.launched_by_torchrun():
+            raise ConfigError(f"method {cfg.model.method!r} is fitted, not trained: run it without torchrun / --nproc")
         from hashgnn.train.fitted import FitTrainer
 
         return FitTrainer(cfg, run_dir, progress)
-    return _Trainer(cfg, run_dir, progress)
+    return _Trainer(cfg, run_dir, progress, resuming=resuming)
 
 
-def _start(trainer: Any, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _start(trainer: Any, cfg: RunConfig, run_dir: Path, resumable: bool = True) -> dict[str, Any]:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(run_dir, e) from None
     cfg.save(trainer.run.file(Run.CONFIG))
+    if trainer.encoders:
+        from hashgnn.data.features import save_attributes
+
+        save_attributes(run_dir, trainer.encoders, trainer.attrs)
     write_text(trainer.run.file(Run.METRICS_LOG), "")
-    return _fit_and_finish(trainer)
+    trainer.tracker.start(cfg.to_dict(), run_dir, False)
+    return _fit_and_finish(trainer, resumable)
 
 
 def resume_run(
@@ -384,6 +435,8 @@ def resume_run(
     cache_dir: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    tracker: str | None = None,
+    tracker_uri: str | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its newest checkpoint; a finished run is only re-exported.
 
@@ -393,13 +446,20 @@ def resume_run(
     run_dir = Path(run_dir)
     if not (run_dir / Run.CONFIG).exists():
         raise HashgnnError(f"{run_dir}: no {Run.CONFIG}, so this is not a hashgnn run folder")
-    cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
-    trainer = _make_trainer(cfg, run_dir, progress)
-    trainer.resume()
-    return _fit_and_finish(trainer)
+    from hashgnn.train.trackers import make_tracker
+
+    track = make_tracker(tracker, tracker_uri)
+    with RunLock(run_dir, "--resume"):
+        cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
+        trainer = _make_trainer(cfg, run_dir, progress, resuming=True)
+        trainer.resume()
+        trainer.tracker = track
+        track.start(cfg.portable().to_dict(), run_dir, True)
+        return _fit_and_finish(trainer)
 
 
-def _fit_and_finish(trainer: Any) -> dict[str, Any]:
+def _fit_and_finish(trainer: Any, resumable: bool = True) -> dict[str, Any]:
+    final: dict[str, Any] | None = None
     try:
         if not (trainer.state.get("stopped_early") or trainer.state.get("stopped_by_time")):
             trainer.fit()
@@ -407,7 +467,21 @@ def _fit_and_finish(trainer: Any) -> dict[str, Any]:
         # All ranks leave together, so code after train_run (hg.Trainer.fit's Run.load) finds the folder.
         distributed.barrier(trainer.dist)
         return final
+    except WriteError as e:
+        if not resumable:
+            raise
+        ckpt = latest_checkpoint(trainer.run_dir)
+        kept = (
+            f"the checkpoint of epoch {ckpt.name.split('-')[1].lstrip('0') or '0'} is intact"
+            if ckpt
+            else "no epoch had finished"
+        )
+        raise HashgnnError(
+            f"{e}. Nothing already written was lost ({kept}); fix the cause, then continue with "
+            f"`hashgnn train --resume {trainer.run_dir}`"
+        ) from None
     finally:
+        trainer.tracker.finish(final, trainer.run_dir)
         # A run's thread count must not leak into the caller's process (notebooks, suites).
         torch.set_num_threads(trainer.threads_before)
 
