@@ -71,7 +71,7 @@ class _Ids:
             parsed = np.full(len(vals), -1, np.int64)
             ok = np.zeros(len(vals), bool)
             for j, v in enumerate(vals):  # ids come as text from a URL or JSON; bounded by max_list
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, OverflowError):  # not a number, or past int64
                     parsed[j], ok[j] = int(v), True
             if self.ids is None:
                 ok &= (parsed >= 0) & (parsed < self.n)
@@ -82,7 +82,8 @@ class _Ids:
                 ok &= self.sorted[at] == want
                 idx = self.order[at]
         else:
-            want_s = np.asarray(vals, dtype=self.ids.dtype) if vals else np.zeros(0, self.ids.dtype)
+            # the request's own width: casting to the ids' width would cut a longer id into a known one
+            want_s = np.asarray(vals, dtype=str) if vals else np.zeros(0, self.ids.dtype)
             at = np.minimum(np.searchsorted(self.sorted, want_s), self.n - 1)
             ok = self.sorted[at] == want_s
             idx = self.order[at]
