@@ -65,7 +65,7 @@ def main() -> None:
     train, test = data.train.tocsr(), data.test.tocsr()
     rng = np.random.default_rng(a.seed)
     eligible = np.flatnonzero((np.diff(train.indptr) > 0) & (np.diff(test.indptr) > 0))
-    held = np.sort(rng.choice(eligible, size=int(round(a.share * len(eligible))), replace=False))
+    held = np.sort(rng.choice(eligible, size=round(a.share * len(eligible)), replace=False))
     keep = np.ones(train.shape[0], bool)
     keep[held] = False
     reduced = sp.diags(keep.astype(np.float32)) @ train
