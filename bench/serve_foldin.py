@@ -21,12 +21,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+
+# as the hashgnn command does: busy-waiting OpenMP threads make 2-thread torch many times slower on
+# shared cores (docs/MODEL.md); only effective before torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _write_txt(path: Path, m: sp.csr_matrix) -> None:
