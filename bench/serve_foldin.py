@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-
 # as the hashgnn command does: busy-waiting OpenMP threads make 2-thread torch many times slower on
 # shared cores (docs/MODEL.md); only effective before torch is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

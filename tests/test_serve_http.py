@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra (pip install 'hashgnn[serve]') is not installed")
@@ -28,7 +30,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve-http")
-    return {"a": tiny_run(root / "a", seed=3), "b": tiny_run(root / "b", seed=4)}
+    a = tiny_run(root / "a")
+    shutil.copytree(a, root / "b")  # another folder, so another run id: what a swap must switch to
+    return {"a": a, "b": root / "b"}
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +189,28 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         check=False,
     )
     assert r.returncode == 2 and "not a hashgnn run folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_serve_reports_every_cell(runs: dict[str, Path]) -> None:
+    from hashgnn.serve.load import bench_serve
+
+    res = bench_serve(
+        runs["a"], modes=("hamming",), clients=(1, 4), seconds=0.5, warmup=0.2, index_seconds=0.2, progress=False
+    )
+    assert [c["clients"] for c in res["cells"]] == [1, 4]
+    for c in res["cells"]:
+        assert c["requests"] > 0 and c["failed"] == 0 and c["rps"] > 0
+        assert c["p50_ms"] <= c["p95_ms"] <= c["p99_ms"]
+    assert res["index"]["hamming"]["single_query_qps"] > 0
+
+
+def test_synthetic_index_serves_without_data(tmp_path: Path) -> None:
+    from hashgnn.serve.load import synthetic_run
+    from hashgnn.serve.service import ServedRun
+
+    served = ServedRun(synthetic_run(tmp_path / "syn", 5000, bits=32, n_users=50))
+    assert served.seen is None and served.folder is None and "config.yaml" in (served.fold_in_error or "")
+    _, items = served.search(
+        "hamming", served.codes.user_codes[:3], served.codes.user_z[:3], 10, [np.zeros(0, np.int64)] * 3
+    )
+    assert items.shape == (3, 10) and (items >= 0).all()
