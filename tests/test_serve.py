@@ -14,6 +14,7 @@ pytest.importorskip("fastapi", reason="the serve extra (pip install 'hashgnn[ser
 from fastapi.testclient import TestClient
 from serve_helpers import tiny_run
 
+from hashgnn.errors import HashgnnError
 from hashgnn.index.recommend import Recommender
 from hashgnn.methods import MODES
 from hashgnn.run import Run
@@ -57,6 +58,20 @@ def test_lightgcn_fold_in_of_a_trained_user_gives_its_exported_vector(runs: dict
         code, z = f.fold_in(_user_items(f.model, u), ego=ego)
         np.testing.assert_allclose(z, run.codes.user_z[u], atol=1e-6)
         np.testing.assert_array_equal(code, run.codes.user_codes[u])
+
+
+def test_run_fold_in_by_index_and_by_original_id(runs: dict[str, Path]) -> None:
+    run = Run.load(runs["lightgcn"])
+    items = [1, 5, 9]
+    code, z = run.fold_in(items)
+    ids = run.codes.item_ids
+    by_id = [ids[i].item() for i in items] if ids is not None else items
+    code2, z2 = run.fold_in(by_id, by_original_id=True)
+    np.testing.assert_array_equal(code, code2)
+    np.testing.assert_array_equal(z, z2)
+    assert code.shape == (run.codes.user_codes.shape[1],) and z.shape == (run.codes.user_z.shape[1],)
+    with pytest.raises(HashgnnError, match="item indices"):
+        run.fold_in([run.codes.n_items])
 
 
 def test_sage_fold_in_samples_and_aggregates_as_the_user_tower(runs: dict[str, Path]) -> None:
