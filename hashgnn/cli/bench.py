@@ -96,6 +96,7 @@ def serve(
             "--server-arg", help="An extra option for `hashgnn serve` (repeat; e.g. --server-arg=--batch-wait-ms=0)."
         ),
     ] = [],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="Threads per index search, in the service and the index timing.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress messages.")] = False,
 ) -> None:
@@ -133,6 +134,7 @@ def serve(
             k=k,
             max_requests=max_requests,
             server_args=tuple(server_arg),
+            threads=threads,
             progress=not quiet,
         )
     finally:

@@ -35,7 +35,10 @@ def serve(
     candidates: Annotated[
         Optional[int], typer.Option(help="C of hierarchical search (default: the run's eval.candidates).")
     ] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Threads per index search (default: the run's).")] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(help="Threads per index search (default 1: concurrency comes from batches and workers)."),
+    ] = 1,
     max_batch: Annotated[int, typer.Option(help="Most requests micro-batched into one index search.")] = 256,
     batch_wait_ms: Annotated[
         float, typer.Option(help="How long a batch's first request waits for others, in ms (0: no wait).")

@@ -181,8 +181,8 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
         try:
             state.current = await _load(state.path)
             state.metrics.served(state.current.served)
-        except HashgnnError as e:
-            state.load_error = str(e)
+        except Exception as e:  # any failure to load is reported by /readyz, never a silent hang
+            state.load_error = str(e) if isinstance(e, HashgnnError) else f"{type(e).__name__}: {e}"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -406,10 +406,13 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
             old = state.current
             try:
                 new = await _load(path)
-            except HashgnnError as e:
+            except Exception as e:  # whatever went wrong, the old run keeps serving
                 state.metrics.swaps.labels("failed").inc()
                 still = old.served.run_id if old is not None else None
-                return _error(409, {"message": f"{path}: failed to load, still serving {still}: {e}", "serving": still})
+                why = str(e) if isinstance(e, HashgnnError) else f"{type(e).__name__}: {e}"
+                return _error(
+                    409, {"message": f"{path}: failed to load, still serving {still}: {why}", "serving": still}
+                )
             state.current, state.path, state.load_error = new, path, None
             state.metrics.served(new.served)
             state.metrics.swaps.labels("ok").inc()

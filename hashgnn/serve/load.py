@@ -42,14 +42,16 @@ def synthetic_run(folder: str | Path, n_items: int, bits: int = 64, n_users: int
     return folder
 
 
-def index_rates(run: str | Path, mode: str, k: int, seconds: float = 2.0, seed: int = 0) -> dict[str, float]:
-    """Queries/s of the run's index in ``mode`` in this process: one query per call, and 1,000 per call."""
+def index_rates(
+    run: str | Path, mode: str, k: int, seconds: float = 2.0, seed: int = 0, threads: int | None = 1
+) -> dict[str, float]:
+    """Queries/s of the run's index in ``mode`` in this process: one query per call, and 1,000 per call
+    (``threads`` per search, as the service's ``--threads``; no exclusions)."""
     from hashgnn.index.recommend import Retriever
     from hashgnn.run import Run
 
     r = Run(run)
     codes = r.codes
-    threads = r.config.train.threads if r.file(Run.CONFIG).exists() else None
     cand = r.config.eval.candidates if r.file(Run.CONFIG).exists() else 500
     ret = Retriever(codes, mode, min(cand, codes.n_items), threads)
     rng = np.random.default_rng(seed)
@@ -175,6 +177,7 @@ def bench_serve(
     max_requests: int = 100_000,
     server_args: tuple[str, ...] = (),
     index_seconds: float = 2.0,
+    threads: int | None = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Drive ``hashgnn serve --run RUN`` on a free loopback port; see the module docstring."""
@@ -200,6 +203,8 @@ def bench_serve(
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "hashgnn", "serve", "--run", str(run), "--port", str(port), "--log-level", "warning"]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
     proc = subprocess.Popen([*cmd, *server_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.monotonic()
@@ -251,7 +256,7 @@ def bench_serve(
             proc.kill()
     rates = {}
     for mode in modes:
-        rates[mode] = index_rates(run, mode, k, index_seconds)
+        rates[mode] = index_rates(run, mode, k, index_seconds, threads=threads)
         say(
             f"index alone, {mode}: {rates[mode]['single_query_qps']:,.0f} q/s one per call, {rates[mode]['batch_1000_qps']:,.0f} q/s 1,000 per call"
         )
@@ -265,6 +270,7 @@ def bench_serve(
         "items": info["n_items"],
         "bits": info["bits"],
         "k": k,
+        "threads": threads,
         "seconds_per_cell": seconds,
         "cells": cells,
         "index": rates,
