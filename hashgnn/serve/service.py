@@ -147,12 +147,12 @@ class ServedRun:
         if not has_cfg:
             self.fold_in_error = "the run folder has no config.yaml or trained weights, so it cannot encode new users"
         elif s.fold_in:
-            from hashgnn.serve.foldin import FoldIn, FoldInUnsupported
+            from hashgnn.serve.foldin import FoldIn
 
             try:
                 self.folder = FoldIn(run)
-            except (FoldInUnsupported, HashgnnError) as e:
-                self.fold_in_error = str(e)
+            except Exception as e:  # the run still serves its trained users; new users get 501 and this reason
+                self.fold_in_error = str(e) if isinstance(e, HashgnnError) else f"{type(e).__name__}: {e}"
         else:
             self.fold_in_error = "fold-in is switched off (--no-fold-in)"
         self.run_id = _run_id(self.path)
