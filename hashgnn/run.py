@@ -112,6 +112,7 @@ class Run:
         self._codes: RunCodes | None = None
         self._data: Interactions | None = None
         self._machine: dict[str, Any] = {}
+        self._folder: Any = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -437,6 +438,26 @@ class Run:
 
         rec = Recommender(self, mode, candidates, exclude_seen, self.config.train.threads)
         return rec.topk(rec.user_indices(users, by_original_id), k)
+
+    def fold_in(self, items: Any, by_original_id: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Code (packed uint8) and served vector of a user the run never trained on, from the items they
+        interacted with (indices, or the data set's ids with ``by_original_id``), with the trained
+        encoder and hash layer and no retraining (:mod:`hashgnn.serve.foldin`; lightgcn and sage)."""
+        from hashgnn.serve.foldin import FoldIn
+
+        if self._folder is None:
+            self._folder = FoldIn(self)
+        idx = np.asarray(items).reshape(-1)
+        if by_original_id:
+            from hashgnn.serve.service import _Ids
+
+            idx = _Ids(self.codes.item_ids, self.codes.n_items, "item").index(idx.tolist())
+        else:
+            idx = idx.astype(np.int64)
+            n = self.codes.n_items
+            if ((idx < 0) | (idx >= n)).any():
+                raise HashgnnError(f"item indices must be in 0..{n - 1}")
+        return self._folder.fold_in(idx)
 
     def evaluate(
         self, mode: str = "hamming", ks: list[int] | None = None, candidates: int | None = None, progress: bool = False

@@ -54,7 +54,7 @@ def _root(
 
 def _register() -> None:
     # Imported here so that `import hashgnn.cli` stays cheap and each stage owns its commands.
-    from hashgnn.cli import bench, data, evaluate, experiment, export, recommend, train  # noqa: F401
+    from hashgnn.cli import bench, data, evaluate, experiment, export, recommend, serve, train  # noqa: F401
 
 
 _python_showwarning = warnings.showwarning

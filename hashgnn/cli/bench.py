@@ -70,6 +70,114 @@ def retrieval(
     _print_table(res)
 
 
+@bench_app.command("serve")
+def serve(
+    run: Annotated[
+        Optional[Path],
+        typer.Option("--run", "-r", help="A run folder to serve (or use --items for a synthetic index)."),
+    ] = None,
+    items: Annotated[
+        Optional[int],
+        typer.Option("--items", "-n", help="Serve a synthetic codes-only index of this many items instead of --run."),
+    ] = None,
+    bits: Annotated[int, typer.Option("--bits", "-b", help="With --items: code length K.")] = 64,
+    workdir: Annotated[
+        Optional[Path], typer.Option(help="With --items: folder for the synthetic run (default: a temporary one).")
+    ] = None,
+    modes: Annotated[str, typer.Option(help="Comma-separated modes to drive.")] = "hamming,hierarchical,continuous",
+    clients: Annotated[str, typer.Option(help="Comma-separated concurrent client counts.")] = "1,16,64",
+    seconds: Annotated[float, typer.Option(help="Measured seconds per (mode, clients) cell.")] = 3.0,
+    warmup: Annotated[float, typer.Option(help="Unmeasured seconds before each cell.")] = 0.5,
+    k: Annotated[int, typer.Option("--k", "-k", help="Results per request.")] = 20,
+    max_requests: Annotated[int, typer.Option(help="Most requests one client sends per cell.")] = 100_000,
+    server_arg: Annotated[
+        list[str],
+        typer.Option(
+            "--server-arg", help="An extra option for `hashgnn serve` (repeat; e.g. --server-arg=--batch-wait-ms=0)."
+        ),
+    ] = [],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="Threads per index search, in the service and the index timing.")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress messages.")] = False,
+) -> None:
+    """Requests/s and p50/p95/p99 latency of `hashgnn serve` on loopback, per mode and client count.
+
+    Starts the service in a subprocess on a free port, drives it with an asyncio httpx client (closed
+    loop: each client sends its next request when the last was answered) for --seconds per cell, and
+    times the run's index alone in this process (one query per call and 1,000 per call) for comparison.
+    """
+    import tempfile
+
+    from hashgnn.cli.serve import need_serve_extra
+    from hashgnn.errors import HashgnnError
+    from hashgnn.serve.load import bench_serve, synthetic_run
+
+    need_serve_extra()
+    if (run is None) == (items is None):
+        raise HashgnnError("give --run RUN or --items N (a synthetic index), not both")
+    tmp = None
+    if items is not None:
+        if workdir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="hashgnn-bench-serve-")
+            workdir = Path(tmp.name)
+        if not quiet:
+            console.print(f"drawing a synthetic index of {items:,} items x {bits} bits into {workdir}")
+        run = synthetic_run(workdir / f"synthetic-{items}x{bits}", items, bits)
+    assert run is not None
+    try:
+        res = bench_serve(
+            run,
+            modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+            clients=tuple(int(c) for c in clients.split(",") if c.strip()),
+            seconds=seconds,
+            warmup=warmup,
+            k=k,
+            max_requests=max_requests,
+            server_args=tuple(server_arg),
+            threads=threads,
+            progress=not quiet,
+        )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if json_out:
+        print_json(_jsonable(res))
+        return
+    from rich.table import Table
+
+    t = Table(
+        title=f"hashgnn serve: {res['items']:,} items x {res['bits']} bits, k = {res['k']}, {res['seconds_per_cell']} s per cell"
+    )
+    for col in (
+        "mode",
+        "clients",
+        "requests/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "failed",
+        "mean batch",
+        "vs index 1/call",
+    ):
+        t.add_column(col, justify="left" if col == "mode" else "right")
+    for c in res["cells"]:
+        t.add_row(
+            c["mode"],
+            str(c["clients"]),
+            f"{c['rps']:,.0f}",
+            *("" if c[q] is None else f"{c[q]:.1f}" for q in ("p50_ms", "p95_ms", "p99_ms")),
+            str(c["failed"]),
+            f"{c['mean_batch']:.1f}" if c["mean_batch"] else "",
+            f"{c['vs_single_query_index']:.0%}",
+        )
+    console.print(t)
+    for mode, r in res["index"].items():
+        console.print(
+            f"index alone ({mode}): {r['single_query_qps']:,.0f} q/s one query per call, "
+            f"{r['batch_1000_qps']:,.0f} q/s 1,000 per call"
+        )
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}

@@ -225,16 +225,28 @@ class Retriever:
         """``(scores float32, items int64)`` of shape (len(users), k) for user indices ``users``;
         ``exclude`` (CSR rows aligned with ``users``, or None) lists items never to return."""
         c = self.codes
+        return self.query(c.user_codes[users], c.user_z[users], k, exclude)
+
+    def query(
+        self, codes: np.ndarray, vectors: np.ndarray, k: int, exclude: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for query codes (packed, (q, ceil(K/8))) and vectors ((q, D)) given directly:
+        users folded in at serving time, or an item's own code for its similar items. ``exclude``
+        as in :meth:`search` (CSR rows or one id array per query)."""
+        c = self.codes
         if self.order is not None and exclude is not None:
-            ex = sp.csr_matrix(exclude)
-            exclude = sp.csr_matrix((ex.data, self.position[ex.indices], ex.indptr), shape=ex.shape)
+            if sp.issparse(exclude):
+                ex = sp.csr_matrix(exclude)
+                exclude = sp.csr_matrix((ex.data, self.position[ex.indices], ex.indptr), shape=ex.shape)
+            else:  # one array of item indices per query (hashgnn.serve)
+                exclude = [self.position[np.asarray(e, dtype=np.int64)] for e in exclude]
         if self.mode == "hamming":
-            d, items = self.index.search(c.user_codes[users], k, exclude=exclude)
+            d, items = self.index.search(codes, k, exclude=exclude)
             scores = np.where(items >= 0, c.bits - 2 * d.astype(np.float32), -np.inf).astype(np.float32)
         elif self.mode == "hierarchical":
-            scores, items = self.index.search(c.user_codes[users], c.user_z[users], k, exclude=exclude)
+            scores, items = self.index.search(codes, vectors, k, exclude=exclude)
         else:
-            scores, items = self.index.search(c.user_z[users], k, exclude=exclude)
+            scores, items = self.index.search(vectors, k, exclude=exclude)
         if self.order is not None:
             items = np.where(items >= 0, self.order[np.maximum(items, 0)], -1)
         return scores, items

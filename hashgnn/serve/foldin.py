@@ -1,0 +1,165 @@
+"""Fold a new user into a trained run: code and vector from the items they interacted with, no retraining.
+
+The trained network of the run folder (:meth:`hashgnn.run.Run.model`) encodes a user who was not in
+the training graph from a list of item indices, then its hash layer (``model.serve``) gives the
+served vector ``z`` and the code ``sign(z)``:
+
+- **lightgcn**: one propagation of those items' layer outputs with the model's normalisation,
+  ``E_u^(k) = sum_i (d_u d_i)^-1/2 E_i^(k-1)`` for ``k = 1..K`` (``d_i`` the item's training degree,
+  ``d_u`` the number of given items), and the output the mean of ``E_u^(0) .. E_u^(K)``. For a trained
+  user, with its own items and its own ``E_u^(0)``, this is exactly its exported vector (tested).
+- **sage**: the user tower of the sampler: ``user_fanouts[0]`` of the given items drawn as
+  :func:`hashgnn.graph.sampling.sample_neighbors` draws a user's items, their training neighbours
+  sampled from the graph, and the tower's aggregators (again exact for a trained user, with the
+  same generator state).
+
+A new user has no trained ID embedding: ``E_u^(0)`` is the mean of the trained users' ID embeddings
+(the best guess of an unknown user's embedding under the training distribution). Items' outputs are
+those of the training graph (one extra user changes them negligibly). Encoders with nothing to
+propagate (``mf``) raise :class:`FoldInUnsupported`; to support another encoder, add a function
+``fold_<encoder>`` and an entry in ``FoldIn._FOLDERS``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from hashgnn.errors import HashgnnError
+
+
+class FoldInUnsupported(HashgnnError):
+    """The run's method or encoder cannot encode a user it has not trained on."""
+
+
+class FoldIn:
+    """Encodes users from item lists with a run's trained network (built once, reused per request).
+
+    Args:
+        run: a :class:`hashgnn.run.Run` with ``model.safetensors`` and its data set available.
+        device: torch device for the network (default: the run's, usually the CPU).
+        seed: seed of the sage encoder's neighbour samples; every call restarts from it, so the same
+            items always give the same code.
+    """
+
+    def __init__(self, run: Any, device: str | None = None, seed: int | None = None) -> None:
+        from hashgnn.methods import get_method
+
+        cfg = run.config
+        spec = get_method(cfg.model.method)
+        encoder = spec.encoder or cfg.model.encoder
+        if encoder not in self._FOLDERS:
+            raise FoldInUnsupported(
+                f"method {cfg.model.method!r} uses the {encoder!r} encoder, which has no graph to fold a new "
+                f"user into (fold-in works with the {' and '.join(self._FOLDERS)} encoders); retrain with the "
+                "user's interactions instead"
+            )
+        self.encoder_name = encoder
+        self.model = run.model(device)
+        self.bits = int(run.codes.bits)
+        self.seed = int(cfg.train.seed if seed is None else seed)
+        self._lock = threading.Lock()  # the sage generator and torch's state are per call
+        self._prepare: dict[str, Any] = {}
+        if encoder == "lightgcn":
+            self._prepare_lightgcn()
+        else:
+            self._prepare_sage()
+
+    # --------------------------------------------------------------------------- preparation
+    def _prepare_lightgcn(self) -> None:
+        enc = self.model.encoder
+        g = enc.graph
+        with torch.no_grad():
+            from hashgnn.model.lightgcn import spmm
+
+            adj = g.norm_adj()
+            x = enc.embedding.weight
+            layers = [x[g.n_users :]]  # items' E^(0) .. E^(K-1): what a user's layer k sums
+            for _ in range(enc.layers - 1):
+                x = spmm(adj, x)
+                layers.append(x[g.n_users :])
+            self._prepare["item_layers"] = [t.contiguous() for t in layers]
+            self._prepare["item_deg"] = g.item_degree().to(torch.float32)
+            self._prepare["ego_mean"] = enc.embedding.weight[: g.n_users].mean(dim=0)
+
+    def _prepare_sage(self) -> None:
+        enc = self.model.encoder
+        with torch.no_grad():
+            if enc.user_input.id_emb is not None:
+                self._prepare["ego_mean"] = enc.user_input.id_emb.weight.mean(dim=0)
+
+    # --------------------------------------------------------------------------- folding
+    def encode(self, items: np.ndarray, ego: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output ``h`` (1, d) of a user who interacted with ``items`` (item indices, >= 1).
+
+        ``ego`` replaces the new user's layer-0 embedding (tests pass a trained user's own to check
+        that its exported vector comes back)."""
+        items_t = torch.as_tensor(np.unique(np.asarray(items, dtype=np.int64)), device=self.model.graph.device)
+        if items_t.numel() == 0:
+            raise HashgnnError("a new user needs at least one item to be folded in")
+        with self._lock, torch.no_grad():
+            return self._FOLDERS[self.encoder_name](self, items_t, ego)
+
+    def fold_in(self, items: np.ndarray, ego: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(code, z)`` of a new user from its item indices: packed uint8 (ceil(K/8),) and float32 (D,)."""
+        from hashgnn.codes.packing import pack_codes
+
+        h = self.encode(items, ego)
+        with torch.no_grad():
+            z = self.model.serve(h, "user").detach().cpu().numpy().astype(np.float32)
+        return pack_codes(z)[0], z[0]
+
+    def _fold_lightgcn(self, items: torch.Tensor, ego: torch.Tensor | None) -> torch.Tensor:
+        p = self._prepare
+        x0 = p["ego_mean"] if ego is None else ego.reshape(-1)
+        # sym. normalisation of the new user's row: 1 / sqrt(d_u * d_i); items unseen in training have
+        # degree 0 and, as in norm_adj, contribute nothing
+        di = p["item_deg"][items]
+        w = torch.where(di > 0, (di * items.numel()).clamp(min=1).rsqrt(), torch.zeros_like(di))
+        acc = x0.clone()
+        for layer in p["item_layers"]:
+            acc = acc + w @ layer[items]
+        return (acc / (len(p["item_layers"]) + 1)).unsqueeze(0)
+
+    def _fold_sage(self, items: torch.Tensor, ego: torch.Tensor | None) -> torch.Tensor:
+        from hashgnn.graph.sampling import sample_neighbors
+        from hashgnn.model.inputs import LEAKY_SLOPE
+
+        enc = self.model.encoder
+        g = enc.graph
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        fan = enc.user_fanouts
+        # hop 1: the given items, drawn as the sampler draws a user's items (a one-row CSR of them)
+        indptr = torch.tensor([0, items.numel()], dtype=torch.long, device=items.device)
+        hops = [torch.zeros(1, dtype=torch.long, device=items.device)]
+        if fan:
+            hops.append(sample_neighbors(indptr, items, hops[0], fan[0], gen).reshape(-1))
+        is_user = True  # hop 1 holds items, so hop 2 samples their users, and so on
+        for f in fan[1:]:
+            is_user = not is_user
+            ip, ind = (g.user_indptr, g.user_indices) if is_user else (g.item_indptr, g.item_indices)
+            hops.append(sample_neighbors(ip, ind, hops[-1], f, gen).reshape(-1))
+        # encode: hop 0 is the new user (its ego embedding), then alternating items / users
+        ui = enc.user_input
+        if ego is not None or "ego_mean" in self._prepare:
+            e0 = (self._prepare["ego_mean"] if ego is None else ego.reshape(-1)).unsqueeze(0)
+            parts = [e0]
+            if ui.categorical is not None or ui.numeric is not None:
+                raise FoldInUnsupported("fold-in of users with attribute columns is not supported")
+            h0 = torch.nn.functional.leaky_relu(ui.dense(parts[0]), LEAKY_SLOPE)
+        else:
+            raise FoldInUnsupported("the user encoder has no ID embedding and no attributes to start from")
+        h = [h0]
+        for k in range(1, len(hops)):
+            inp = enc.item_input if k % 2 == 1 else enc.user_input
+            h.append(inp(hops[k].clamp(min=0)))
+        return enc._aggregate(h, hops, fan, enc.user_aggs)
+
+    _FOLDERS: ClassVar[dict[str, Callable[[FoldIn, torch.Tensor, torch.Tensor | None], torch.Tensor]]] = {
+        "lightgcn": _fold_lightgcn,
+        "sage": _fold_sage,
+    }

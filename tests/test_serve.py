@@ -1,0 +1,227 @@
+"""The service in process: fold-in against the trained encoder, answers equal to the one retrieval path,
+and bad requests answered 404 / 422 / 413 / 501 (never 500)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="the serve extra (pip install 'hashgnn[serve]') is not installed")
+from fastapi.testclient import TestClient
+from serve_helpers import tiny_run
+
+from hashgnn.errors import HashgnnError
+from hashgnn.index.recommend import Recommender
+from hashgnn.methods import MODES
+from hashgnn.run import Run
+from hashgnn.serve.app import create_app
+from hashgnn.serve.foldin import FoldIn, FoldInUnsupported
+from hashgnn.serve.service import ServedRun, ServeSettings
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve-runs")
+    return {
+        "lightgcn": tiny_run(root / "lightgcn", "lightgcn"),
+        "sage": tiny_run(root / "sage", "sage"),
+        "mf": tiny_run(root / "mf", method="mf"),
+    }
+
+
+@pytest.fixture(scope="module")
+def client(runs: dict[str, Path]) -> TestClient:
+    app = create_app(runs["lightgcn"], ServeSettings(max_list=50, max_k=100))
+    with TestClient(app) as c:
+        for _ in range(600):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        yield c
+
+
+def _user_items(model: torch.nn.Module, u: int) -> np.ndarray:
+    g = model.graph
+    return g.user_indices[g.user_indptr[u] : g.user_indptr[u + 1]].numpy()
+
+
+# ----------------------------------------------------------------------------- fold-in
+def test_lightgcn_fold_in_of_a_trained_user_gives_its_exported_vector(runs: dict[str, Path]) -> None:
+    run = Run.load(runs["lightgcn"])
+    f = FoldIn(run)
+    for u in (0, 7, 100):
+        ego = f.model.encoder.embedding.weight[u]
+        code, z = f.fold_in(_user_items(f.model, u), ego=ego)
+        np.testing.assert_allclose(z, run.codes.user_z[u], atol=1e-6)
+        np.testing.assert_array_equal(code, run.codes.user_codes[u])
+
+
+def test_run_fold_in_by_index_and_by_original_id(runs: dict[str, Path]) -> None:
+    run = Run.load(runs["lightgcn"])
+    items = [1, 5, 9]
+    code, z = run.fold_in(items)
+    ids = run.codes.item_ids
+    by_id = [ids[i].item() for i in items] if ids is not None else items
+    code2, z2 = run.fold_in(by_id, by_original_id=True)
+    np.testing.assert_array_equal(code, code2)
+    np.testing.assert_array_equal(z, z2)
+    assert code.shape == (run.codes.user_codes.shape[1],) and z.shape == (run.codes.user_z.shape[1],)
+    with pytest.raises(HashgnnError, match="item indices"):
+        run.fold_in([run.codes.n_items])
+
+
+def test_sage_fold_in_samples_and_aggregates_as_the_user_tower(runs: dict[str, Path]) -> None:
+    run = Run.load(runs["sage"])
+    f = FoldIn(run)
+    m = f.model
+    for u in (0, 7, 100):
+        with torch.no_grad():
+            ref = m.serve(m.encoder.encode_users(torch.tensor([u]), torch.Generator().manual_seed(f.seed)), "user")
+        _, z = f.fold_in(_user_items(m, u), ego=m.encoder.user_input.id_emb.weight[u])
+        np.testing.assert_allclose(z, ref[0].numpy(), atol=1e-6)
+
+
+def test_a_new_user_is_coded_deterministically_and_near_its_trained_self(runs: dict[str, Path]) -> None:
+    run = Run.load(runs["lightgcn"])
+    f = FoldIn(run)
+    every = np.unpackbits(run.codes.user_codes, axis=1)
+    farther = []
+    for u in range(0, run.codes.n_users, 25):
+        items = _user_items(f.model, u)
+        if len(items) == 0:
+            continue
+        c1, z1 = f.fold_in(items)
+        c2, z2 = f.fold_in(np.concatenate([items[::-1], items[:1]]))  # order and repeats do not matter
+        np.testing.assert_array_equal(c1, c2)
+        np.testing.assert_array_equal(z1, z2)
+        d = (np.unpackbits(c1) != every).sum(axis=1)
+        farther.append((d > d[u]).mean())  # share of trained users farther from the fold-in than u itself
+    # by chance the share is about 0.5; a folded-in user lands nearer its own trained code than most
+    assert len(farther) > 50 and np.mean(farther) > 0.6, np.mean(farther)
+
+
+def test_fold_in_needs_a_graph_encoder(runs: dict[str, Path]) -> None:
+    run = Run.load(runs["mf"])
+    with pytest.raises(FoldInUnsupported, match="mf"):
+        FoldIn(run)
+    served = ServedRun(run.path)
+    assert served.folder is None and "mf" in (served.fold_in_error or "")
+
+
+# ----------------------------------------------------------------------------- answers
+@pytest.mark.parametrize("mode", MODES)
+def test_answers_are_the_retrieval_paths_by_original_id(client: TestClient, runs: dict[str, Path], mode: str) -> None:
+    rec = Recommender(runs["lightgcn"], mode)
+    ids = rec.codes.user_ids
+    users = [0, 3, 250]
+    want = rec.topk(np.array(users), 10)
+    for j, u in enumerate(users):
+        uid = ids[u].item() if ids is not None else u
+        r = client.get(f"/v1/users/{uid}/recommendations", params={"k": 10, "mode": mode})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        got = [x["item"] for x in body["items"]]
+        exp = want.items[j][want.items[j] >= 0]
+        exp_ids = [want.item_ids[i].item() if want.item_ids is not None else int(i) for i in exp]
+        assert got == exp_ids
+        np.testing.assert_allclose([x["score"] for x in body["items"]], want.scores[j][: len(exp)], rtol=1e-5)
+        hist = client.get(f"/v1/users/{uid}").json()["items"]
+        assert not set(hist) & set(got)  # seen items excluded
+
+
+def test_filters_and_similar_items(client: TestClient) -> None:
+    base = client.get("/v1/users/3/recommendations", params={"k": 10}).json()["items"]
+    top = [x["item"] for x in base]
+    denied = client.get("/v1/users/3/recommendations", params={"k": 10, "deny": top[:3]}).json()["items"]
+    assert not set(top[:3]) & {x["item"] for x in denied}
+    assert [x["item"] for x in denied][:7] == top[3:]  # the rest moves up, in the same order
+    allow = [str(i) for i in range(40)]
+    allowed = client.get("/v1/users/3/recommendations", params={"k": 5, "allow": allow}).json()["items"]
+    hist = set(client.get("/v1/users/3").json()["items"])
+    assert allowed and {x["item"] for x in allowed} <= set(range(40)) - hist
+    with_seen = client.get(
+        "/v1/users/3/recommendations", params={"k": 5, "allow": list(hist)[:5], "exclude_seen": False}
+    )
+    assert {x["item"] for x in with_seen.json()["items"]} == set(list(hist)[:5])
+    sim = client.get("/v1/items/5/similar", params={"k": 8}).json()
+    assert len(sim["items"]) == 8 and 5 not in [x["item"] for x in sim["items"]]
+    scores = [x["score"] for x in sim["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_new_user_endpoint_excludes_the_given_items(client: TestClient) -> None:
+    r = client.post("/v1/recommendations/new-user", json={"items": [1, 2, 3], "k": 10, "mode": "hierarchical"})
+    assert r.status_code == 200, r.text
+    got = [x["item"] for x in r.json()["items"]]
+    assert len(got) == 10 and not {1, 2, 3} & set(got)
+    again = client.post("/v1/recommendations/new-user", json={"items": [3, 2, 1], "k": 10, "mode": "hierarchical"})
+    assert [x["item"] for x in again.json()["items"]] == got
+
+
+# ----------------------------------------------------------------------------- bad requests
+@pytest.mark.parametrize(
+    "method,path,params,body,status,needle",
+    [
+        ("get", "/v1/users/nobody/recommendations", {}, None, 404, "'nobody'"),
+        ("get", "/v1/users/99999999/recommendations", {}, None, 404, "99999999"),
+        ("get", "/v1/users/nobody", {}, None, 404, "'nobody'"),
+        ("get", "/v1/items/nothing/similar", {}, None, 404, "'nothing'"),
+        ("get", "/v1/users/3/recommendations", {"deny": ["1", "zz"]}, None, 404, "'zz'"),
+        ("get", "/v1/users/3/recommendations", {"k": 0}, None, 422, "k"),
+        ("get", "/v1/users/3/recommendations", {"k": 101}, None, 422, "k"),
+        ("get", "/v1/users/3/recommendations", {"k": "ten"}, None, 422, "k"),
+        ("get", "/v1/users/3/recommendations", {"mode": "cosine"}, None, 422, "mode"),
+        ("get", "/v1/users/3/recommendations", {"exclude_seen": "maybe"}, None, 422, "exclude_seen"),
+        ("get", "/v1/users/3/recommendations", {"allow": [str(i) for i in range(51)]}, None, 413, "allow"),
+        ("post", "/v1/recommendations/new-user", {}, {"items": []}, 422, "items"),
+        ("post", "/v1/recommendations/new-user", {}, {"items": [1], "k": -1}, 422, "k"),
+        ("post", "/v1/recommendations/new-user", {}, {"items": [1], "mode": "x"}, 422, "mode"),
+        ("post", "/v1/recommendations/new-user", {}, {"k": 3}, 422, "items"),
+        ("post", "/v1/recommendations/new-user", {}, {"items": ["nope"]}, 404, "'nope'"),
+        ("post", "/v1/recommendations/new-user", {}, {"items": list(range(51))}, 413, "items"),
+        ("post", "/v1/recommendations/new-user", {}, [1, 2], 422, "body"),
+    ],
+)
+def test_bad_requests_get_their_status_naming_the_problem(
+    client: TestClient, method: str, path: str, params: dict, body: object, status: int, needle: str
+) -> None:
+    r = client.request(method.upper(), path, params=params, json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_oversized_and_malformed_bodies(client: TestClient) -> None:
+    big = b'{"items": [' + b"1," * 600_000 + b"1]}"
+    r = client.post("/v1/recommendations/new-user", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.text
+    r = client.post("/v1/recommendations/new-user", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_fold_in_unavailable_is_501_with_the_reason(runs: dict[str, Path]) -> None:
+    app = create_app(runs["mf"])
+    with TestClient(app) as c:
+        for _ in range(600):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        r = c.post("/v1/recommendations/new-user", json={"items": [1, 2]})
+        assert r.status_code == 501 and "mf" in r.json()["detail"]
+        assert c.get("/v1/users/1/recommendations").status_code == 200
+
+
+def test_readiness_and_a_run_that_fails_to_load(tmp_path: Path) -> None:
+    with TestClient(create_app(tmp_path / "missing")) as c:
+        for _ in range(100):
+            r = c.get("/readyz")
+            if "not a hashgnn run folder" in r.text:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503 and "not a hashgnn run folder" in r.text
+        assert c.get("/healthz").status_code == 200
+        r = c.get("/v1/users/1/recommendations")
+        assert r.status_code == 503 and "no run is being served" in r.text
