@@ -27,10 +27,18 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from hashgnn.api import Trainer, load_dataset
-    from hashgnn.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+    from hashgnn.config import (
+        DataConfig,
+        DistillConfig,
+        EvalConfig,
+        ModelConfig,
+        RunConfig,
+        SpectralConfig,
+        TrainConfig,
+    )
     from hashgnn.errors import ConfigError, DataError, HashgnnError
     from hashgnn.eval import evaluate
-    from hashgnn.index import FloatIndex, HammingIndex, HierarchicalIndex
+    from hashgnn.index import FloatIndex, HammingIndex, HierarchicalIndex, MultiIndexHashing
     from hashgnn.io import ArtifactError
     from hashgnn.methods import METHODS, MODES
     from hashgnn.run import Run
@@ -43,11 +51,14 @@ _WHERE = {
     "HammingIndex": "hashgnn.index.hamming",
     "HierarchicalIndex": "hashgnn.index.hierarchical",
     "FloatIndex": "hashgnn.index.float_index",
+    "MultiIndexHashing": "hashgnn.index.mih",
     "RunConfig": "hashgnn.config",
     "DataConfig": "hashgnn.config",
     "ModelConfig": "hashgnn.config",
     "TrainConfig": "hashgnn.config",
     "EvalConfig": "hashgnn.config",
+    "SpectralConfig": "hashgnn.config",
+    "DistillConfig": "hashgnn.config",
     "METHODS": "hashgnn.methods",
     "MODES": "hashgnn.methods",
     "HashgnnError": "hashgnn.errors",
@@ -63,14 +74,17 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "DistillConfig",
     "EvalConfig",
     "FloatIndex",
     "HammingIndex",
     "HashgnnError",
     "HierarchicalIndex",
     "ModelConfig",
+    "MultiIndexHashing",
     "Run",
     "RunConfig",
+    "SpectralConfig",
     "TrainConfig",
     "Trainer",
     "evaluate",
