@@ -14,6 +14,7 @@ import torch
 
 from hashgnn.config import DataConfig, ModelConfig, TrainConfig
 from hashgnn.errors import ConfigError, HashgnnError
+from hashgnn.methods import METHODS as REGISTRY
 from hashgnn.model import METHODS, NodeAttributes, build_model
 from hashgnn.train.loop import build_optimizer, train_epoch
 
@@ -53,9 +54,9 @@ def _run(train: sp.csr_matrix, tc: TrainConfig = TINY_TRAIN, epochs: int = 1, se
 # mf has no graph encoder, so it runs once; fitted methods have no network (tests/test_fitted.py)
 CASES = [
     (m, e)
-    for m, spec in METHODS.items()
+    for m in METHODS
     for e in ("sage", "lightgcn")
-    if spec.fit is None and not (m == "mf" and e == "lightgcn")
+    if REGISTRY[m].fit is None and not (m == "mf" and e == "lightgcn")
 ]
 
 

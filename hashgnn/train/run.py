@@ -11,6 +11,7 @@ touches the run folder, and the other ranks return an empty dict.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -449,7 +450,10 @@ def resume_run(
     from hashgnn.train.trackers import make_tracker
 
     track = make_tracker(tracker, tracker_uri)
-    with RunLock(run_dir, "--resume"):
+    # In a data-parallel resume every rank runs this; rank 0 alone holds the folder's lock (as in
+    # train_run), or the ranks would refuse each other.
+    other_rank = distributed.launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0
+    with contextlib.nullcontext() if other_rank else RunLock(run_dir, "--resume"):
         cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
         trainer = _make_trainer(cfg, run_dir, progress, resuming=True)
         trainer.resume()
