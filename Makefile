@@ -28,8 +28,11 @@ demo: install
 paper-demo: install
 	$(BIN)/hashgnn train --config configs/lastfm-hashgnn.yaml --out runs/lastfm-hashgnn --overwrite
 
+# --dist loadfile: each test file runs on one worker, so a module's expensive fixture (the embedded
+# Milvus server, the uvicorn servers) starts once per run, never twice at the same time on fixed ports.
+# (pytest 9 renamed the node id that xdist's loadgroup rewrites, so xdist_group marks no longer hold.)
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # What .ci/run checks before the tests (docs/CONTRIBUTING.md): lint, formatting, types, and the built
 # wheel installed into a fresh virtual environment.

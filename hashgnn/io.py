@@ -16,6 +16,7 @@ import json
 import math
 import os
 import tempfile
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,9 @@ def npy_header(path: str | Path, remedy: str = "") -> tuple[tuple[int, ...], np.
                     shape, fortran, dtype = fmt.read_array_header_2_0(f)
                 else:
                     raise ValueError(f"unsupported .npy format version {version}")
-            except (ValueError, SyntaxError, EOFError, OSError) as e:
+            # numpy parses the header dict with tokenize and ast, whose errors name neither the file
+            # nor the format; a damaged header can raise any of these.
+            except (ValueError, SyntaxError, EOFError, OSError, tokenize.TokenError) as e:
                 raise ArtifactError(path, f"not a valid .npy file ({e})", remedy) from None
             offset = f.tell()
     except FileNotFoundError:

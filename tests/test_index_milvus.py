@@ -1,8 +1,8 @@
 """MilvusIndex and `hashgnn export milvus` against the own kernel, on an embedded Milvus 2.3.5 server.
 
 The server is started once for this module (it takes ~20 s and a few hundred MB) in a temporary
-folder on loopback, and stopped at the end. The whole module runs on one xdist worker
-(``xdist_group``; `make test` distributes with ``--dist loadgroup``), so one server per test run.
+folder on loopback, and stopped at the end. `make test` distributes with ``--dist loadfile``, so
+the whole module runs on one xdist worker and one server runs per test run.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.errors import HashgnnError
 from hashgnn.index import HammingIndex
-
-pytestmark = pytest.mark.xdist_group("milvus")
 
 
 @pytest.fixture(scope="module")

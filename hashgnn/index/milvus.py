@@ -322,10 +322,10 @@ def start_local_server(data_dir: str | Path) -> Iterator[str]:
         ) from None
     server = MilvusServer()
     server.set_base_dir(str(data_dir))
-    # The package waits 180 s for the server's health check; on a loaded 2-core machine (CI beside
-    # other jobs) the first start has taken longer, so allow 10 minutes.
+    # The package waits 180 s for the server's health check; a first start on a loaded 2-core machine
+    # can come close to that, so allow 5 minutes.
     wait = server.wait_started
-    server.wait_started = lambda timeout=600_000: wait(timeout=max(timeout, 600_000))
+    server.wait_started = lambda timeout=300_000: wait(timeout=max(timeout, 300_000))
     try:
         server.start()
     except Exception as e:

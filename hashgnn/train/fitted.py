@@ -241,34 +241,12 @@ class FitTrainer:
             self.tracker.log_epoch(i, row)
 
     def finish(self) -> dict[str, Any]:
-        from hashgnn.eval import PopularScorer, evaluate
-        from hashgnn.train.run import evaluate_codes, plot_training
+        from hashgnn.train.run import plot_training, report_on_test
 
         cfg = self.cfg
         codes = _codes(self.fitted, self.data, cfg.eval.ties)
         self.run.save_codes(codes)
-        test = {
-            mode: evaluate_codes(
-                codes,
-                self.data.train,
-                self.data.test,
-                mode,
-                cfg.eval.ks,
-                cfg.eval.candidates,
-                cfg.eval.batch_users,
-                progress=self.progress,
-                threads=cfg.train.threads,
-            )
-            for mode in cfg.eval.modes
-        }
-        popular = evaluate(
-            PopularScorer(self.data.train),
-            self.data.train,
-            self.data.test,
-            cfg.eval.ks,
-            batch_users=cfg.eval.batch_users,
-            progress=False,
-        )
+        report = report_on_test(codes, self.data, cfg, self.progress)
         epochs_run = 0 if self.budget is None and not self.fitted.history else len(self.fitted.history)
         final = {
             "method": cfg.model.method,
@@ -294,8 +272,7 @@ class FitTrainer:
                 sum(r.get("seconds", 0.0) for r in self.fitted.history) / max(len(self.fitted.history), 1), 3
             ),
             "fit_seconds": {k: round(v, 3) for k, v in self.fitted.seconds.items()},
-            "test": test,
-            "baseline_popular": popular,
+            **report,
         }
         self.run.save_metrics(final)
         plot_training(self.run_dir)

@@ -122,6 +122,33 @@ def evaluate_codes(
     return evaluate_ranking(retriever.topk, train, test, ks, batch_users=batch_users, progress=progress)
 
 
+def report_on_test(codes: RunCodes, data: Interactions, cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
+    """The test half of final_metrics.json: every configured mode of ``codes``, and Most-Popular.
+
+    One function for the trained and the fitted methods, so every run's report is made the same way.
+    """
+    from hashgnn.eval import PopularScorer, evaluate
+
+    test = {
+        mode: evaluate_codes(
+            codes,
+            data.train,
+            data.test,
+            mode,
+            cfg.eval.ks,
+            cfg.eval.candidates,
+            cfg.eval.batch_users,
+            progress=progress,
+            threads=cfg.train.threads,
+        )
+        for mode in cfg.eval.modes
+    }
+    popular = evaluate(
+        PopularScorer(data.train), data.train, data.test, cfg.eval.ks, batch_users=cfg.eval.batch_users, progress=False
+    )
+    return {"test": test, "baseline_popular": popular}
+
+
 class _Trainer:
     """Owns the state of one run while it trains; not part of the public API."""
 
@@ -285,29 +312,7 @@ class _Trainer:
         gen = _eval_generator(cfg.train.seed, self.device, salt=EXPORT_SALT)
         codes = export_codes(self.model, self.data, gen, cfg.eval.ties)
         self.run.save_codes(codes)
-        test: dict[str, dict[str, float]] = {}
-        for mode in cfg.eval.modes:
-            test[mode] = evaluate_codes(
-                codes,
-                self.data.train,
-                self.data.test,
-                mode,
-                cfg.eval.ks,
-                cfg.eval.candidates,
-                cfg.eval.batch_users,
-                progress=self.progress,
-                threads=cfg.train.threads,
-            )
-        from hashgnn.eval import PopularScorer, evaluate
-
-        popular = evaluate(
-            PopularScorer(self.data.train),
-            self.data.train,
-            self.data.test,
-            cfg.eval.ks,
-            batch_users=cfg.eval.batch_users,
-            progress=False,
-        )
+        report = report_on_test(codes, self.data, cfg, self.progress)
         epochs_run = len(self.state["history"])
         final = {
             "method": cfg.model.method,
@@ -325,8 +330,7 @@ class _Trainer:
             "stopped_by_time": bool(self.state.get("stopped_by_time", False)),
             "train_seconds": round(self.state["train_seconds"], 3),
             "seconds_per_epoch": round(self.state["train_seconds"] / max(epochs_run, 1), 3),
-            "test": test,
-            "baseline_popular": popular,
+            **report,
         }
         self.run.save_metrics(final)
         plot_training(self.run_dir)
