@@ -127,36 +127,57 @@ def _tile_excluded(ex_ptr, cur, end, offs_n, tile_end, BQ: tl.constexpr, BN: tl.
 
 
 @triton.jit
+def _block_start(  # type: ignore[no-untyped-def]
+    q_ptr, rows_ptr, A, exstart_ptr, exend_ptr, S, tiles_per_split, tiles_here, n_tiles,
+    W: tl.constexpr, HAS_EX: tl.constexpr, BQ: tl.constexpr,
+):  # fmt: skip
+    # what every kernel derives from its (query block, split) program: the block's queries, their
+    # words, the split's tile range (at most tiles_here tiles), and each query's exclusion cursor
+    pid_s = tl.program_id(1)
+    a = tl.program_id(0) * BQ + tl.arange(0, BQ)
+    amask = a < A
+    rows = tl.load(rows_ptr + a, mask=amask, other=0)
+    t0 = pid_s * tiles_per_split
+    t1 = tl.minimum(t0 + tiles_here, tl.minimum(t0 + tiles_per_split, n_tiles))
+    cur = tl.zeros((BQ,), dtype=tl.int32)
+    end = tl.zeros((BQ,), dtype=tl.int32)
+    if HAS_EX:
+        cur = tl.load(exstart_ptr + rows * S + pid_s, mask=amask, other=0)
+        end = tl.load(exend_ptr + rows, mask=amask, other=0)
+    return a, amask, q_ptr + rows * W, t0, t1, cur, end
+
+
+@triton.jit
+def _tile(  # type: ignore[no-untyped-def]
+    items_ptr, n, qbase, amask, ex_ptr, cur, end, t,
+    W: tl.constexpr, HAS_EX: tl.constexpr, USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
+):  # fmt: skip
+    # tile t's item positions, distances, which (query, item) pairs count, and the advanced cursors
+    offs_n = t * BN + tl.arange(0, BN)
+    d = _tile_distance(items_ptr, n, qbase, offs_n, W, USE_POPC, BQ, BN)
+    valid = (offs_n < n)[None, :] & amask[:, None]
+    if HAS_EX:
+        exm, cur = _tile_excluded(ex_ptr, cur, end, offs_n, t * BN + BN, BQ, BN)
+        valid = valid & (exm == 0)
+    return offs_n, d, valid, cur
+
+
+@triton.jit
 def _bound_kernel(  # type: ignore[no-untyped-def]
     items_ptr, n, q_ptr, rows_ptr, A, ex_ptr, exstart_ptr, exend_ptr, bound_ptr,
     S, tiles_per_split, scan_tiles, n_tiles, K,
     BITS: tl.constexpr, W: tl.constexpr, JA: tl.constexpr, HAS_EX: tl.constexpr,
     USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
 ):  # fmt: skip
-    pid_q = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    a = pid_q * BQ + tl.arange(0, BQ)
-    amask = a < A
-    rows = tl.load(rows_ptr + a, mask=amask, other=0)
-    qbase = q_ptr + rows * W
-    t0 = pid_s * tiles_per_split
-    t1 = tl.minimum(t0 + scan_tiles, tl.minimum(t0 + tiles_per_split, n_tiles))
-    cur = tl.zeros((BQ,), dtype=tl.int32)
-    end = tl.zeros((BQ,), dtype=tl.int32)
-    if HAS_EX:
-        cur = tl.load(exstart_ptr + rows * S + pid_s, mask=amask, other=0)
-        end = tl.load(exend_ptr + rows, mask=amask, other=0)
+    a, amask, qbase, t0, t1, cur, end = _block_start(
+        q_ptr, rows_ptr, A, exstart_ptr, exend_ptr, S, tiles_per_split, scan_tiles, n_tiles, W, HAS_EX, BQ
+    )
     lvl = tl.arange(0, JA)
     off = (1 << lvl) >> 1  # window levels U - 0, 1, 2, 4, 8, ...: far jumps early, single steps late
     U = tl.full((BQ,), BITS, dtype=tl.int32)
     c = tl.zeros((BQ, JA), dtype=tl.int32)
     for t in range(t0, t1):
-        offs_n = t * BN + tl.arange(0, BN)
-        d = _tile_distance(items_ptr, n, qbase, offs_n, W, USE_POPC, BQ, BN)
-        valid = (offs_n < n)[None, :] & amask[:, None]
-        if HAS_EX:
-            exm, cur = _tile_excluded(ex_ptr, cur, end, offs_n, t * BN + BN, BQ, BN)
-            valid = valid & (exm == 0)
+        _, d, valid, cur = _tile(items_ptr, n, qbase, amask, ex_ptr, cur, end, t, W, HAS_EX, USE_POPC, BQ, BN)
         # one (BQ, BN) compare + row sum per level: a (BQ, BN, JA) tensor would not fit in registers
         dv = tl.where(valid, d, BITS + 1)
         for j in tl.static_range(JA):
@@ -169,7 +190,7 @@ def _bound_kernel(  # type: ignore[no-untyped-def]
         c_deep = tl.sum(tl.where(lvl[None, :] == deep[:, None], c, 0), axis=1)
         U = U - tl.sum(tl.where(lvl[None, :] == deep[:, None], off[None, :], 0), axis=1) * moved.to(tl.int32)
         c = tl.where(moved[:, None], tl.where(lvl[None, :] == 0, c_deep[:, None], 0), c)
-    tl.store(bound_ptr + a * S + pid_s, U, mask=amask)
+    tl.store(bound_ptr + a * S + tl.program_id(1), U, mask=amask)
 
 
 @triton.jit
@@ -179,29 +200,14 @@ def _count_kernel(  # type: ignore[no-untyped-def]
     W: tl.constexpr, JC: tl.constexpr, PACKED: tl.constexpr, HAS_EX: tl.constexpr,
     USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
 ):  # fmt: skip
-    pid_q = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    a = pid_q * BQ + tl.arange(0, BQ)
-    amask = a < A
-    rows = tl.load(rows_ptr + a, mask=amask, other=0)
-    qbase = q_ptr + rows * W
-    t0 = pid_s * tiles_per_split
-    t1 = tl.minimum(t0 + tiles_per_split, n_tiles)
-    cur = tl.zeros((BQ,), dtype=tl.int32)
-    end = tl.zeros((BQ,), dtype=tl.int32)
-    if HAS_EX:
-        cur = tl.load(exstart_ptr + rows * S + pid_s, mask=amask, other=0)
-        end = tl.load(exend_ptr + rows, mask=amask, other=0)
+    a, amask, qbase, t0, t1, cur, end = _block_start(
+        q_ptr, rows_ptr, A, exstart_ptr, exend_ptr, S, tiles_per_split, tiles_per_split, n_tiles, W, HAS_EX, BQ
+    )
     lvl = tl.arange(0, JC)
     top = tl.load(top_ptr + a, mask=amask, other=0)
     c = tl.zeros((BQ, JC), dtype=tl.int32)
     for t in range(t0, t1):
-        offs_n = t * BN + tl.arange(0, BN)
-        d = _tile_distance(items_ptr, n, qbase, offs_n, W, USE_POPC, BQ, BN)
-        valid = (offs_n < n)[None, :] & amask[:, None]
-        if HAS_EX:
-            exm, cur = _tile_excluded(ex_ptr, cur, end, offs_n, t * BN + BN, BQ, BN)
-            valid = valid & (exm == 0)
+        _, d, valid, cur = _tile(items_ptr, n, qbase, amask, ex_ptr, cur, end, t, W, HAS_EX, USE_POPC, BQ, BN)
         dv = tl.where(valid, d, 1 << 20)  # never below a threshold
         if PACKED:
             # four levels per uint32, one byte each: an item at e = top - d >= 0 adds 1 to the bytes of
@@ -220,7 +226,7 @@ def _count_kernel(  # type: ignore[no-untyped-def]
             for j in tl.static_range(JC):
                 cj = tl.sum((dv <= (top - j)[:, None]).to(tl.int32), axis=1)
                 c += tl.where(lvl[None, :] == j, cj[:, None], 0)
-    out = counts_ptr + (a[:, None] * S + pid_s) * JC + lvl[None, :]
+    out = counts_ptr + (a[:, None] * S + tl.program_id(1)) * JC + lvl[None, :]
     tl.store(out, c, mask=amask[:, None])
 
 
@@ -231,21 +237,11 @@ def _collect_kernel(  # type: ignore[no-untyped-def]
     S, tiles_per_split, n_tiles, K,
     W: tl.constexpr, HAS_EX: tl.constexpr, USE_POPC: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
 ):  # fmt: skip
-    pid_q = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    a = pid_q * BQ + tl.arange(0, BQ)
-    amask = a < A
-    rows = tl.load(rows_ptr + a, mask=amask, other=0)
-    qbase = q_ptr + rows * W
-    t0 = pid_s * tiles_per_split
-    t1 = tl.minimum(t0 + tiles_per_split, n_tiles)
-    cur = tl.zeros((BQ,), dtype=tl.int32)
-    end = tl.zeros((BQ,), dtype=tl.int32)
-    if HAS_EX:
-        cur = tl.load(exstart_ptr + rows * S + pid_s, mask=amask, other=0)
-        end = tl.load(exend_ptr + rows, mask=amask, other=0)
+    a, amask, qbase, t0, t1, cur, end = _block_start(
+        q_ptr, rows_ptr, A, exstart_ptr, exend_ptr, S, tiles_per_split, tiles_per_split, n_tiles, W, HAS_EX, BQ
+    )
     T = tl.load(thr_ptr + a, mask=amask, other=-1)
-    cell = a * S + pid_s
+    cell = a * S + tl.program_id(1)
     lt_off = tl.load(lt_off_ptr + cell, mask=amask, other=0)
     eq_off = tl.load(eq_off_ptr + cell, mask=amask, other=0)
     quota = tl.load(quota_ptr + cell, mask=amask, other=0)
@@ -253,12 +249,7 @@ def _collect_kernel(  # type: ignore[no-untyped-def]
     eq_seen = tl.zeros((BQ,), dtype=tl.int32)
     out_row = a[:, None] * K
     for t in range(t0, t1):
-        offs_n = t * BN + tl.arange(0, BN)
-        d = _tile_distance(items_ptr, n, qbase, offs_n, W, USE_POPC, BQ, BN)
-        valid = (offs_n < n)[None, :] & amask[:, None]
-        if HAS_EX:
-            exm, cur = _tile_excluded(ex_ptr, cur, end, offs_n, t * BN + BN, BQ, BN)
-            valid = valid & (exm == 0)
+        offs_n, d, valid, cur = _tile(items_ptr, n, qbase, amask, ex_ptr, cur, end, t, W, HAS_EX, USE_POPC, BQ, BN)
         lt = (valid & (d < T[:, None])).to(tl.int32)
         eq = (valid & (d == T[:, None])).to(tl.int32)
         n_lt = tl.sum(lt, axis=1)
