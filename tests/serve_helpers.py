@@ -13,24 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tiny import tiny
 
 from hashgnn.config import RunConfig
 from hashgnn.train.run import train_run
 
-TINY: dict[str, Any] = {
-    "data": {"dataset": "music_toy", "valid_fraction": 0.1},
-    "model": {
-        "method": "hashgnn",
-        "encoder": "lightgcn",
-        "bits": 16,
-        "lightgcn_dim": 16,
-        "lightgcn_layers": 2,
-        "beta_schedule": "linear",
-        "beta_epochs": 1,
-    },
-    "train": {"epochs": 2, "batch_size": 2048, "negatives": 2, "seed": 3, "device": "cpu", "threads": 1},
-    "eval": {"ks": [10, 20], "candidates": 50},
-}
+TINY: dict[str, Any] = tiny("lightgcn")
 SAGE = {"id_dim": 16, "input_dim": 16, "hidden_dim": 16, "user_fanouts": [4, 3], "item_fanouts": [4]}
 
 

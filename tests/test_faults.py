@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import tiny
 
 from hashgnn.config import RunConfig
 from hashgnn.errors import HashgnnError
@@ -34,24 +35,8 @@ from hashgnn.train.lock import RunLock, lock_path
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "experiments" / "smoke.yaml"
 
-SLOW_TINY = {
-    "data": {"dataset": "music_toy", "valid_fraction": 0.1},
-    "model": {
-        "method": "hashgnn",
-        "encoder": "sage",
-        "bits": 16,
-        "id_dim": 16,
-        "input_dim": 16,
-        "hidden_dim": 16,
-        "user_fanouts": [4, 2],
-        "item_fanouts": [4],
-        "beta_schedule": "linear",
-        "beta_epochs": 2,
-    },
-    # Small batches, so that an epoch lasts long enough for the test to act during the next one.
-    "train": {"epochs": 2, "batch_size": 512, "negatives": 2, "seed": 3, "device": "cpu", "threads": 1},
-    "eval": {"ks": [20], "candidates": 50},
-}
+# Small batches, so that an epoch lasts long enough for the test to act during the next one.
+SLOW_TINY = tiny("sage", train={"epochs": 2, "batch_size": 512, "seed": 3}, eval={"ks": [20], "candidates": 50})
 
 
 def _hashgnn(*args: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import tiny
 
 import hashgnn as hg
 from hashgnn.cli import main
@@ -19,20 +20,7 @@ from hashgnn.methods import MODES
 from hashgnn.run import EXPORT_SALT, Run
 from hashgnn.train.run import train_run
 
-TINY = {
-    "data": {"dataset": "music_toy", "valid_fraction": 0.1},
-    "model": {
-        "method": "hashgnn",
-        "encoder": "lightgcn",
-        "bits": 16,
-        "lightgcn_dim": 16,
-        "lightgcn_layers": 2,
-        "beta_schedule": "linear",
-        "beta_epochs": 1,
-    },
-    "train": {"epochs": 2, "batch_size": 2048, "negatives": 2, "seed": 3, "device": "cpu", "threads": 1},
-    "eval": {"ks": [10, 20], "candidates": 50},
-}
+TINY = tiny("lightgcn")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tiny import tiny
 
 from hashgnn.codes.artifacts import load_codes
 from hashgnn.codes.packing import pack_codes
@@ -22,23 +23,7 @@ from hashgnn.methods import MODES
 from hashgnn.train.checkpoint import latest_checkpoint
 from hashgnn.train.run import evaluate_run, train_run
 
-TINY = {
-    "data": {"dataset": "music_toy", "valid_fraction": 0.1},
-    "model": {
-        "method": "hashgnn",
-        "encoder": "sage",
-        "bits": 16,
-        "id_dim": 16,
-        "input_dim": 16,
-        "hidden_dim": 16,
-        "user_fanouts": [4, 2],
-        "item_fanouts": [4],
-        "beta_schedule": "linear",
-        "beta_epochs": 2,
-    },
-    "train": {"epochs": 3, "batch_size": 1024, "negatives": 2, "seed": 7, "device": "cpu", "threads": 1},
-    "eval": {"ks": [20, 50], "candidates": 100},
-}
+TINY = tiny("sage")
 
 
 def tiny_config(**sections: dict) -> RunConfig:
