@@ -174,3 +174,33 @@ def test_distilled_run_refits_with_the_validated_budget(mirror, tmp_path: Path) 
     ref = train_run(config("spectral", valid_fraction=0.0), tmp_path / "ref", progress=False)
     assert np.array_equal(Run.load(tmp_path / "zero").codes.item_codes, Run.load(tmp_path / "ref").codes.item_codes)
     assert zero["test"]["hamming"] == ref["test"]["hamming"]
+
+
+def test_a_validated_fit_writes_each_evaluation_to_metrics_jsonl_as_it_goes(
+    mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hashgnn.train import fitted
+
+    seen: list[list[dict]] = []  # the log's rows right after each validation, while the fit runs
+    make = fitted.FitTrainer._validate_fn
+
+    def spying(self, split):
+        validate = make(self, split)
+        log = self.run.file(Run.METRICS_LOG)
+
+        def wrapped(*a):
+            score = validate(*a)
+            seen.append([json.loads(line) for line in log.read_text().splitlines()])
+            return score
+
+        return wrapped
+
+    monkeypatch.setattr(fitted.FitTrainer, "_validate_fn", spying)
+    final = train_run(config("spectral_distill", epochs=3, temperature=2.0), tmp_path / "run", progress=False)
+    assert len(seen) >= 2
+    for i, rows in enumerate(seen):  # one more row after each evaluation, its score the one returned
+        assert len(rows) == i + 1 and rows[-1]["evaluation"] == i and rows[-1]["stage"].startswith("validation")
+    assert max(rows[-1]["valid_recall@20"] for rows in seen) == final["best_valid_recall@20"]
+    # at the end the file is the whole history: validation epochs, then the refit's
+    history = Run(tmp_path / "run").history
+    assert {r["stage"] for r in history} <= {"validation", "refit on the full training split"}

@@ -187,9 +187,11 @@ class FitTrainer:
         """A fit has no checkpoints: resuming refits from the start (minutes)."""
 
     def _validate_fn(self, split: Interactions) -> Validate:
-        from hashgnn.train.run import evaluate_codes
+        from hashgnn.train.run import _append_jsonl, _rewrite_jsonl, evaluate_codes
 
         mode = serving_mode(self.cfg.model.method)
+        log, start, calls = self.run.file(Run.METRICS_LOG), time.perf_counter(), [0]
+        _rewrite_jsonl(log, [])
 
         def validate(uc: np.ndarray, ic: np.ndarray, uz: np.ndarray, iz: np.ndarray) -> float:
             f = Fitted(uc, ic, uz, iz, "validation")
@@ -203,7 +205,13 @@ class FitTrainer:
                 self.cfg.eval.batch_users,
                 threads=self.cfg.train.threads,
             )
-            return float(m[f"recall@{VALID_K}"])
+            score = float(m[f"recall@{VALID_K}"])
+            # A fit of many epochs (gowalla: tens of minutes) shows its progress in metrics.jsonl as it
+            # goes; fit() rewrites the file with the whole history (epochs, losses) at the end.
+            row = {"stage": "validation (in progress)", "evaluation": calls[0], f"valid_recall@{VALID_K}": score}
+            _append_jsonl(log, {**row, "seconds": round(time.perf_counter() - start, 3)})
+            calls[0] += 1
+            return score
 
         return validate
 
