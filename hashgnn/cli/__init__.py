@@ -23,6 +23,7 @@ from typing import Annotated
 import typer
 
 from hashgnn.errors import DataWarning, HashgnnError
+from hashgnn.memory import keep_freed_memory
 
 app = typer.Typer(
     name="hashgnn",
@@ -79,6 +80,8 @@ ARGV: list[str] = []
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hashgnn`` console script."""
     ARGV[:] = list(sys.argv[1:] if argv is None else argv)
+    # Large per-step tensors otherwise cost a page fault per page, every step (hashgnn/memory.py).
+    keep_freed_memory()
     _register()
     warnings.showwarning = _show_warning
     # `kill`, job schedulers and `timeout` send SIGTERM: stop as on Ctrl-C, so an experiment
