@@ -225,3 +225,22 @@ def test_readiness_and_a_run_that_fails_to_load(tmp_path: Path) -> None:
         assert c.get("/healthz").status_code == 200
         r = c.get("/v1/users/1/recommendations")
         assert r.status_code == 503 and "no run is being served" in r.text
+
+
+def test_a_loaded_run_is_moved_out_of_the_collectors_reach(runs: dict[str, Path]) -> None:
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(runs["lightgcn"])) as c:
+        for _ in range(600):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # the run, torch and the app: long-lived, never walked by a collection again
+        assert c.get("/v1/users/0/recommendations", params={"k": 5}).status_code == 200
+        # a swap collects what the old run left in cycles, then freezes the new live set
+        assert c.post("/admin/swap", json={"run": str(runs["mf"])}).status_code == 200
+        assert gc.get_freeze_count() > 10_000
+    gc.unfreeze()

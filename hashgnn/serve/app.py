@@ -162,6 +162,22 @@ class _Observe:
 
 
 # ------------------------------------------------------------------------------- the app
+def _settle_heap() -> None:
+    """Collect once, then move every live object out of the garbage collector's reach (``gc.freeze``).
+
+    The service holds a few hundred thousand long-lived objects (torch, FastAPI, pydantic, the run);
+    without this, each full collection walks them all while requests wait: at 64 clients the p99
+    latency was ~200 ms against a p95 of 23 ms (gowalla, idle 2-core machine), and 60-70 ms with it
+    under load (docs/SERVING.md). Objects still die by reference counting; only cycles among frozen
+    objects wait for the next load, whose ``gc.unfreeze()`` hands them back to the collector.
+    """
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(run: str | Path | None, settings: ServeSettings | None = None, *, load: bool = True) -> FastAPI:
     """The service over run folder ``run``, loaded in the background at start-up (``/readyz`` says when).
 
@@ -174,6 +190,7 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
 
     async def _load(path: Path) -> _Serving:
         served = await asyncio.to_thread(ServedRun, path, settings)
+        await asyncio.to_thread(_settle_heap)
         return _Serving(served, state.metrics)
 
     async def _initial() -> None:
