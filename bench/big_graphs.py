@@ -43,9 +43,11 @@ def child(args: argparse.Namespace) -> None:
     from hashgnn.config import RunConfig
     from hashgnn.data import carve_validation, load_interactions
     from hashgnn.data.table import read_table
+    from hashgnn.memory import keep_freed_memory
     from hashgnn.model import build_model
     from hashgnn.train.loop import build_optimizer, train_epoch
 
+    keep_freed_memory()  # as `hashgnn train` does
     torch.set_num_threads(args.threads)
     table = Path(args.table)
     row: dict = {"edges_requested": args.edges_n, "encoder": args.encoder, "table": str(table)}
