@@ -167,8 +167,8 @@ def _settle_heap() -> None:
 
     The service holds a few hundred thousand long-lived objects (torch, FastAPI, pydantic, the run);
     without this, each full collection walks them all while requests wait: at 64 clients the p99
-    latency was ~200 ms against a p95 of 23 ms (gowalla, idle 2-core machine), and 60-70 ms with it
-    under load (docs/SERVING.md). Objects still die by reference counting; only cycles among frozen
+    latency on gowalla was 196 ms against a p95 of 23 ms, and 21.5 ms with it (idle 2-core machine,
+    docs/SERVING.md). Objects still die by reference counting; only cycles among frozen
     objects wait for the next load, whose ``gc.unfreeze()`` hands them back to the collector.
     """
     import gc
