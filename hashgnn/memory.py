@@ -5,9 +5,9 @@ blocks are freed) with a fresh ``mmap`` and gives it back with ``munmap`` when f
 step that builds tensors of tens or hundreds of megabytes (a batch of users scored against every
 item, a propagation over the whole graph) pays a page fault per 4 KiB page of each of them, every
 step. :func:`keep_freed_memory` raises both thresholds, so freed blocks stay in the heap and are
-reused. Measured on this project's machine (2 cores, AMD EPYC): 30 steps of a 1,024 x 40,981 score
-matrix with its softmax and backward went from 27.8 s (14.2 s of it in the kernel, 8.6 million page
-faults) to 11.7 s (0.8 s, 0.6 million). The price: the process's resident memory stays at its high
+reused. Measured on this project's machine (2 cores, AMD EPYC, idle; `python
+bench/keep_freed_memory.py`): 30 steps of a 1,024 x 40,981 score matrix with its softmax and backward
+went from 16.9 s (15.9 s of system time, 7.4 million page faults) to 6.2 s (0.8 s, 0.37 million). The price: the process's resident memory stays at its high
 water mark instead of falling after a peak.
 
 The ``hashgnn`` command calls it; the library never does on import (it must not change its host

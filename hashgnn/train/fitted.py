@@ -190,10 +190,12 @@ class FitTrainer:
         from hashgnn.train.run import _append_jsonl, _rewrite_jsonl, evaluate_codes
 
         mode = serving_mode(self.cfg.model.method)
-        log, start, calls = self.run.file(Run.METRICS_LOG), time.perf_counter(), [0]
+        log, start = self.run.file(Run.METRICS_LOG), time.perf_counter()
+        calls = 0
         _rewrite_jsonl(log, [])
 
         def validate(uc: np.ndarray, ic: np.ndarray, uz: np.ndarray, iz: np.ndarray) -> float:
+            nonlocal calls
             f = Fitted(uc, ic, uz, iz, "validation")
             m = evaluate_codes(
                 _codes(f, split, self.cfg.eval.ties),
@@ -208,9 +210,9 @@ class FitTrainer:
             score = float(m[f"recall@{VALID_K}"])
             # A fit of many epochs (gowalla: tens of minutes) shows its progress in metrics.jsonl as it
             # goes; fit() rewrites the file with the whole history (epochs, losses) at the end.
-            row = {"stage": "validation (in progress)", "evaluation": calls[0], f"valid_recall@{VALID_K}": score}
-            _append_jsonl(log, {**row, "seconds": round(time.perf_counter() - start, 3)})
-            calls[0] += 1
+            row = {"stage": "validation (in progress)", "evaluation": calls, f"valid_recall@{VALID_K}": score}
+            _append_jsonl(log, row | {"seconds": round(time.perf_counter() - start, 3)})
+            calls += 1
             return score
 
         return validate
