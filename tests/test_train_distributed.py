@@ -91,6 +91,7 @@ GRAD_SCRIPT = textwrap.dedent(
     loss.backward()
     if ctx.rank == 0:
         np.savez(out + "/grads.npz", **{n: p.grad.to_dense().numpy() for n, p in model.named_parameters()})
+    D.barrier(ctx)  # leave together: a rank tearing gloo down while its peer still writes can abort
     dist.destroy_process_group()
     """
 )
