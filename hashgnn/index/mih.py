@@ -40,9 +40,10 @@ MAX_SUBSTRING_BITS = 26  # a table of 2^26 buckets is 256 MiB of offsets
 # in units of one code of a linear scan: measured ~220 ns a probe against ~3 ns a scanned code on the
 # loaded 2-core machine of docs/SCALING.md; 64 errs toward probing.
 PROBE_COST = 64
-# A candidate (its distance, substring distances, first-meeting test): 7x a scanned code at 10^7 x 64
-# bits (the scan streams from memory), 25x at 10^6 (the scan runs in cache); the larger corpus rules.
-CANDIDATE_COST = 8
+# A candidate in a probed bucket, in scanned codes: ~2.3x with the staged kernel at 10^7 x 64 bits on
+# an AVX-512 machine (0.15 ns against 0.066 ns, 2026-12-02); 3 there measured 2.14x the scan where 8
+# handed 26 of 200 queries to the scan after probing (1.67x). docs/SCALING.md.
+CANDIDATE_COST = 3
 SAMPLE_ITEMS = 1 << 16  # items whose distances estimate each query's k-th distance before probing
 PREDICT_MIN_ITEMS = 1 << 16  # below this, no estimate: every query probes (with the backstop)
 
@@ -228,6 +229,8 @@ class MultiIndexHashing(SizedIndex):
         padded with distance -1 and id -1 where fewer than ``k`` items remain; ``exclude`` (a scipy
         sparse matrix of queries x item ids, or a list of id arrays, one per query) removes items.
         """
+        import numba
+
         from hashgnn.index import _mih_kernels
 
         q = check_codes(query_codes, self.bits, "MultiIndexHashing.search")
@@ -264,7 +267,7 @@ class MultiIndexHashing(SizedIndex):
                 tb["offbase"],
                 tb["lengths"],
                 tb["tpos"],
-                tb["tcodes"],
+                tb["tcodes"].reshape(m, -1),
                 tb["masks"],
                 qw[probe],
                 qkeys[probe],
@@ -275,6 +278,7 @@ class MultiIndexHashing(SizedIndex):
                 PROBE_COST,
                 CANDIDATE_COST,
                 self.budget * n,
+                max(1, min(len(probe), numba.get_num_threads())),
                 pd,
                 pi,
                 pstats,
