@@ -120,7 +120,6 @@ def _mih_block(  # type: ignore[no-untyped-def]
     probe_cost,
     cand_cost,
     budget,
-    piece,
     out_d,
     out_i,
     stats,
@@ -179,8 +178,8 @@ def _mih_block(  # type: ignore[no-untyped-def]
             tf = tflat[t]
             base = offbase[t]
             total = na * R
-            for p0 in range(0, total, piece):
-                p1 = min(total, p0 + piece)
+            for p0 in range(0, total, PIECE):
+                p1 = min(total, p0 + PIECE)
                 pb = np.empty(p1 - p0, np.int64)
                 for p in range(p0, p1):
                     qq = active[p // R]
@@ -421,7 +420,6 @@ def mih_topk(  # type: ignore[no-untyped-def]
                 probe_cost,
                 cand_cost,
                 budget,
-                PIECE,
                 out_d,
                 out_i,
                 stats,

@@ -40,9 +40,9 @@ MAX_SUBSTRING_BITS = 26  # a table of 2^26 buckets is 256 MiB of offsets
 # in units of one code of a linear scan: measured ~220 ns a probe against ~3 ns a scanned code on the
 # loaded 2-core machine of docs/SCALING.md; 64 errs toward probing.
 PROBE_COST = 64
-# A candidate in a probed bucket, in scanned codes: ~2.3x with the staged kernel at 10^7 x 64 bits on
-# an AVX-512 machine (0.15 ns against 0.066 ns, 2026-12-02); 3 there measured 2.14x the scan where 8
-# handed 26 of 200 queries to the scan after probing (1.67x). docs/SCALING.md.
+# A candidate in a probed bucket, in scanned codes. At 10^7 x 64 bits on an AVX-512 machine with the
+# staged kernel (2026-12-02), 3 measured 2.14x the scan, where 8 handed 26 of 200 queries to the
+# scan after probing (1.67x): docs/SCALING.md.
 CANDIDATE_COST = 3
 SAMPLE_ITEMS = 1 << 16  # items whose distances estimate each query's k-th distance before probing
 PREDICT_MIN_ITEMS = 1 << 16  # below this, no estimate: every query probes (with the backstop)
