@@ -66,9 +66,8 @@ def _env() -> dict[str, str]:
 
 GRAD_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import os, sys
     import numpy as np, scipy.sparse as sp, torch
-    import torch.distributed as dist
     from hashgnn.config import ModelConfig, TrainConfig
     from hashgnn.model import build_model
     from hashgnn.train import distributed as D
@@ -91,8 +90,12 @@ GRAD_SCRIPT = textwrap.dedent(
     loss.backward()
     if ctx.rank == 0:
         np.savez(out + "/grads.npz", **{n: p.grad.to_dense().numpy() for n, p in model.named_parameters()})
-    D.barrier(ctx)  # leave together: a rank tearing gloo down while its peer still writes can abort
-    dist.destroy_process_group()
+    D.barrier(ctx)  # leave together, once rank 0's file is written
+    # Skip gloo's teardown: destroy_process_group aborted a rank in two CI runs ("terminate called without
+    # an active exception"; never in 20 loops under load here). What this test checks is
+    # written and both ranks are past the barrier, so nothing is lost by leaving without destructors.
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(0)
     """
 )
 
