@@ -125,6 +125,9 @@ class DistillConfig:
     ste: Literal["identity", "clip"] = "identity"  # sign's backward: identity, or zero where |x| > 1
     schedule: Literal["constant", "cosine"] = "constant"  # learning rate over TrainConfig.epochs
     ema: float = 0.0  # serve the signs of a per-step moving average of the parameters (0: off)
+    # after training: rounds of greedy bit flips of the ±1 codes that lower this loss exactly
+    # (user flips, then item flips; hashgnn/codes/refine.py). 0: off, the codes as trained
+    refine_rounds: int = 0
 
 
 @dataclass

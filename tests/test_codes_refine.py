@@ -1,0 +1,126 @@
+"""Discrete refinement of codes (hashgnn/codes/refine.py), checked against brute force.
+
+The closed-form gains of single bit flips (users: one product per batch; items: one product over all
+users) must equal the loss recomputed after actually flipping the bit; the refinement never raises
+the loss, leaves no user with an improving flip, and the fit protocol keeps it only when validation
+says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hashgnn.codes import refine as R
+from hashgnn.codes.distill import teacher_top_r
+from hashgnn.errors import ConfigError
+
+
+def problem(seed: int, n_users: int = 12, n_items: int = 15, bits: int = 8, r: int = 5):
+    rng = np.random.default_rng(seed)
+    train = sp.random(n_users, n_items, density=0.2, format="csr", random_state=seed, dtype=np.float32)
+    train.data[:] = 1.0
+    targets = teacher_top_r(rng.normal(size=(n_users, 4)), rng.normal(size=(n_items, 4)), train, r)
+    user = np.where(rng.random((n_users, bits)) < 0.5, 1.0, -1.0).astype(np.float32)
+    item = np.where(rng.random((n_items, bits)) < 0.5, 1.0, -1.0).astype(np.float32)
+    return user, item, targets, train
+
+
+def total(user: np.ndarray, item: np.ndarray, targets: np.ndarray, train: sp.csr_matrix, t: float, d: float):
+    return R.distill_loss(torch.from_numpy(user), torch.from_numpy(item), torch.from_numpy(targets), train, t, d)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([0.5, 2.0, 8.0]))
+def test_user_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: float) -> None:
+    user, item, targets, train = problem(seed)
+    base = total(user, item, targets, train, temperature, 3.0).numpy()
+    u, it, tt = torch.from_numpy(user), torch.from_numpy(item), torch.from_numpy(targets)
+    q = (it[tt.clamp(min=0)] * R._weights(tt, 3.0)[:, :, None]).sum(1)
+    scores = R.mask_(u @ it.T, train)
+    gains = R._user_flip_gains(u, it, scores, q, temperature).numpy()
+    for k in range(user.shape[1]):
+        flipped = user.copy()
+        flipped[:, k] *= -1
+        np.testing.assert_allclose(
+            gains[:, k], total(flipped, item, targets, train, temperature, 3.0).numpy() - base, atol=1e-5
+        )
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([1.0, 8.0]))
+def test_item_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: float) -> None:
+    user, item, targets, train = problem(seed)
+    base = float(total(user, item, targets, train, temperature, 3.0).sum())
+    gains = R._item_flip_gains(
+        torch.from_numpy(user), torch.from_numpy(item), torch.from_numpy(targets), train, temperature, 3.0, 5
+    ).numpy()
+    for i in range(item.shape[0]):
+        for k in range(item.shape[1]):
+            flipped = item.copy()
+            flipped[i, k] *= -1
+            after = float(total(user, flipped, targets, train, temperature, 3.0).sum())
+            assert gains[i, k] == pytest.approx(after - base, abs=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_refinement_lowers_the_loss_and_ends_where_no_user_flip_helps(seed: int) -> None:
+    user, item, targets, train = problem(seed, n_users=20, n_items=30)
+    before = float(total(user, item, targets, train, 2.0, 3.0).mean())
+    u, i, stats = R.refine_codes(user, item, targets, train, temperature=2.0, decay=3.0, rounds=50, batch_users=7)
+    assert set(np.unique(u)) <= {-1.0, 1.0} and set(np.unique(i)) <= {-1.0, 1.0}
+    after = total(u, i, targets, train, 2.0, 3.0)
+    assert stats.loss_before == pytest.approx(before) and stats.loss_after == pytest.approx(float(after.mean()))
+    assert stats.loss_after <= stats.loss_before + 1e-12
+    assert (stats.user_flips > 0) == (not np.array_equal(u, user)) or stats.item_flips > 0
+    # the inputs are left as they were
+    assert set(np.unique(user)) <= {-1.0, 1.0}
+    if stats.user_flips + stats.item_flips < 50 * 30:  # converged within the rounds
+        for k in range(u.shape[1]):
+            flipped = u.copy()
+            flipped[:, k] *= -1
+            assert np.all(total(flipped, i, targets, train, 2.0, 3.0).numpy() >= after.numpy() - 1e-6)
+
+
+def test_refinement_with_zero_rounds_is_the_identity_and_bad_settings_are_refused() -> None:
+    user, item, targets, train = problem(0)
+    u, i, stats = R.refine_codes(user, item, targets, train, temperature=2.0, decay=3.0, rounds=0)
+    assert np.array_equal(u, user) and np.array_equal(i, item) and stats.user_flips == stats.item_flips == 0
+    with pytest.raises(ConfigError, match="refine_rounds"):
+        R.refine_codes(user, item, targets, train, temperature=2.0, decay=3.0, rounds=-1)
+    with pytest.raises(ConfigError, match="temperature"):
+        R.refine_codes(user, item, targets, train, temperature=0.0, decay=3.0, rounds=1)
+
+
+def test_a_run_keeps_the_refinement_only_where_validation_rises(mirror, tmp_path: Path) -> None:
+    from test_fitted import config
+
+    from hashgnn.run import Run
+    from hashgnn.train.run import train_run
+
+    cfg = config("spectral_distill", epochs=2, temperature=2.0, refine_rounds=3)
+    final = train_run(cfg, tmp_path / "run", progress=False)
+    v = final["validation_refine"]
+    assert v["rounds"] == 3 and v["loss_after"] <= v["loss_before"]
+    assert v["kept"] == (v["valid_recall@20_after"] > v["valid_recall@20_before"])
+    assert final["best_valid_recall@20"] == max(v["valid_recall@20_after"], v["valid_recall@20_before"])
+    assert ("refine" in final) == v["kept"]
+    assert final["code_source"].endswith("refined by bit flips") == v["kept"]
+    # the saved config is the user's, whatever the validation decided
+    assert Run.load(tmp_path / "run").config.distill.refine_rounds == 3
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads(path: Path) -> None:
+    """A misspelt key or a bad value in a shipped config (e.g. a new distill field) fails here, not in a run."""
+    from hashgnn.config import RunConfig
+
+    cfg = RunConfig.load(path)
+    assert cfg.data.dataset and cfg.model.bits >= 8
