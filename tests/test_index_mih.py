@@ -197,3 +197,19 @@ def test_wrong_query_width_is_a_clear_error():
     mih.add(np.zeros((3, 8), np.uint8))
     with pytest.raises(HashgnnError, match=r"shape \(n, 8\)"):
         mih.search(np.zeros((2, 4), np.uint8), 2)
+
+
+def test_stages_of_more_probes_than_one_sorted_piece_match_brute_force() -> None:
+    """2,500 queries in one block probe 16-bit tables at radius up to 5: stages of millions of probes,
+    walked in several sorted pieces (``_mih_kernels.PIECE``), must still give the exact answer."""
+    from hashgnn.index import _mih_kernels
+
+    rng = np.random.default_rng(7)
+    items = np.packbits(rng.random((3000, 64)) < 0.5, axis=1)
+    queries = np.packbits(rng.random((2500, 64)) < 0.5, axis=1)
+    index = MultiIndexHashing(64, 4, threads=1, budget=1e9)
+    index.add(items)
+    dist, ids = index.search(queries, 5)
+    want_d, want_i = brute_topk(items, queries, 5)
+    assert np.array_equal(dist, want_d) and np.array_equal(ids, want_i)
+    assert len(queries) * 560 > _mih_kernels.PIECE  # radius 3 of one 16-bit table alone is C(16, 3) = 560 probes
