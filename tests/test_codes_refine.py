@@ -58,9 +58,8 @@ def test_user_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: flo
 def test_item_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: float) -> None:
     user, item, targets, train = problem(seed)
     base = float(total(user, item, targets, train, temperature, 3.0).sum())
-    gains = R._item_flip_gains(
-        torch.from_numpy(user), torch.from_numpy(item), torch.from_numpy(targets), train, temperature, 3.0, 5
-    ).numpy()
+    obj = R.Objective.of(targets, train, temperature, 3.0, batch_users=5)
+    gains = R._item_flip_gains(torch.from_numpy(user), torch.from_numpy(item), obj).numpy()
     for i in range(item.shape[0]):
         for k in range(item.shape[1]):
             flipped = item.copy()

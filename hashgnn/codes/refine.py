@@ -55,6 +55,45 @@ def _weights(targets: torch.Tensor, decay: float) -> torch.Tensor:
     return w / w.sum(1, keepdim=True).clamp(min=1e-12)
 
 
+@dataclass(frozen=True)
+class Objective:
+    """The distillation loss the refinement lowers: targets (U, R), their rank weights, the seen items."""
+
+    targets: torch.Tensor
+    weights: torch.Tensor
+    train: sp.csr_matrix
+    temperature: float
+    batch_users: int = 256
+
+    @classmethod
+    def of(
+        cls,
+        targets: np.ndarray | torch.Tensor,
+        train: sp.csr_matrix,
+        temperature: float,
+        decay: float,
+        batch_users: int = 256,
+    ) -> Objective:
+        """The objective of :func:`hashgnn.codes.distill.teacher_top_r`'s ``targets`` on ``train``."""
+        t = torch.as_tensor(np.asarray(targets, np.int64))
+        return cls(t, _weights(t, decay), sp.csr_matrix(train), temperature, batch_users)
+
+    def batches(self, n_users: int) -> range:
+        return range(0, n_users, self.batch_users)
+
+    def loss(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Per-user loss of ±1 codes ((U,), float64)."""
+        out = torch.empty(user.shape[0], dtype=torch.float64)
+        for s in self.batches(user.shape[0]):
+            e = min(user.shape[0], s + self.batch_users)
+            logits = mask_(user[s:e] @ item.T, self.train[s:e]) / self.temperature
+            logp = torch.log_softmax(logits.double(), dim=1)
+            tb = self.targets[s:e]
+            picked = torch.where(tb >= 0, logp.gather(1, tb.clamp(min=0)), 0.0)
+            out[s:e] = -(picked * self.weights[s:e].double()).sum(1)
+        return out
+
+
 def distill_loss(
     user: torch.Tensor,
     item: torch.Tensor,
@@ -64,16 +103,8 @@ def distill_loss(
     decay: float,
     batch_users: int = 512,
 ) -> torch.Tensor:
-    """Per-user distillation loss of ±1 codes (float32 (U,)), the objective the refinement lowers."""
-    out = torch.empty(user.shape[0], dtype=torch.float64)
-    for s in range(0, user.shape[0], batch_users):
-        e = min(user.shape[0], s + batch_users)
-        logits = mask_(user[s:e] @ item.T, train[s:e]) / temperature
-        logp = torch.log_softmax(logits.double(), dim=1)
-        tb = targets[s:e]
-        picked = torch.where(tb >= 0, logp.gather(1, tb.clamp(min=0)), 0.0)
-        out[s:e] = -(picked * _weights(tb, decay).double()).sum(1)
-    return out
+    """Per-user distillation loss of ±1 codes (float64 (U,)), the objective the refinement lowers."""
+    return Objective.of(targets, train, temperature, decay, batch_users).loss(user, item)
 
 
 def _user_flip_gains(
@@ -93,26 +124,17 @@ def _user_flip_gains(
     return 2.0 * u.double() * q.double() / temperature + torch.log(z_new / z)
 
 
-def refine_users(
-    user: torch.Tensor,
-    item: torch.Tensor,
-    targets: torch.Tensor,
-    train: sp.csr_matrix,
-    temperature: float,
-    decay: float,
-    batch_users: int = 256,
-) -> int:
+def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
     """Greedy bit flips of every user's code in place (item codes fixed); returns the flips made."""
     bits, flips = user.shape[1], 0
-    for s in range(0, user.shape[0], batch_users):
-        e = min(user.shape[0], s + batch_users)
+    for s in obj.batches(user.shape[0]):
+        e = min(user.shape[0], s + obj.batch_users)
         u = user[s:e].clone()
-        tb = targets[s:e]
-        q = (item[tb.clamp(min=0)] * _weights(tb, decay)[:, :, None]).sum(1)  # (b, bits)
-        scores = mask_(u @ item.T, train[s:e])
+        q = (item[obj.targets[s:e].clamp(min=0)] * obj.weights[s:e, :, None]).sum(1)  # (b, bits)
+        scores = mask_(u @ item.T, obj.train[s:e])
         active = torch.arange(e - s)
         for _ in range(bits):  # each round flips at most one bit per user
-            gain = _user_flip_gains(u[active], item, scores[active], q[active], temperature)
+            gain = _user_flip_gains(u[active], item, scores[active], q[active], obj.temperature)
             best = gain.argmin(1)
             take = gain.gather(1, best[:, None])[:, 0] < -1e-9
             if not bool(take.any()):
@@ -126,27 +148,19 @@ def refine_users(
     return flips
 
 
-def _item_flip_gains(
-    user: torch.Tensor,
-    item: torch.Tensor,
-    targets: torch.Tensor,
-    train: sp.csr_matrix,
-    temperature: float,
-    decay: float,
-    batch_users: int,
-) -> torch.Tensor:
+def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> torch.Tensor:
     """Exact loss change (summed over users) of flipping each bit of each item alone: (I, bits), float64."""
     n_items, bits = item.shape
     g_plus = torch.zeros(n_items, dtype=torch.float64)
     d_sum = torch.zeros(n_items, dtype=torch.float64)
     d_u = torch.zeros(n_items, bits, dtype=torch.float64)
+    temperature = obj.temperature
     up, down = np.exp(2.0 / temperature) - 1.0, np.exp(-2.0 / temperature) - 1.0
-    for s in range(0, user.shape[0], batch_users):
-        e = min(user.shape[0], s + batch_users)
-        p = torch.softmax((mask_(user[s:e] @ item.T, train[s:e]) / temperature).double(), dim=1)
-        tb = targets[s:e]
+    for s in obj.batches(user.shape[0]):
+        e = min(user.shape[0], s + obj.batch_users)
+        p = torch.softmax((mask_(user[s:e] @ item.T, obj.train[s:e]) / temperature).double(), dim=1)
         w = torch.zeros_like(p)
-        w.scatter_add_(1, tb.clamp(min=0), _weights(tb, decay).double())
+        w.scatter_add_(1, obj.targets[s:e].clamp(min=0), obj.weights[s:e].double())
         # per (user, item): the change when the score falls by 2 (user agrees on the bit) or rises by 2
         g_down = 2.0 * w / temperature + torch.log1p(p * down)
         g_up = -2.0 * w / temperature + torch.log1p(p * up)
@@ -158,19 +172,10 @@ def _item_flip_gains(
     return g_plus[:, None] + d_sum[:, None] / 2 + item.double() * d_u / 2
 
 
-def refine_items(
-    user: torch.Tensor,
-    item: torch.Tensor,
-    targets: torch.Tensor,
-    train: sp.csr_matrix,
-    temperature: float,
-    decay: float,
-    batch_users: int = 256,
-    tries: int = 4,
-) -> int:
+def refine_items(user: torch.Tensor, item: torch.Tensor, obj: Objective, tries: int = 4) -> int:
     """One round of simultaneous best-bit flips of the items, kept only if the total loss falls."""
-    before = float(distill_loss(user, item, targets, train, temperature, decay, batch_users).sum())
-    gain = _item_flip_gains(user, item, targets, train, temperature, decay, batch_users)
+    before = float(obj.loss(user, item).sum())
+    gain = _item_flip_gains(user, item, obj)
     best = gain.argmin(1)
     value = gain.gather(1, best[:, None])[:, 0]
     order = torch.argsort(value)
@@ -181,7 +186,7 @@ def refine_items(
         rows = order[:n]
         k = best[rows]
         item[rows, k] = -item[rows, k]
-        after = float(distill_loss(user, item, targets, train, temperature, decay, batch_users).sum())
+        after = float(obj.loss(user, item).sum())
         if after < before - 1e-9:
             return n
         item[rows, k] = -item[rows, k]  # undo: the joint change overshot
@@ -218,19 +223,18 @@ def refine_codes(
     start = time.perf_counter()
     u = torch.tensor(np.asarray(user_codes, np.float32))
     i = torch.tensor(np.asarray(item_codes, np.float32))
-    t = torch.from_numpy(np.asarray(targets, np.int64))
-    train = sp.csr_matrix(train)
-    before = float(distill_loss(u, i, t, train, temperature, decay, batch_users).mean())
+    obj = Objective.of(targets, train, temperature, decay, batch_users)
+    before = float(obj.loss(u, i).mean())
     uf = itf = 0
     bar = progress_bar(rounds, "refine codes", "round", progress)
     for _ in range(rounds):
-        a = refine_users(u, i, t, train, temperature, decay, batch_users)
-        b = refine_items(u, i, t, train, temperature, decay, batch_users)
+        a = refine_users(u, i, obj)
+        b = refine_items(u, i, obj)
         uf, itf = uf + a, itf + b
         bar.update(1)
         if a == 0 and b == 0:
             break
     bar.close()
-    after = float(distill_loss(u, i, t, train, temperature, decay, batch_users).mean())
+    after = float(obj.loss(u, i).mean())
     stats = RefineStats(before, after, uf, itf, time.perf_counter() - start)
     return u.numpy(), i.numpy(), stats
