@@ -3,12 +3,15 @@ and bad requests answered 404 / 422 / 413 / 501 (never 500)."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi", reason="the serve extra (pip install 'hashgnn[serve]') is not installed")
 from fastapi.testclient import TestClient
@@ -18,7 +21,7 @@ from hashgnn.errors import HashgnnError
 from hashgnn.index.recommend import Recommender
 from hashgnn.methods import MODES
 from hashgnn.run import Run
-from hashgnn.serve.app import create_app
+from hashgnn.serve.app import _plain_query, create_app
 from hashgnn.serve.foldin import FoldIn, FoldInUnsupported
 from hashgnn.serve.service import ServedRun, ServeSettings
 
@@ -160,6 +163,88 @@ def test_new_user_endpoint_excludes_the_given_items(client: TestClient) -> None:
     assert len(got) == 10 and not {1, 2, 3} & set(got)
     again = client.post("/v1/recommendations/new-user", json={"items": [3, 2, 1], "k": 10, "mode": "hierarchical"})
     assert [x["item"] for x in again.json()["items"]] == got
+
+
+# ----------------------------------------------------------------------------- the hot path
+def test_plain_query_takes_only_the_plain_forms() -> None:
+    assert _plain_query(b"") == (20, "hamming", True)
+    assert _plain_query(b"k=5&mode=continuous&exclude_seen=false") == (5, "continuous", False)
+    assert _plain_query(b"k=5&k=7&mode=hierarchical") == (7, "hierarchical", True)  # the last wins, as in FastAPI
+    for q in (b"k=-1", b"k=5.0", b"k=", b"k=%35", b"mode=Hamming", b"exclude_seen=1", b"allow=3", b"k=5&deny=1", b"x"):
+        assert _plain_query(q) is None, q
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    user=st.sampled_from(["0", "3", "250", "nobody", "-1", "99999999", "3.0", " 3", "1" * 30]),
+    k=st.sampled_from(["1", "7", "100", "101", "0", "ten", "007", None]),
+    mode=st.sampled_from([*MODES, "cosine", None]),
+    seen=st.sampled_from(["true", "false", "1", "no", "maybe", None]),
+)
+def test_the_hot_path_answers_as_fastapi_does(
+    client: TestClient, user: str, k: str | None, mode: str | None, seen: str | None
+) -> None:
+    params = {n: v for n, v in (("k", k), ("mode", mode), ("exclude_seen", seen)) if v is not None}
+    app = client.app
+    hot = app.hot
+    taken: list[bool] = []
+
+    async def spy(scope: object, receive: object, send: object) -> bool:
+        taken.append(await hot(scope, receive, send))
+        return taken[-1]
+
+    def get() -> tuple[int, object]:
+        r = client.get(f"/v1/users/{user}/recommendations", params=params)
+        body = r.json()
+        if isinstance(body, dict):
+            body.pop("took_ms", None)
+        return r.status_code, body
+
+    try:
+        app.hot = spy
+        fast = get()
+        app.hot = None
+        slow = get()
+    finally:
+        app.hot = hot
+    assert slow == fast
+    plain = user in ("0", "3", "250", " 3") and k in ("1", "7", "100", "007", None) and seen in ("true", "false", None)
+    assert taken == [plain and mode in (*MODES, None)]  # the plain, valid requests, and only they, took it
+
+
+def test_the_hot_path_is_counted_under_its_endpoint(client: TestClient) -> None:
+    def count() -> float:
+        m = re.search(
+            r'hashgnn_requests_total\{endpoint="/v1/users/\{user\}/recommendations",mode="hierarchical",status="200"\} (\S+)',
+            client.get("/metrics").text,
+        )
+        return float(m.group(1)) if m else 0.0
+
+    before = count()
+    for _ in range(3):
+        assert client.get("/v1/users/3/recommendations", params={"mode": "hierarchical"}).status_code == 200
+    assert count() == before + 3
+
+
+def test_one_id_is_looked_up_as_a_list_of_ids(runs: dict[str, Path]) -> None:
+    from hashgnn.serve.service import NotFound, _Ids
+
+    for ids in (None, np.array([5, 3, 2**31 - 1, 9], np.int32), np.array(["b", "a", "c"])):
+        n = 4 if ids is None else len(ids)
+        table = _Ids(ids, n, "user")
+        for v in ["0", "3", "5", "2147483647", str(2**32 + 5), str(2**64), "-1", "a", "c", "zz", "", " 9"]:
+            try:
+                want: int | str = int(table.index([v])[0])
+            except NotFound as e:
+                want = str(e)
+            try:
+                got: int | str = table.index_one(v)
+            except NotFound as e:
+                got = str(e)
+            assert got == want, (ids, v)
+    wrapped = _Ids(np.array([5, 3], np.int32), 2, "user")  # 2**32 + 5 cast to int32 would be 5
+    with pytest.raises(NotFound):
+        wrapped.index([str(2**32 + 5)])
 
 
 # ----------------------------------------------------------------------------- bad requests

@@ -102,8 +102,9 @@ def serve(
 ) -> None:
     """Requests/s and p50/p95/p99 latency of `hashgnn serve` on loopback, per mode and client count.
 
-    Starts the service in a subprocess on a free port, drives it with an asyncio httpx client (closed
-    loop: each client sends its next request when the last was answered) for --seconds per cell, and
+    Starts the service in a subprocess on a free port, drives it with asyncio clients, one keep-alive
+    connection each (closed loop: each client sends its next request when the last was answered) for
+    --seconds per cell, and
     times the run's index alone in this process (one query per call and 1,000 per call) for comparison.
     """
     import tempfile

@@ -41,6 +41,7 @@ class Metrics:
         self.index_bits = Gauge("hashgnn_index_bits", "Code length K of the served run", registry=r)
         self.run_info = Gauge("hashgnn_run_info", "The served run (value 1)", ["run_id", "method"], registry=r)
         self.swaps = Counter("hashgnn_swaps", "Run swaps, by result (ok, failed)", ["result"], registry=r)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def served(self, served: Any) -> None:
         """Point the gauges at a newly served run."""
@@ -52,10 +53,21 @@ class Metrics:
 
     def observe(self, endpoint: str, mode: str, status: int, seconds: float) -> None:
         """Record one answered request."""
-        self.requests.labels(endpoint, mode, str(status)).inc()
-        if status >= 400:
-            self.errors.labels(endpoint, mode, str(status)).inc()
-        self.latency.labels(endpoint, mode).observe(seconds)
+        key = (endpoint, mode, status)
+        children = self._children.get(key)
+        if children is None:  # labels() looks its child up under a lock; once per label set is enough
+            st = str(status)
+            errors = self.errors.labels(endpoint, mode, st) if status >= 400 else None
+            children = self._children[key] = (
+                self.requests.labels(endpoint, mode, st),
+                errors,
+                self.latency.labels(endpoint, mode),
+            )
+        requests, errors, latency = children
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""

@@ -67,6 +67,8 @@ class _Ids:
         if ids is not None:
             self.order = np.argsort(ids, kind="stable")
             self.sorted = ids[self.order]
+            if ids.dtype.kind in "iu":
+                self.bounds = (int(np.iinfo(ids.dtype).min), int(np.iinfo(ids.dtype).max))
 
     def index(self, values: list[str] | list[Any]) -> np.ndarray:
         """Indices of ``values`` (strings from a request); NotFound names the first unknown ones."""
@@ -81,6 +83,8 @@ class _Ids:
                 ok &= (parsed >= 0) & (parsed < self.n)
                 idx = parsed
             else:
+                # past the ids' own width a number is unknown (cast, it would wrap onto a known id)
+                ok &= (parsed >= self.bounds[0]) & (parsed <= self.bounds[1])
                 want = parsed.astype(self.ids.dtype, copy=False) if ok.all() else np.where(ok, parsed, 0)
                 at = np.minimum(np.searchsorted(self.sorted, want), self.n - 1)
                 ok &= self.sorted[at] == want
@@ -96,6 +100,23 @@ class _Ids:
             more = f" and {int((~ok).sum()) - len(bad)} more" if (~ok).sum() > len(bad) else ""
             raise NotFound(f"unknown {self.kind} id(s) {', '.join(repr(b) for b in bad)}{more}")
         return np.asarray(idx, np.int64)
+
+    def index_one(self, value: str) -> int:
+        """The index of one id (the hot request's path parameter): :meth:`index` without its arrays."""
+        if self.ids is None or self.ids.dtype.kind in "iu":
+            try:
+                v = int(value)
+            except ValueError:
+                v = -1
+            if self.ids is None:
+                if 0 <= v < self.n:
+                    return v
+            elif self.bounds[0] <= v <= self.bounds[1]:
+                at = min(int(np.searchsorted(self.sorted, v)), self.n - 1)
+                if self.sorted[at] == v:
+                    return int(self.order[at])
+            return int(self.index([value])[0])  # raises NotFound with index()'s message
+        return int(self.index([value])[0])
 
     def original(self, idx: np.ndarray) -> list[Any]:
         """The data set's ids of indices ``idx`` as JSON values (int or str)."""
@@ -138,6 +159,8 @@ class ServedRun:
         self.users = _Ids(c.user_ids, c.n_users, "user")
         self.items = _Ids(c.item_ids, c.n_items, "item")
         self.seen = run.data().train.tocsr() if has_cfg else None
+        if self.seen is not None:
+            self.seen.sum_duplicates()  # canonical: each row's items sorted and unique (history())
         candidates = s.candidates or (run.config.eval.candidates if has_cfg else 500)
         self.candidates = int(min(candidates, c.n_items))
         self.threads = s.threads
@@ -206,7 +229,7 @@ class ServedRun:
         return self.items.index(values)
 
     def history(self, user: int) -> np.ndarray:
-        """The training items of user index ``user`` (empty without the run's data)."""
+        """The training items of user index ``user``, sorted and unique (empty without the run's data)."""
         if self.seen is None:
             return np.zeros(0, np.int64)
         s = self.seen
