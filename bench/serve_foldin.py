@@ -7,7 +7,7 @@
 3. Train the same config on both (``--set`` changes it; default a short run of
    configs/lastfm-hashgnn.yaml).
 4. In the ``heldout`` run, fold every held-out user in from their train items
-   (:class:`hashgnn.serve.foldin.FoldIn`), put those codes and vectors in place of the untrained ones,
+   (:func:`hashgnn.serve.foldin.fold_in_for`), put those codes and vectors in place of the untrained ones,
    and evaluate test Recall@20 / NDCG@20 of the held-out users and of the trained ones with the one
    retrieval path, in each mode. The ``full`` run gives the same held-out users' Recall@20 when trained.
 
@@ -57,7 +57,7 @@ def main() -> None:
     from hashgnn.index.recommend import Retriever
     from hashgnn.methods import MODES
     from hashgnn.run import Run
-    from hashgnn.serve.foldin import FoldIn
+    from hashgnn.serve.foldin import fold_in_for
     from hashgnn.train.run import train_run
 
     out = Path(a.out)
@@ -93,7 +93,7 @@ def main() -> None:
     ks = [20]
     full = Run.load(runs["full"])
     run = Run.load(runs["heldout"])
-    folder = FoldIn(run)
+    folder = fold_in_for(run)
     t0 = time.perf_counter()
     codes = run.codes
     folded = [folder.fold_in(train.indices[train.indptr[u] : train.indptr[u + 1]]) for u in held]

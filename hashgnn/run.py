@@ -442,11 +442,12 @@ class Run:
     def fold_in(self, items: Any, by_original_id: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Code (packed uint8) and served vector of a user the run never trained on, from the items they
         interacted with (indices, or the data set's ids with ``by_original_id``), with the trained
-        encoder and hash layer and no retraining (:mod:`hashgnn.serve.foldin`; lightgcn and sage)."""
-        from hashgnn.serve.foldin import FoldIn
+        encoder and hash layer and no retraining (:mod:`hashgnn.serve.foldin`: lightgcn and sage encoders,
+        and spectral_distill)."""
+        from hashgnn.serve.foldin import fold_in_for
 
         if self._folder is None:
-            self._folder = FoldIn(self)
+            self._folder = fold_in_for(self)
         idx = np.asarray(items).reshape(-1)
         if by_original_id:
             from hashgnn.serve.service import _Ids

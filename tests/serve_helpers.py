@@ -79,3 +79,26 @@ class Server:
                 self.proc.wait(10)
         self.log.close()
         return int(self.proc.returncode)
+
+
+def tiny_spectral_run(folder: Path, power_iters: int = 30) -> Path:
+    """Train a small ``spectral_distill`` run on music_toy into ``folder`` (an SVD accurate to ~1e-6)."""
+    cfg = RunConfig.from_dict(
+        {
+            "data": {"dataset": "music_toy", "valid_fraction": 0.0},
+            "model": {"method": "spectral_distill", "bits": 16},
+            "spectral": {
+                "dim": 12,
+                "gamma": 0.5,
+                "power": 1.0,
+                "power_iters": power_iters,
+                "code_dim": 12,
+                "popularity_bits": 4,
+            },
+            "distill": {"top_r": 20, "batch_users": 512, "temperature": 2.0, "refine_rounds": 1},
+            "train": {"epochs": 2, "seed": 3, "device": "cpu", "threads": 1},
+            "eval": {"ks": [20], "candidates": 50},
+        }
+    )
+    train_run(cfg, folder, progress=False)
+    return folder

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("fastapi", reason="the serve extra (pip install 'hashgnn[serve]') is not installed")
 from fastapi.testclient import TestClient
-from serve_helpers import tiny_run
+from serve_helpers import tiny_run, tiny_spectral_run
 
 from hashgnn.errors import HashgnnError
 from hashgnn.index.recommend import Recommender
 from hashgnn.methods import MODES
 from hashgnn.run import Run
 from hashgnn.serve.app import _plain_query, create_app
-from hashgnn.serve.foldin import FoldIn, FoldInUnsupported
+from hashgnn.serve.foldin import FoldIn, FoldInUnsupported, SpectralFoldIn, fold_in_for
 from hashgnn.serve.service import ServedRun, ServeSettings
 
 
@@ -113,6 +114,66 @@ def test_fold_in_needs_a_graph_encoder(runs: dict[str, Path]) -> None:
         FoldIn(run)
     served = ServedRun(run.path)
     assert served.folder is None and "mf" in (served.fold_in_error or "")
+
+
+@pytest.fixture(scope="module")
+def spectral_run(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
+    return tiny_spectral_run(tmp_path_factory.mktemp("serve-spectral") / "run")
+
+
+def test_spectral_fold_in_of_a_trained_user_gives_its_teacher_vector(spectral_run: Path) -> None:
+    run = Run.load(spectral_run)
+    f = fold_in_for(run)
+    assert isinstance(f, SpectralFoldIn)
+    tr, z = run.data().train.tocsr(), run.codes.user_z
+    errs = [
+        np.linalg.norm(f.fold_in(tr.indices[tr.indptr[u] : tr.indptr[u + 1]])[1] - z[u]) / np.linalg.norm(z[u])
+        for u in range(tr.shape[0])
+        if tr.indptr[u + 1] > tr.indptr[u]
+    ]
+    # exact up to the SVD's own accuracy (30 power iterations here; a few users' vectors are tiny)
+    assert len(errs) > 1000 and np.median(errs) < 1e-4 and max(errs) < 1e-2, (np.median(errs), max(errs))
+
+
+def test_spectral_fold_in_code_is_a_local_minimum_of_the_distillation_loss(spectral_run: Path) -> None:
+    from hashgnn.codes.distill import teacher_top_r
+    from hashgnn.codes.packing import unpack_codes
+    from hashgnn.codes.refine import Objective
+
+    run = Run.load(spectral_run)
+    f = fold_in_for(run)
+    assert isinstance(f, SpectralFoldIn)
+    d, bits = run.config.distill, run.codes.bits
+    item = torch.from_numpy(unpack_codes(run.codes.item_codes, bits))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        items = rng.choice(run.codes.n_items, size=int(rng.integers(1, 30)), replace=False)
+        code, z = f.fold_in(items)
+        again = f.fold_in(np.concatenate([items[::-1], items[:1]]))  # order and repeats do not matter
+        np.testing.assert_array_equal(code, again[0])
+        np.testing.assert_array_equal(z, again[1])
+        seen = sp.csr_matrix((np.ones(len(items)), np.sort(items), [0, len(items)]), shape=(1, run.codes.n_items))
+        obj = Objective.of(teacher_top_r(z[None], run.codes.item_z, seen, d.top_r), seen, d.temperature, d.decay)
+        b = torch.from_numpy(unpack_codes(code[None], bits))
+        base = float(obj.loss(b, item)[0])
+        for k in range(bits):  # no single flip lowers the loss the code was chosen by
+            flipped = b.clone()
+            flipped[0, k] *= -1
+            assert float(obj.loss(flipped, item)[0]) >= base - 1e-9
+
+
+def test_new_users_of_a_spectral_distill_run_are_served(spectral_run: Path) -> None:
+    with TestClient(create_app(spectral_run)) as c:
+        for _ in range(600):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert c.get("/v1/info").json()["fold_in"] is True
+        for mode in MODES:
+            r = c.post("/v1/recommendations/new-user", json={"items": [1, 2, 3], "k": 10, "mode": mode})
+            assert r.status_code == 200, r.text
+            got = [x["item"] for x in r.json()["items"]]
+            assert len(got) == 10 and not {1, 2, 3} & set(got)
 
 
 # ----------------------------------------------------------------------------- answers

@@ -18,6 +18,10 @@ A new user has no trained ID embedding: ``E_u^(0)`` is the mean of the trained u
 those of the training graph (one extra user changes them negligibly). Encoders with nothing to
 propagate (``mf``) raise :class:`FoldInUnsupported`; to support another encoder, add a function
 ``fold_<encoder>`` and an entry in ``FoldIn._FOLDERS``.
+
+``spectral_distill`` runs have no network: :class:`SpectralFoldIn` gives the teacher's vector in closed
+form (the SVD's own fold-in) and the code by the objective that trained every user's code.
+:func:`fold_in_for` picks the folder of a run.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from hashgnn.errors import HashgnnError
@@ -55,7 +60,8 @@ class FoldIn:
         if encoder not in self._FOLDERS:
             raise FoldInUnsupported(
                 f"method {cfg.model.method!r} uses the {encoder!r} encoder, which has no graph to fold a new "
-                f"user into (fold-in works with the {' and '.join(self._FOLDERS)} encoders); retrain with the "
+                f"user into (fold-in works with the {' and '.join(self._FOLDERS)} encoders and the spectral_distill "
+                "method); retrain with the "
                 "user's interactions instead"
             )
         self.encoder_name = encoder
@@ -163,3 +169,72 @@ class FoldIn:
         "lightgcn": _fold_lightgcn,
         "sage": _fold_sage,
     }
+
+
+class SpectralFoldIn:
+    """Folds a new user into a ``spectral_distill`` run, whose user codes are free parameters.
+
+    - **Vector**: the SVD's fold-in. The teacher's vectors are ``p_u = U[u] w`` and
+      ``q_i = V[i] w d_i^gamma`` with ``R~ = U diag(s) V^T`` the normalised matrix
+      (:mod:`hashgnn.model.spectral`), and ``U = R~ V diag(1/s)``; so a user with items ``I`` gets
+      ``p = (|I| + alpha)^-1/2 sum_{i in I} (d_i + alpha)^-1/2 q_i d_i^-gamma / s``. A run does not save
+      ``s``; it is recovered from the trained users, ``s_k = <R~ V w, p>_k / ||p_k||^2`` (exact for an
+      exact SVD; for a trained user's own items the fold-in gives back its vector to the accuracy of
+      the randomised SVD, tested).
+    - **Code**: as in training, the teacher's ``distill.top_r`` best unseen items are the targets of
+      the listwise loss against the run's (frozen) item codes. The code starts at the sign of the
+      targets' rank-weighted sum of codes (the maximiser of the loss's target term) and takes greedy
+      bit flips that lower the loss until none does (:func:`hashgnn.codes.refine.refine_users`).
+    """
+
+    def __init__(self, run: Any) -> None:
+        from hashgnn.codes.packing import unpack_codes
+        from hashgnn.model.spectral import normalized_matrix
+
+        cfg = run.config
+        s, d, c = cfg.spectral, cfg.distill, run.codes
+        ones = sp.csr_matrix(run.data().train, dtype=np.float32)
+        ones.data[:] = 1.0
+        degree = np.asarray(ones.sum(axis=0)).ravel()
+        vw = c.item_z / np.power(np.maximum(degree, 1.0), s.gamma)[:, None].astype(np.float32)  # V w
+        a = normalized_matrix(ones, s.alpha).astype(np.float32) @ vw  # U diag(s) w
+        den = np.einsum("uk,uk->k", c.user_z, c.user_z, dtype=np.float64)
+        sing = np.einsum("uk,uk->k", a, c.user_z, dtype=np.float64) / np.where(den > 0, den, 1.0)
+        inv_s = np.where(sing > 0, 1.0 / np.where(sing > 0, sing, 1.0), 0.0)  # w_k = 0: the column stays 0
+        di = degree + s.alpha
+        col = np.where(di > 0, 1.0 / np.sqrt(np.where(di > 0, di, 1.0)), 0.0)
+        self.map = (vw * col[:, None] * inv_s[None, :]).astype(np.float32)  # row i: item i's share of p
+        self.singular_values = sing
+        self.alpha = float(s.alpha)
+        self.item_z = c.item_z
+        self.item_codes = torch.from_numpy(unpack_codes(c.item_codes, c.bits))
+        self.top_r, self.temperature, self.decay = int(min(d.top_r, c.n_items)), d.temperature, d.decay
+
+    def vector(self, items: np.ndarray) -> np.ndarray:
+        """The teacher's vector (float32 (D,)) of a user with item indices ``items`` (unique)."""
+        return (self.map[items].sum(axis=0, dtype=np.float64) / np.sqrt(len(items) + self.alpha)).astype(np.float32)
+
+    def fold_in(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(code, z)`` of a new user from its item indices: packed uint8 (ceil(K/8),) and float32 (D,)."""
+        from hashgnn.codes.distill import teacher_top_r
+        from hashgnn.codes.packing import pack_codes, sign
+        from hashgnn.codes.refine import Objective, refine_users
+
+        items = np.unique(np.asarray(items, dtype=np.int64))
+        if items.size == 0:
+            raise HashgnnError("a new user needs at least one item to be folded in")
+        z = self.vector(items)
+        seen = sp.csr_matrix((np.ones(items.size, np.float32), items, [0, items.size]), shape=(1, len(self.item_z)))
+        obj = Objective.of(teacher_top_r(z[None], self.item_z, seen, self.top_r), seen, self.temperature, self.decay)
+        t = obj.targets[0]
+        q = (self.item_codes[t.clamp(min=0)] * obj.weights[0, :, None]).sum(0)
+        code = sign(q)[None]
+        if bool((t >= 0).any()):  # a user who has every item has nothing left to rank
+            refine_users(code, self.item_codes, obj)
+        return pack_codes(code)[0], z
+
+
+def fold_in_for(run: Any) -> FoldIn | SpectralFoldIn:
+    """The folder of a run: :class:`SpectralFoldIn` for ``spectral_distill``, else :class:`FoldIn`
+    (which raises :class:`FoldInUnsupported` for methods without a graph encoder)."""
+    return SpectralFoldIn(run) if run.config.model.method == "spectral_distill" else FoldIn(run)

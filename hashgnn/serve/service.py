@@ -170,10 +170,10 @@ class ServedRun:
         if not has_cfg:
             self.fold_in_error = "the run folder has no config.yaml or trained weights, so it cannot encode new users"
         elif s.fold_in:
-            from hashgnn.serve.foldin import FoldIn
+            from hashgnn.serve.foldin import fold_in_for
 
             try:
-                self.folder = FoldIn(run)
+                self.folder = fold_in_for(run)
             except Exception as e:  # the run still serves its trained users; new users get 501 and this reason
                 self.fold_in_error = str(e) if isinstance(e, HashgnnError) else f"{type(e).__name__}: {e}"
         else:
