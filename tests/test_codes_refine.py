@@ -59,7 +59,9 @@ def test_item_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: flo
     user, item, targets, train = problem(seed)
     base = float(total(user, item, targets, train, temperature, 3.0).sum())
     obj = R.Objective.of(targets, train, temperature, 3.0, batch_users=5)
-    gains = R._item_flip_gains(torch.from_numpy(user), torch.from_numpy(item), obj).numpy()
+    gains_t, now = R._item_flip_gains(torch.from_numpy(user), torch.from_numpy(item), obj)
+    assert now == pytest.approx(base, rel=1e-9)  # the loss it reports is the loss before any flip
+    gains = gains_t.numpy()
     for i in range(item.shape[0]):
         for k in range(item.shape[1]):
             flipped = item.copy()

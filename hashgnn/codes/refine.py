@@ -87,11 +87,14 @@ class Objective:
         for s in self.batches(user.shape[0]):
             e = min(user.shape[0], s + self.batch_users)
             logits = mask_(user[s:e] @ item.T, self.train[s:e]) / self.temperature
-            logp = torch.log_softmax(logits.double(), dim=1)
-            tb = self.targets[s:e]
-            picked = torch.where(tb >= 0, logp.gather(1, tb.clamp(min=0)), 0.0)
-            out[s:e] = -(picked * self.weights[s:e].double()).sum(1)
+            out[s:e] = self.rows_loss(torch.log_softmax(logits.double(), dim=1), s, e)
         return out
+
+    def rows_loss(self, logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """Per-user loss of users ``s:e`` from their log-probabilities over the items ((e - s, I))."""
+        tb = self.targets[s:e]
+        picked = torch.where(tb >= 0, logp.gather(1, tb.clamp(min=0)), 0.0)
+        return -(picked * self.weights[s:e].double()).sum(1)
 
 
 def distill_loss(
@@ -148,17 +151,21 @@ def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
     return flips
 
 
-def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> torch.Tensor:
-    """Exact loss change (summed over users) of flipping each bit of each item alone: (I, bits), float64."""
+def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> tuple[torch.Tensor, float]:
+    """Exact loss change (summed over users) of flipping each bit of each item alone ((I, bits),
+    float64), and the total loss now (from the same pass over the users)."""
     n_items, bits = item.shape
     g_plus = torch.zeros(n_items, dtype=torch.float64)
     d_sum = torch.zeros(n_items, dtype=torch.float64)
     d_u = torch.zeros(n_items, bits, dtype=torch.float64)
     temperature = obj.temperature
     up, down = np.exp(2.0 / temperature) - 1.0, np.exp(-2.0 / temperature) - 1.0
+    total = 0.0
     for s in obj.batches(user.shape[0]):
         e = min(user.shape[0], s + obj.batch_users)
-        p = torch.softmax((mask_(user[s:e] @ item.T, obj.train[s:e]) / temperature).double(), dim=1)
+        logp = torch.log_softmax((mask_(user[s:e] @ item.T, obj.train[s:e]) / temperature).double(), dim=1)
+        total += float(obj.rows_loss(logp, s, e).sum())
+        p = logp.exp()
         w = torch.zeros_like(p)
         w.scatter_add_(1, obj.targets[s:e].clamp(min=0), obj.weights[s:e].double())
         # per (user, item): the change when the score falls by 2 (user agrees on the bit) or rises by 2
@@ -169,13 +176,12 @@ def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> 
         d_sum += diff.sum(0)
         d_u += diff.T @ user[s:e].double()
     # agree indicator (1 + b_uk b_ik) / 2 summed against diff
-    return g_plus[:, None] + d_sum[:, None] / 2 + item.double() * d_u / 2
+    return g_plus[:, None] + d_sum[:, None] / 2 + item.double() * d_u / 2, total
 
 
 def refine_items(user: torch.Tensor, item: torch.Tensor, obj: Objective, tries: int = 4) -> int:
     """One round of simultaneous best-bit flips of the items, kept only if the total loss falls."""
-    before = float(obj.loss(user, item).sum())
-    gain = _item_flip_gains(user, item, obj)
+    gain, before = _item_flip_gains(user, item, obj)
     best = gain.argmin(1)
     value = gain.gather(1, best[:, None])[:, 0]
     order = torch.argsort(value)
