@@ -114,7 +114,8 @@ class DistillConfig:
     the straight-through sign on the served score (the Hamming similarity ``<b_u, b_i>``) with a
     listwise loss: the teacher's ``top_r`` unseen items of each user are the targets, weighted
     ``exp(-rank / decay)`` (BiGeaR's ranking-aware distillation), against a softmax over all the
-    user's unseen items at ``temperature``. Epochs, early stopping and the seed are TrainConfig's.
+    user's unseen items at ``temperature``; ``positive_weight`` adds the user's own training items as
+    targets against a softmax over all items. Epochs, early stopping and the seed are TrainConfig's.
     """
 
     top_r: int = 100  # teacher items per user used as targets
@@ -125,6 +126,8 @@ class DistillConfig:
     ste: Literal["identity", "clip"] = "identity"  # sign's backward: identity, or zero where |x| > 1
     schedule: Literal["constant", "cosine"] = "constant"  # learning rate over TrainConfig.epochs
     ema: float = 0.0  # serve the signs of a per-step moving average of the parameters (0: off)
+    # weight of a second listwise term whose targets are the user's own training items (0: off)
+    positive_weight: float = 0.0
     # after training: rounds of greedy bit flips of the ±1 codes that lower this loss exactly
     # (user flips, then item flips; hashgnn/codes/refine.py). 0: off, the codes as trained
     refine_rounds: int = 0

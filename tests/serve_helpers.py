@@ -95,7 +95,13 @@ def tiny_spectral_run(folder: Path, power_iters: int = 30) -> Path:
                 "code_dim": 12,
                 "popularity_bits": 4,
             },
-            "distill": {"top_r": 20, "batch_users": 512, "temperature": 2.0, "refine_rounds": 1},
+            "distill": {
+                "top_r": 20,
+                "batch_users": 512,
+                "temperature": 2.0,
+                "refine_rounds": 1,
+                "positive_weight": 1.0,  # as the shipped codes configs
+            },
             "train": {"epochs": 2, "seed": 3, "device": "cpu", "threads": 1},
             "eval": {"ks": [20], "candidates": 50},
         }

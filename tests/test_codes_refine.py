@@ -32,33 +32,66 @@ def problem(seed: int, n_users: int = 12, n_items: int = 15, bits: int = 8, r: i
     return user, item, targets, train
 
 
-def total(user: np.ndarray, item: np.ndarray, targets: np.ndarray, train: sp.csr_matrix, t: float, d: float):
-    return R.distill_loss(torch.from_numpy(user), torch.from_numpy(item), torch.from_numpy(targets), train, t, d)
+def total(
+    user: np.ndarray, item: np.ndarray, targets: np.ndarray, train: sp.csr_matrix, t: float, d: float, pw: float = 0.0
+):
+    return R.distill_loss(
+        torch.from_numpy(user), torch.from_numpy(item), torch.from_numpy(targets), train, t, d, positive_weight=pw
+    )
+
+
+def dense_loss(user, item, targets, train, t: float, d: float, pw: float) -> np.ndarray:
+    """The objective written out with dense arrays, one user at a time: the reference for the sparse one."""
+    seen = train.toarray() > 0
+    w = np.exp(-np.arange(targets.shape[1]) / d)
+    out = []
+    for u in range(user.shape[0]):
+        s = (item @ user[u]).astype(np.float64) / t
+        masked = np.where(seen[u], -np.inf, s)
+        lp_m = masked - np.logaddexp.reduce(masked)
+        lp_a = s - np.logaddexp.reduce(s)
+        keep = targets[u] >= 0
+        wu = w[keep] / w[keep].sum() if keep.any() else w[:0]
+        loss = -(wu * lp_m[targets[u][keep]]).sum()
+        own = np.flatnonzero(seen[u])
+        if pw > 0 and own.size:
+            loss -= pw * lp_a[own].mean()
+        out.append(loss)
+    return np.array(out)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), pw=st.sampled_from([0.0, 0.7]))
+def test_objective_is_the_dense_loss(seed: int, pw: float) -> None:
+    user, item, targets, train = problem(seed)
+    got = total(user, item, targets, train, 2.0, 3.0, pw).numpy()
+    np.testing.assert_allclose(got, dense_loss(user, item, targets, train, 2.0, 3.0, pw), rtol=1e-6, atol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([0.5, 2.0, 8.0]))
-def test_user_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: float) -> None:
+@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([0.5, 2.0, 8.0]), pw=st.sampled_from([0.0, 0.7]))
+def test_user_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: float, pw: float) -> None:
     user, item, targets, train = problem(seed)
-    base = total(user, item, targets, train, temperature, 3.0).numpy()
-    u, it, tt = torch.from_numpy(user), torch.from_numpy(item), torch.from_numpy(targets)
-    q = (it[tt.clamp(min=0)] * R._weights(tt, 3.0)[:, :, None]).sum(1)
-    scores = R.mask_(u @ it.T, train)
-    gains = R._user_flip_gains(u, it, scores, q, temperature).numpy()
+    base = total(user, item, targets, train, temperature, 3.0, pw).numpy()
+    u, it = torch.from_numpy(user), torch.from_numpy(item)
+    obj = R.Objective.of(targets, train, temperature, 3.0, positive_weight=pw)
+    n = user.shape[0]
+    shares = [t.rows(0, n)[1] for t in obj.terms]
+    gains = R._user_flip_gains(u, it, obj.scores(u, it, 0, n), obj.query(it, 0, n), shares, obj).numpy()
     for k in range(user.shape[1]):
         flipped = user.copy()
         flipped[:, k] *= -1
         np.testing.assert_allclose(
-            gains[:, k], total(flipped, item, targets, train, temperature, 3.0).numpy() - base, atol=1e-5
+            gains[:, k], total(flipped, item, targets, train, temperature, 3.0, pw).numpy() - base, atol=1e-5
         )
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([1.0, 8.0]))
-def test_item_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: float) -> None:
+@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([1.0, 8.0]), pw=st.sampled_from([0.0, 0.7]))
+def test_item_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: float, pw: float) -> None:
     user, item, targets, train = problem(seed)
-    base = float(total(user, item, targets, train, temperature, 3.0).sum())
-    obj = R.Objective.of(targets, train, temperature, 3.0, batch_users=5)
+    base = float(total(user, item, targets, train, temperature, 3.0, pw).sum())
+    obj = R.Objective.of(targets, train, temperature, 3.0, batch_users=5, positive_weight=pw)
     gains_t, now = R._item_flip_gains(torch.from_numpy(user), torch.from_numpy(item), obj)
     assert now == pytest.approx(base, rel=1e-9)  # the loss it reports is the loss before any flip
     gains = gains_t.numpy()
@@ -66,18 +99,20 @@ def test_item_flip_gains_are_the_loss_after_the_flip(seed: int, temperature: flo
         for k in range(item.shape[1]):
             flipped = item.copy()
             flipped[i, k] *= -1
-            after = float(total(user, flipped, targets, train, temperature, 3.0).sum())
+            after = float(total(user, flipped, targets, train, temperature, 3.0, pw).sum())
             assert gains[i, k] == pytest.approx(after - base, abs=1e-5)
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000))
-def test_refinement_lowers_the_loss_and_ends_where_no_user_flip_helps(seed: int) -> None:
+@given(seed=st.integers(0, 10_000), pw=st.sampled_from([0.0, 0.7]))
+def test_refinement_lowers_the_loss_and_ends_where_no_user_flip_helps(seed: int, pw: float) -> None:
     user, item, targets, train = problem(seed, n_users=20, n_items=30)
-    before = float(total(user, item, targets, train, 2.0, 3.0).mean())
-    u, i, stats = R.refine_codes(user, item, targets, train, temperature=2.0, decay=3.0, rounds=50, batch_users=7)
+    before = float(total(user, item, targets, train, 2.0, 3.0, pw).mean())
+    u, i, stats = R.refine_codes(
+        user, item, targets, train, temperature=2.0, decay=3.0, rounds=50, batch_users=7, positive_weight=pw
+    )
     assert set(np.unique(u)) <= {-1.0, 1.0} and set(np.unique(i)) <= {-1.0, 1.0}
-    after = total(u, i, targets, train, 2.0, 3.0)
+    after = total(u, i, targets, train, 2.0, 3.0, pw)
     assert stats.loss_before == pytest.approx(before) and stats.loss_after == pytest.approx(float(after.mean()))
     assert stats.loss_after <= stats.loss_before + 1e-12
     assert (stats.user_flips > 0) == (not np.array_equal(u, user)) or stats.item_flips > 0
@@ -87,7 +122,7 @@ def test_refinement_lowers_the_loss_and_ends_where_no_user_flip_helps(seed: int)
         for k in range(u.shape[1]):
             flipped = u.copy()
             flipped[:, k] *= -1
-            assert np.all(total(flipped, i, targets, train, 2.0, 3.0).numpy() >= after.numpy() - 1e-6)
+            assert np.all(total(flipped, i, targets, train, 2.0, 3.0, pw).numpy() >= after.numpy() - 1e-6)
 
 
 def test_refinement_with_zero_rounds_is_the_identity_and_bad_settings_are_refused() -> None:
@@ -125,3 +160,18 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
     cfg = RunConfig.load(path)
     assert cfg.data.dataset and cfg.model.bits >= 8
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([1.0, 4.0]))
+def test_the_trained_own_items_term_is_the_refined_one(seed: int, temperature: float) -> None:
+    """distill_codes trains the own-items term that the refinement lowers (the same loss, per user)."""
+    from hashgnn.codes.distill import _own_items_loss
+
+    user, item, targets, train = problem(seed)
+    logits = torch.from_numpy(user @ item.T) / temperature
+    trained = float(_own_items_loss(logits, train))
+    own = dense_loss(user, item, targets, train, temperature, 3.0, 1.0) - dense_loss(
+        user, item, targets, train, temperature, 3.0, 0.0
+    )
+    assert trained == pytest.approx(float(own.mean()), rel=1e-5, abs=1e-6)

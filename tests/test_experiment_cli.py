@@ -73,8 +73,14 @@ def test_report_structure(smoke: dict[str, Path]) -> None:
         lines = table.strip().splitlines()
         assert (
             lines[0]
-            == "| " + " | ".join(["method", "kind", "seeds", *setting.metrics, "epochs", "train time / run"]) + " |"
+            == "| "
+            + " | ".join(["method", "kind", "seeds", *setting.metrics, "epochs", "served epoch", "train time / run"])
+            + " |"
         )
+        for ln in lines[2:-1]:  # the served (validated) epoch is one of the epochs run
+            cells = [c.strip() for c in ln.split("|")[1:-1]]
+            if cells[-2] != "–":
+                assert 0 <= float(cells[-2]) < float(cells[-3])
         names = [ln.split("|")[1].strip() for ln in lines[2:]]
         plain = [re.sub(r"\*\*(.+)\*\* \(best hashing\)", r"\1", n) for n in names]
         assert plain == [*suite.methods, "most popular"]
@@ -166,3 +172,13 @@ def test_sigterm_is_recorded_as_an_interrupted_invocation(tmp_path: Path, mirror
     assert proc.returncode == 130, err[-2000:]
     rows = [json.loads(x) for x in (out / "smoke" / "invocations.jsonl").read_text().splitlines()]
     assert rows[-1]["state"] == "interrupted"
+
+
+def test_reports_name_this_projects_methods_as_not_the_papers() -> None:
+    """Every table says which rows are the paper's methods and which are this project's own."""
+    from hashgnn.experiment.report import _ours
+    from hashgnn.methods import METHOD_NAMES, get_method
+
+    assert _ours("spectral_distill") and _ours("spectral")
+    paper = [m for m in METHOD_NAMES if get_method(m).role in ("method", "ablation", "baseline")]
+    assert "hashgnn" in paper and not any(_ours(m) for m in paper)

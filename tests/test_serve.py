@@ -153,7 +153,9 @@ def test_spectral_fold_in_code_is_a_local_minimum_of_the_distillation_loss(spect
         np.testing.assert_array_equal(code, again[0])
         np.testing.assert_array_equal(z, again[1])
         seen = sp.csr_matrix((np.ones(len(items)), np.sort(items), [0, len(items)]), shape=(1, run.codes.n_items))
-        obj = Objective.of(teacher_top_r(z[None], run.codes.item_z, seen, d.top_r), seen, d.temperature, d.decay)
+        targets = teacher_top_r(z[None], run.codes.item_z, seen, d.top_r)
+        assert d.positive_weight > 0  # the own-items term is part of the loss the code was chosen by
+        obj = Objective.of(targets, seen, d.temperature, d.decay, positive_weight=d.positive_weight)
         b = torch.from_numpy(unpack_codes(code[None], bits))
         base = float(obj.loss(b, item)[0])
         for k in range(bits):  # no single flip lowers the loss the code was chosen by

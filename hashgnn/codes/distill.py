@@ -9,6 +9,13 @@ recommendations are served)::
 
     loss_u = - sum_r w_r log softmax_i( <b_u, b_i> / T )[t_r]
 
+With ``positive_weight`` p > 0 a second term has the user's own training items as targets (weight
+``p / n_u`` each) against a softmax over all items, seen ones included::
+
+    loss_u += - (p / n_u) sum_{i in train(u)} log softmax_i( <b_u, b_i> / T )[i]
+
+(the objective of :class:`hashgnn.codes.refine.Objective`, which the refinement lowers).
+
 The gradient reaches ``x`` through the straight-through estimator (identity, or zero where
 ``|x| > 1``). The temperature ``T`` matters because ``<b_u, b_i>`` spans ``[-bits, bits]``: at
 ``T = 1`` a 64-bit score saturates the softmax. The student starts from the teacher's own codes
@@ -65,6 +72,17 @@ def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
     raise ConfigError(f"distill.ste must be identity or clip, got {kind!r}")
 
 
+def _own_items_loss(logits: torch.Tensor, rows: sp.csr_matrix) -> torch.Tensor:
+    """Mean over the batch's users of -mean log softmax(logits)[own training items], no mask (a user
+    without training items adds 0): the ``own`` term of :class:`hashgnn.codes.refine.Objective`."""
+    counts = np.diff(rows.indptr)
+    user = torch.from_numpy(np.repeat(np.arange(rows.shape[0]), counts))
+    item = torch.from_numpy(rows.indices.astype(np.int64))
+    share = torch.from_numpy(np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32))
+    logp = torch.log_softmax(logits, dim=1)[user, item]
+    return -torch.zeros(rows.shape[0]).index_add_(0, user, logp * share).mean()
+
+
 @dataclass
 class DistillResult:
     """The student's ±1 codes (float32) at the best validated epoch, or the last one without validation."""
@@ -92,6 +110,7 @@ def distill_codes(
     schedule: str = "constant",
     horizon: int | None = None,
     ema: float = 0.0,
+    positive_weight: float = 0.0,
     seed: int = 0,
     validate: Callable[[np.ndarray, np.ndarray], float] | None = None,
     eval_every: int = 1,
@@ -108,7 +127,9 @@ def distill_codes(
     learning rate to 0 over ``horizon`` epochs (default ``epochs``), so that a shorter run with the
     same horizon follows the same schedule (the refit with a validated budget). ``ema`` in [0, 1):
     serve the signs of an exponential moving average of the parameters (per step) instead of the
-    parameters themselves (0: off). ``on_epoch``
+    parameters themselves (0: off). ``positive_weight`` > 0 adds that weight times a second listwise
+    term whose targets are the user's own training items, uniformly weighted, against a softmax over
+    all items (seen ones included: Mult-VAE's likelihood on the served score). ``on_epoch``
     receives each epoch's row (loss, seconds, lr, score).
     """
     import math
@@ -125,6 +146,8 @@ def distill_codes(
     horizon = max(horizon if horizon is not None else epochs, 1)
     if not 0.0 <= ema < 1.0:
         raise ConfigError(f"distill.ema must be in [0, 1), got {ema}")
+    if positive_weight < 0:
+        raise ConfigError(f"distill.positive_weight must be >= 0, got {positive_weight}")
     n_users, n_items = train.shape
     if user_init.shape[0] != n_users or item_init.shape[0] != n_items or user_init.shape[1] != item_init.shape[1]:
         raise ConfigError(
@@ -168,14 +191,16 @@ def distill_codes(
         bar = progress_bar(-(-n_users // batch_users), f"distill epoch {epoch}", "batch", progress)
         for s in range(0, n_users, batch_users):
             b = perm[s : s + batch_users]
-            logits = (_ste(xu[b], ste) @ _ste(xi, ste).T) / temperature
-            logits = mask_(logits.clone(), train[b.numpy()])
-            logp = torch.log_softmax(logits, dim=1)
+            raw = (_ste(xu[b], ste) @ _ste(xi, ste).T) / temperature
+            rows = train[b.numpy()]
+            logp = torch.log_softmax(mask_(raw.clone(), rows), dim=1)
             tb, vb = t[b], valid_t[b]
             wb = torch.where(vb, w, 0.0)
             wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
             picked = logp.gather(1, tb.clamp(min=0))
             loss = -(torch.where(vb, picked, 0.0) * wb).sum(1).mean()
+            if positive_weight > 0:
+                loss = loss + positive_weight * _own_items_loss(raw, rows)
             opt.zero_grad()
             loss.backward()
             opt.step()

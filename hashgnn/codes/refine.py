@@ -8,6 +8,10 @@ et al., SIGIR 2016, here on the listwise distillation loss)::
 
     loss_u = - sum_r w_r log softmax_i( <b_u, b_i> / T )[t_r]     (seen items masked)
 
+With ``distill.positive_weight`` the loss has a second term, the user's own training items against a
+softmax over all items (:class:`Objective`); the gains below are computed term by term, each with
+its own normaliser, and added.
+
 **Users.** A user's loss depends on their own code only, so all users move at once. Flipping bit
 ``k`` of ``b_u`` changes ``<b_u, b_i>`` by ``-2 b_uk b_ik``: the items that agree with ``b_u`` on
 ``k`` lose 2, the others gain 2. So the softmax's normaliser after each of the ``bits`` flips follows
@@ -55,12 +59,41 @@ def _weights(targets: torch.Tensor, decay: float) -> torch.Tensor:
     return w / w.sum(1, keepdim=True).clamp(min=1e-12)
 
 
+def _rows_dot(w: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
+    """``sum_i w[u, i] dense[u, i]`` for every row u of the sparse ``w`` ((b,), float64)."""
+    counts = np.diff(w.indptr)
+    row = torch.from_numpy(np.repeat(np.arange(w.shape[0]), counts))
+    val = dense[row, torch.from_numpy(w.indices.astype(np.int64))].double() * torch.from_numpy(w.data)
+    return torch.zeros(w.shape[0], dtype=torch.float64).index_add_(0, row, val)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One listwise term of the loss: target weights per user ((U, I), sparse) against a softmax over
+    the unseen items (``masked``) or over all items."""
+
+    weights: sp.csr_matrix
+    masked: bool
+
+    def rows(self, s: int, e: int) -> tuple[sp.csr_matrix, torch.Tensor]:
+        """Users ``s:e``'s weights and their sums ((e - s, 1), float64: each row's share of the loss)."""
+        w = self.weights[s:e]
+        return w, torch.from_numpy(np.asarray(w.sum(axis=1), np.float64))
+
+
 @dataclass(frozen=True)
 class Objective:
-    """The distillation loss the refinement lowers: targets (U, R), their rank weights, the seen items."""
+    """The loss the refinement lowers, summed over its terms, on the scores ``<b_u, b_i> / T``::
 
-    targets: torch.Tensor
-    weights: torch.Tensor
+        loss_u = sum_terms [ -sum_i W_ui s_ui / T + c_u log Z_u ],   c_u = sum_i W_ui
+
+    The distillation term's W holds the teacher's top items with their rank weights (rows sum to 1)
+    and its Z runs over the unseen items; ``distill.positive_weight`` p adds a term with ``p / n_u`` on
+    each of the user's n_u training items and Z over all items (hashgnn/codes/distill.py trains both).
+    """
+
+    terms: tuple[Term, ...]
+    targets: torch.Tensor  # the teacher's top items (U, R), -1 where missing
     train: sp.csr_matrix
     temperature: float
     batch_users: int = 256
@@ -73,28 +106,60 @@ class Objective:
         temperature: float,
         decay: float,
         batch_users: int = 256,
+        positive_weight: float = 0.0,
     ) -> Objective:
         """The objective of :func:`hashgnn.codes.distill.teacher_top_r`'s ``targets`` on ``train``."""
         t = torch.as_tensor(np.asarray(targets, np.int64))
-        return cls(t, _weights(t, decay), sp.csr_matrix(train), temperature, batch_users)
+        train = sp.csr_matrix(train)
+        n_users, n_items = train.shape
+        w = _weights(t, decay).double().numpy()
+        keep = t.numpy() >= 0
+        rows = np.repeat(np.arange(n_users), keep.sum(1))
+        distill = sp.csr_matrix((w[keep], (rows, t.numpy()[keep])), shape=(n_users, n_items))
+        terms = [Term(distill, masked=True)]
+        if positive_weight > 0:
+            own = sp.csr_matrix(train, dtype=np.float64, copy=True)
+            own.sum_duplicates()
+            counts = np.diff(own.indptr)
+            own.data = np.repeat(positive_weight / np.maximum(counts, 1), counts)
+            terms.append(Term(own, masked=False))
+        return cls(tuple(terms), t, train, temperature, batch_users)
 
     def batches(self, n_users: int) -> range:
         return range(0, n_users, self.batch_users)
+
+    def query(self, item: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """``sum_terms W[s:e] @ item``: the weighted target codes of users ``s:e`` ((e - s, bits))."""
+        q = sum((t.weights[s:e] @ item.double().numpy() for t in self.terms), np.zeros((e - s, item.shape[1])))
+        return torch.from_numpy(np.asarray(q))
+
+    def scores(self, user: torch.Tensor, item: torch.Tensor, s: int, e: int) -> dict[bool, torch.Tensor]:
+        """Users ``s:e``'s scores ``<b_u, b_i>``: masked (seen items -inf) and, if a term needs it, all."""
+        raw = user[s:e] @ item.T
+        out = {True: mask_(raw.clone() if self.unmasked else raw, self.train[s:e])}
+        if self.unmasked:
+            out[False] = raw
+        return out
+
+    @property
+    def unmasked(self) -> bool:
+        return any(not t.masked for t in self.terms)
+
+    def rows_loss(self, scores: dict[bool, torch.Tensor], s: int, e: int) -> torch.Tensor:
+        """Per-user loss of users ``s:e`` from :meth:`scores` ((e - s,), float64)."""
+        out = torch.zeros(e - s, dtype=torch.float64)
+        for t in self.terms:
+            w, _ = t.rows(s, e)
+            out -= _rows_dot(w, torch.log_softmax(scores[t.masked].double() / self.temperature, dim=1))
+        return out
 
     def loss(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """Per-user loss of ±1 codes ((U,), float64)."""
         out = torch.empty(user.shape[0], dtype=torch.float64)
         for s in self.batches(user.shape[0]):
             e = min(user.shape[0], s + self.batch_users)
-            logits = mask_(user[s:e] @ item.T, self.train[s:e]) / self.temperature
-            out[s:e] = self.rows_loss(torch.log_softmax(logits.double(), dim=1), s, e)
+            out[s:e] = self.rows_loss(self.scores(user, item, s, e), s, e)
         return out
-
-    def rows_loss(self, logp: torch.Tensor, s: int, e: int) -> torch.Tensor:
-        """Per-user loss of users ``s:e`` from their log-probabilities over the items ((e - s, I))."""
-        tb = self.targets[s:e]
-        picked = torch.where(tb >= 0, logp.gather(1, tb.clamp(min=0)), 0.0)
-        return -(picked * self.weights[s:e].double()).sum(1)
 
 
 def distill_loss(
@@ -105,26 +170,37 @@ def distill_loss(
     temperature: float,
     decay: float,
     batch_users: int = 512,
+    positive_weight: float = 0.0,
 ) -> torch.Tensor:
     """Per-user distillation loss of ±1 codes (float64 (U,)), the objective the refinement lowers."""
-    return Objective.of(targets, train, temperature, decay, batch_users).loss(user, item)
+    obj = Objective.of(targets, train, temperature, decay, batch_users, positive_weight)
+    return obj.loss(user, item)
 
 
 def _user_flip_gains(
-    u: torch.Tensor, item: torch.Tensor, scores: torch.Tensor, q: torch.Tensor, temperature: float
+    u: torch.Tensor,
+    item: torch.Tensor,
+    scores: dict[bool, torch.Tensor],
+    q: torch.Tensor,
+    c: list[torch.Tensor],
+    obj: Objective,
 ) -> torch.Tensor:
     """Loss change of flipping each bit of each user in ``u`` ((b, bits), float64; negative is better).
 
-    ``scores`` are the masked logits ``<b_u, b_i>`` ((b, I), -inf on seen items) and ``q`` the
-    rank-weighted sum of the targets' codes ((b, bits)).
+    ``scores`` are :meth:`Objective.scores` of these users, ``q`` their :meth:`Objective.query` and
+    ``c[j]`` their rows' sums in term j ((b, 1)).
     """
-    top = scores.max(1, keepdim=True).values
-    e = torch.exp((scores - top) / temperature).double()  # seen items: exp(-inf) = 0
-    z = e.sum(1, keepdim=True)
-    agree = ((z + u.double() * (e @ item.double())) / 2).clamp(min=0.0)  # mass that loses 2 per flip
-    z_new = agree * np.exp(-2.0 / temperature) + (z - agree).clamp(min=0.0) * np.exp(2.0 / temperature)
-    # target term -sum_r w_r s_tr / T moves by +2 b_uk q_k / T
-    return 2.0 * u.double() * q.double() / temperature + torch.log(z_new / z)
+    temperature = obj.temperature
+    gain = 2.0 * u.double() * q / temperature  # -sum_i W_ui s_ui / T moves by +2 b_uk q_k / T
+    for term, share in zip(obj.terms, c, strict=True):
+        sc = scores[term.masked]
+        top = sc.max(1, keepdim=True).values
+        ex = torch.exp((sc - top) / temperature).double()  # seen items (masked): exp(-inf) = 0
+        z = ex.sum(1, keepdim=True)
+        agree = ((z + u.double() * (ex @ item.double())) / 2).clamp(min=0.0)  # mass that loses 2 per flip
+        z_new = agree * np.exp(-2.0 / temperature) + (z - agree).clamp(min=0.0) * np.exp(2.0 / temperature)
+        gain = gain + share * torch.log(z_new / z)
+    return gain
 
 
 def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
@@ -133,17 +209,20 @@ def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
     for s in obj.batches(user.shape[0]):
         e = min(user.shape[0], s + obj.batch_users)
         u = user[s:e].clone()
-        q = (item[obj.targets[s:e].clamp(min=0)] * obj.weights[s:e, :, None]).sum(1)  # (b, bits)
-        scores = mask_(u @ item.T, obj.train[s:e])
+        q = obj.query(item, s, e)
+        c = [t.rows(s, e)[1] for t in obj.terms]
+        scores = obj.scores(user, item, s, e)
         active = torch.arange(e - s)
         for _ in range(bits):  # each round flips at most one bit per user
-            gain = _user_flip_gains(u[active], item, scores[active], q[active], obj.temperature)
+            view = {m: sc[active] for m, sc in scores.items()}
+            gain = _user_flip_gains(u[active], item, view, q[active], [x[active] for x in c], obj)
             best = gain.argmin(1)
             take = gain.gather(1, best[:, None])[:, 0] < -1e-9
             if not bool(take.any()):
                 break
             rows, k = active[take], best[take]
-            scores[rows] -= 2.0 * u[rows, k][:, None] * item[:, k].T
+            for sc in scores.values():
+                sc[rows] -= 2.0 * u[rows, k][:, None] * item[:, k].T
             u[rows, k] = -u[rows, k]
             flips += len(rows)
             active = rows
@@ -163,14 +242,18 @@ def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> 
     total = 0.0
     for s in obj.batches(user.shape[0]):
         e = min(user.shape[0], s + obj.batch_users)
-        logp = torch.log_softmax((mask_(user[s:e] @ item.T, obj.train[s:e]) / temperature).double(), dim=1)
-        total += float(obj.rows_loss(logp, s, e).sum())
-        p = logp.exp()
-        w = torch.zeros_like(p)
-        w.scatter_add_(1, obj.targets[s:e].clamp(min=0), obj.weights[s:e].double())
-        # per (user, item): the change when the score falls by 2 (user agrees on the bit) or rises by 2
-        g_down = 2.0 * w / temperature + torch.log1p(p * down)
-        g_up = -2.0 * w / temperature + torch.log1p(p * up)
+        scores = obj.scores(user, item, s, e)
+        g_down = torch.zeros(e - s, n_items, dtype=torch.float64)
+        g_up = torch.zeros(e - s, n_items, dtype=torch.float64)
+        for term in obj.terms:
+            logp = torch.log_softmax(scores[term.masked].double() / temperature, dim=1)
+            w_rows, share = term.rows(s, e)
+            total -= float(_rows_dot(w_rows, logp).sum())
+            p = logp.exp()
+            w = torch.from_numpy(w_rows.toarray())
+            # per (user, item): the change when the score falls by 2 (user agrees on the bit) or rises by 2
+            g_down += 2.0 * w / temperature + share * torch.log1p(p * down)
+            g_up += -2.0 * w / temperature + share * torch.log1p(p * up)
         g_plus += g_up.sum(0)
         diff = g_down - g_up
         d_sum += diff.sum(0)
@@ -210,12 +293,13 @@ def refine_codes(
     decay: float,
     rounds: int = 2,
     batch_users: int = 256,
+    positive_weight: float = 0.0,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, RefineStats]:
     """Refine ±1 codes ((U, bits), (I, bits)) for ``rounds`` rounds of user then item flips.
 
     ``targets`` is :func:`hashgnn.codes.distill.teacher_top_r`'s (U, R) array, ``temperature`` and
-    ``decay`` the distillation's. Returns new ±1 float32 arrays (the inputs are not changed).
+    ``decay`` (and ``positive_weight``) the distillation's. Returns new ±1 float32 arrays (the inputs are not changed).
     """
     import time
 
@@ -229,7 +313,7 @@ def refine_codes(
     start = time.perf_counter()
     u = torch.tensor(np.asarray(user_codes, np.float32))
     i = torch.tensor(np.asarray(item_codes, np.float32))
-    obj = Objective.of(targets, train, temperature, decay, batch_users)
+    obj = Objective.of(targets, train, temperature, decay, batch_users, positive_weight)
     before = float(obj.loss(u, i).mean())
     uf = itf = 0
     bar = progress_bar(rounds, "refine codes", "round", progress)

@@ -99,6 +99,14 @@ def _kind(method: str) -> str:
     return "hashing" if method in HASHING else "continuous"
 
 
+def _ours(method: str) -> bool:
+    """This project's own methods (the improved recipe and the fitted reference), not the paper's."""
+    from hashgnn.methods import get_method
+
+    m = get_method(method)
+    return m.role == "improved" or m.fit is not None
+
+
 def _table(
     suite: Suite,
     agg: dict[Any, dict[str, Stat]],
@@ -120,11 +128,14 @@ def _table(
         best = max(cands)[1] if cands else None
     times: dict[str, list[float]] = {}
     epochs: dict[str, list[float]] = {}
+    served: dict[str, list[float]] = {}  # the validated epoch whose weights are served (0-based)
     for r in rows:
         if r["status"] == "ok" and r["dataset"] == ds and r["bits"] == bits and r["setting"] == s.name:
             times.setdefault(r["label"], []).append(float(r.get("train_seconds") or float("nan")))
             epochs.setdefault(r["label"], []).append(float(r.get("epochs_run") or float("nan")))
-    head = ["method", "kind", "seeds", *s.metrics, "epochs", "train time / run"]
+            if r.get("best_epoch") is not None and r["best_epoch"] >= 0:
+                served.setdefault(r["label"], []).append(float(r["best_epoch"]))
+    head = ["method", "kind", "seeds", *s.metrics, "epochs", "served epoch", "train time / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---", "---:"] + ["---:"] * (len(head) - 3)) + "|"]
     for lab in labels:
         st = agg[(ds, bits, s.name, lab)]
@@ -133,8 +144,11 @@ def _table(
         kind = _kind(method_of[lab])
         if kind == "continuous" and s.mode != "continuous":
             kind = "continuous (sign of z)" if s.mode == "hamming" else "continuous (signs, then z)"
+        if _ours(method_of[lab]):
+            kind += ", this project's (not the paper's)"
         ep = sum(epochs.get(lab, [math.nan])) / max(len(epochs.get(lab, [])), 1)
         tt = sum(times.get(lab, [math.nan])) / max(len(times.get(lab, [])), 1)
+        sv = served.get(lab)
         lines.append(
             "| "
             + " | ".join(
@@ -144,6 +158,7 @@ def _table(
                     str(n),
                     *(st[m].fmt() for m in s.metrics),
                     f"{ep:.0f}" if math.isfinite(ep) else "n/a",
+                    f"{sum(sv) / len(sv):.0f}" if sv else "–",
                     _hms(tt),
                 ]
             )

@@ -183,7 +183,8 @@ class SpectralFoldIn:
       the randomised SVD, tested).
     - **Code**: as in training, the teacher's ``distill.top_r`` best unseen items are the targets of
       the listwise loss against the run's (frozen) item codes. The code starts at the sign of the
-      targets' rank-weighted sum of codes (the maximiser of the loss's target term) and takes greedy
+      targets' rank-weighted sum of codes (plus the user's own items' with ``distill.positive_weight``:
+      the maximiser of the loss's target terms) and takes greedy
       bit flips that lower the loss until none does (:func:`hashgnn.codes.refine.refine_users`).
     """
 
@@ -209,6 +210,7 @@ class SpectralFoldIn:
         self.item_z = c.item_z
         self.item_codes = torch.from_numpy(unpack_codes(c.item_codes, c.bits))
         self.top_r, self.temperature, self.decay = int(min(d.top_r, c.n_items)), d.temperature, d.decay
+        self.positive_weight = d.positive_weight
 
     def vector(self, items: np.ndarray) -> np.ndarray:
         """The teacher's vector (float32 (D,)) of a user with item indices ``items`` (unique)."""
@@ -225,10 +227,10 @@ class SpectralFoldIn:
             raise HashgnnError("a new user needs at least one item to be folded in")
         z = self.vector(items)
         seen = sp.csr_matrix((np.ones(items.size, np.float32), items, [0, items.size]), shape=(1, len(self.item_z)))
-        obj = Objective.of(teacher_top_r(z[None], self.item_z, seen, self.top_r), seen, self.temperature, self.decay)
+        targets = teacher_top_r(z[None], self.item_z, seen, self.top_r)
+        obj = Objective.of(targets, seen, self.temperature, self.decay, positive_weight=self.positive_weight)
         t = obj.targets[0]
-        q = (self.item_codes[t.clamp(min=0)] * obj.weights[0, :, None]).sum(0)
-        code = sign(q)[None]
+        code = sign(obj.query(self.item_codes, 0, 1).float())
         if bool((t >= 0).any()):  # a user who has every item has nothing left to rank
             refine_users(code, self.item_codes, obj)
         return pack_codes(code)[0], z

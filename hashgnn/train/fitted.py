@@ -110,6 +110,7 @@ def fit_spectral_distill(
         schedule=d.schedule,
         horizon=cfg.train.epochs,
         ema=d.ema,
+        positive_weight=d.positive_weight,
         seed=cfg.train.seed,
         validate=None if validate is None else (lambda uc, ic: validate(uc, ic, uz, iz)),
         eval_every=cfg.train.eval_every,
@@ -130,6 +131,7 @@ def fit_spectral_distill(
             temperature=d.temperature,
             decay=d.decay,
             rounds=d.refine_rounds,
+            positive_weight=d.positive_weight,
             progress=progress,
         )
         seconds["refine"] = st.seconds
