@@ -93,7 +93,6 @@ class Objective:
     """
 
     terms: tuple[Term, ...]
-    targets: torch.Tensor  # the teacher's top items (U, R), -1 where missing
     train: sp.csr_matrix
     temperature: float
     batch_users: int = 256
@@ -123,7 +122,7 @@ class Objective:
             counts = np.diff(own.indptr)
             own.data = np.repeat(positive_weight / np.maximum(counts, 1), counts)
             terms.append(Term(own, masked=False))
-        return cls(tuple(terms), t, train, temperature, batch_users)
+        return cls(tuple(terms), train, temperature, batch_users)
 
     def batches(self, n_users: int) -> range:
         return range(0, n_users, self.batch_users)

@@ -34,7 +34,7 @@ from hashgnn.experiment.results import (
 from hashgnn.experiment.runner import Selection, read_invocations
 from hashgnn.experiment.suite import GridPoint, Setting, Suite
 from hashgnn.io import write_text
-from hashgnn.methods import MODES, names
+from hashgnn.methods import MODES, get_method, names
 from hashgnn.run import Run
 
 HASHING = names(hashing=True)
@@ -101,8 +101,6 @@ def _kind(method: str) -> str:
 
 def _ours(method: str) -> bool:
     """This project's own methods (the improved recipe and the fitted reference), not the paper's."""
-    from hashgnn.methods import get_method
-
     m = get_method(method)
     return m.role == "improved" or m.fit is not None
 

@@ -229,9 +229,8 @@ class SpectralFoldIn:
         seen = sp.csr_matrix((np.ones(items.size, np.float32), items, [0, items.size]), shape=(1, len(self.item_z)))
         targets = teacher_top_r(z[None], self.item_z, seen, self.top_r)
         obj = Objective.of(targets, seen, self.temperature, self.decay, positive_weight=self.positive_weight)
-        t = obj.targets[0]
         code = sign(obj.query(self.item_codes, 0, 1).float())
-        if bool((t >= 0).any()):  # a user who has every item has nothing left to rank
+        if bool((targets[0] >= 0).any()):  # a user who has every item has nothing left to rank
             refine_users(code, self.item_codes, obj)
         return pack_codes(code)[0], z
 
