@@ -9,7 +9,8 @@ scored against the carved items, training items masked); the chosen row is then 
     python bench/spectral.py --dataset gowalla --split test --dim 512 --gamma 0.5 \\
         --bits 64 32 --codes sign pca-itq --ties id popularity continuous
 
-Each (dim, alpha, beta, gamma, power) gives one JSON row appended to
+Each (dim, alpha, beta, gamma, power) (``--filter bspm``: each (dim, sharpen, ideal-weight, ideal-dim,
+out-dim)) gives one JSON row appended to
 bench/results/spectral-<dataset>-<split>.jsonl with the continuous Recall/NDCG@20 and, per
 ``--bits`` and ``--codes``, Hamming (under each ``--ties`` rule) and hierarchical (``--candidates``
 Hamming candidates re-ranked by the continuous score). The factors are computed once per alpha at
@@ -67,6 +68,13 @@ def main() -> None:
     ap.add_argument("--beta", type=float, nargs="+", default=[0.0])
     ap.add_argument("--gamma", type=float, nargs="+", default=[0.5])
     ap.add_argument("--power", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--filter", choices=["exp", "bspm"], default="exp", help="spectral.filter (hashgnn/config.py)")
+    ap.add_argument("--sharpen", type=float, nargs="+", default=[2.5], help="bspm: sharpening time h")
+    ap.add_argument("--ideal-weight", type=float, nargs="+", default=[0.2], help="bspm: ideal low-pass weight")
+    ap.add_argument("--ideal-dim", type=int, nargs="+", default=[448], help="bspm: ideal low-pass triplets")
+    ap.add_argument(
+        "--out-dim", type=int, nargs="+", default=[0], help="bspm: balanced served width (0: dim + ideal-dim)"
+    )
     ap.add_argument("--power-iters", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bits", type=int, nargs="*", default=[])
@@ -106,7 +114,13 @@ def main() -> None:
     from hashgnn.errors import DataWarning
     from hashgnn.eval import HammingScorer, HierarchicalScorer, InnerProductScorer, evaluate
     from hashgnn.eval.ties import TieBreakScorer, popularity_ranks
-    from hashgnn.model.spectral import SpectralFactors, embed_factors, spectral_factors
+    from hashgnn.model.spectral import (
+        SpectralFactors,
+        balance_embeddings,
+        bspm_embeddings,
+        embed_factors,
+        spectral_factors,
+    )
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -136,14 +150,15 @@ def main() -> None:
     pop = popularity_ranks(train) if "popularity" in args.ties else None
     for alpha in args.alpha:
         t = time.perf_counter()
-        key = f"{args.dataset}-{args.split}-a{alpha}-k{max(args.dim)}-it{args.power_iters}-s{args.seed}.npz"
+        width = max(args.dim + (args.ideal_dim if args.filter == "bspm" else []))
+        key = f"{args.dataset}-{args.split}-a{alpha}-k{width}-it{args.power_iters}-s{args.seed}.npz"
         cached = args.cache / key if args.cache else None
         if cached is not None and cached.exists():
             z = np.load(cached)
             factors = SpectralFactors(z["u"], z["s"], z["v"], z["du"], z["di"], float(z["alpha"]))
             svd_s = float(z["svd_s"])  # the time the factors took when computed, not the load
         else:
-            factors = spectral_factors(train, max(args.dim), alpha=alpha, power_iters=args.power_iters, seed=args.seed)
+            factors = spectral_factors(train, width, alpha=alpha, power_iters=args.power_iters, seed=args.seed)
             svd_s = time.perf_counter() - t
             if cached is not None:
                 args.cache.mkdir(parents=True, exist_ok=True)
@@ -157,26 +172,39 @@ def main() -> None:
                     alpha=alpha,
                     svd_s=svd_s,
                 )
-        log(f"svd alpha={alpha} k={max(args.dim)} power_iters={args.power_iters}: {svd_s:.1f}s")
-        for dim, beta, gamma, power in itertools.product(args.dim, args.beta, args.gamma, args.power):
+        log(f"svd alpha={alpha} k={width} power_iters={args.power_iters}: {svd_s:.1f}s")
+        if args.filter == "bspm":
+            names = ("dim", "sharpen", "ideal_weight", "ideal_dim", "out_dim")
+            grid = itertools.product(args.dim, args.sharpen, args.ideal_weight, args.ideal_dim, args.out_dim)
+        else:
+            names = ("dim", "beta", "gamma", "power")
+            grid = itertools.product(args.dim, args.beta, args.gamma, args.power)
+        for values in grid:
+            setting = dict(zip(names, values, strict=True))
             row: dict = {
                 "dataset": args.dataset,
                 "split": args.split,
-                "dim": dim,
+                "filter": args.filter,
                 "alpha": alpha,
-                "beta": beta,
-                "gamma": gamma,
-                "power": power,
+                **setting,
                 "power_iters": args.power_iters,
                 "seed": args.seed,
                 "svd_s": round(svd_s, 1),
                 "eval_users": args.eval_users,
             }
             t = time.perf_counter()
-            user, item = embed_factors(factors, dim, beta=beta, gamma=gamma, power=power)
+            if args.filter == "bspm":
+                dim, h, w, idim, odim = values
+                user, item = bspm_embeddings(train, factors, dim, sharpen=h, ideal_weight=w, ideal_dim=idim)
+                user, item = balance_embeddings(user, item, odim or None)
+                row["filter_s"] = round(time.perf_counter() - t, 1)
+                t = time.perf_counter()
+            else:
+                dim, beta, gamma, power = values
+                user, item = embed_factors(factors, dim, beta=beta, gamma=gamma, power=power)
             row["continuous"] = score(InnerProductScorer(user, item))
             row["continuous"]["eval_s"] = round(time.perf_counter() - t, 1)
-            log(f"dim={dim} a={alpha} b={beta} g={gamma} p={power}: continuous {row['continuous']}")
+            log(f"{setting} alpha={alpha}: continuous {row['continuous']}")
             cu, ci = (user, item) if args.code_dim is None else (user[:, : args.code_dim], item[:, : args.code_dim])
             row["code_dim"] = cu.shape[1]
             for bits, kind, pb in itertools.product(args.bits, args.codes, args.pop_bits):

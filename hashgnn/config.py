@@ -90,12 +90,20 @@ class SpectralConfig:
     """The training-free spectral model (``spectral``, and the teacher of ``spectral_distill``).
 
     Vectors from a truncated SVD of the normalised interaction matrix, filtered by
-    ``f(s) = s^power exp(beta s)`` with an item-degree prior ``d_i^gamma`` (hashgnn/model/spectral.py),
-    and codes hashed from them without training: PCA + ITQ of the leading ``code_dim`` dims plus
-    ``popularity_bits`` popularity bits, ``ModelConfig.bits`` in all (hashgnn/codes/itq.py).
+    ``f(s) = s^power exp(beta s)`` with an item-degree prior ``d_i^gamma`` (``filter: exp``), or by
+    the blur-and-sharpen filter of BSPM (``filter: bspm``: ``sharpen``, ``ideal_weight``,
+    ``ideal_dim``, ``out_dim``; beta, gamma and power are then unused) in embedding form
+    (hashgnn/model/spectral.py), and codes hashed from them without training: PCA + ITQ of the
+    leading ``code_dim`` dims plus ``popularity_bits`` popularity bits, ``ModelConfig.bits`` in all
+    (hashgnn/codes/itq.py).
     """
 
-    dim: int = 256  # singular triplets kept (the width of the served vectors)
+    dim: int = 256  # singular triplets kept (exp: the width of the served vectors)
+    filter: Literal["exp", "bspm"] = "exp"  # the spectral filter (see above)
+    sharpen: float = 2.5  # bspm: sharpening time h of the one RK4 step T4(-h P)
+    ideal_weight: float = 0.2  # bspm: weight of the ideal low-pass term
+    ideal_dim: int = 448  # bspm: triplets of the ideal low-pass term (<= dim)
+    out_dim: int | None = None  # bspm: served width after balance_embeddings (None: dim + ideal_dim)
     alpha: float = 0.0  # degree renormalisation of the matrix (0: D_u^-1/2 R D_i^-1/2)
     beta: float = 0.0  # filter exp(beta s)
     gamma: float = 0.5  # item-degree exponent

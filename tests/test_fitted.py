@@ -22,7 +22,7 @@ from hashgnn.data import load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.io import ArtifactError
 from hashgnn.methods import MODES
-from hashgnn.model.spectral import embed_factors, spectral_factors
+from hashgnn.model.spectral import balance_embeddings, bspm_embeddings, embed_factors, spectral_factors
 from hashgnn.run import Run
 from hashgnn.train.run import train_run
 
@@ -156,6 +156,34 @@ def test_spectral_run_serves_the_training_free_codes_of_the_full_training_split(
     (tmp_path / "run" / Run.CODES_HEADER).write_text(json.dumps(header))
     with pytest.raises(ArtifactError, match="signs of these vectors"):
         Run.load(tmp_path / "run")
+
+
+def test_spectral_runs_with_the_bspm_filter_serve_and_fold_in_their_balanced_vectors(mirror, tmp_path: Path) -> None:
+    from hashgnn.serve.foldin import SpectralFoldIn
+
+    cfg = config("spectral")
+    bspm = {"filter": "bspm", "dim": 24, "ideal_dim": 16, "sharpen": 1.5, "ideal_weight": 0.3, "out_dim": 20}
+    cfg = RunConfig.from_dict({**cfg.to_dict(), "spectral": {**cfg.to_dict()["spectral"], **bspm}})
+    final = train_run(cfg, tmp_path / "run", progress=False)
+    run = Run.load(tmp_path / "run")
+    train = load_interactions("music_toy", progress=False).train
+    f = spectral_factors(train, 24, power_iters=2, seed=3)
+    uz, iz = balance_embeddings(*bspm_embeddings(train, f, 24, 1.5, 0.3, 16), 20)
+    assert run.codes.user_z.shape == uz.shape and uz.shape[1] == 20
+    np.testing.assert_allclose(run.codes.user_z @ run.codes.item_z.T, uz @ iz.T, rtol=1e-4, atol=1e-5)
+    assert run.config.spectral.filter == "bspm"
+    assert final["test"]["continuous"]["recall@20"] > 0
+    # a distilled run with this teacher folds in a trained user's items to that user's vector
+    cfg = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "method": "spectral_distill"}})
+    train_run(cfg, tmp_path / "distilled", progress=False)
+    distilled = Run.load(tmp_path / "distilled")
+    folder = SpectralFoldIn(distilled)
+    for u in (0, 7, 100):
+        items = train[u].indices
+        z = folder.vector(items)
+        np.testing.assert_allclose(z, distilled.codes.user_z[u], rtol=1e-4, atol=1e-4 * np.abs(z).max())
+        code, z2 = folder.fold_in(items)
+        assert code.shape == (2,) and np.array_equal(z, z2)
 
 
 def test_distilled_run_refits_with_the_validated_budget(mirror, tmp_path: Path) -> None:

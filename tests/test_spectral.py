@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hashgnn.codes.itq import itq_codes, itq_rotation, mips_augment, quantization_loss, random_rotation
 from hashgnn.codes.packing import pack_codes
@@ -17,9 +19,12 @@ from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.eval import HammingScorer, InnerProductScorer, topk_items
 from hashgnn.eval.ties import TieBreakScorer, popularity_ranks
 from hashgnn.model.spectral import (
+    balance_embeddings,
+    bspm_embeddings,
     embed_factors,
     normalized_matrix,
     randomized_svd,
+    sharpen_polynomial,
     spectral_embeddings,
     spectral_factors,
 )
@@ -117,6 +122,77 @@ def test_gfcf_ideal_low_pass_is_beta0_gamma_half() -> None:
     di = dense.sum(0)
     gfcf = dense @ np.diag(di**-0.5) @ f.v @ f.v.T @ np.diag(di**0.5)
     np.testing.assert_allclose(np.sqrt(dense.sum(1))[:, None] * (user @ item.T), gfcf, atol=1e-5)
+
+
+def dense_t4(p: np.ndarray, h: float) -> np.ndarray:
+    t = -h * p
+    return np.eye(len(p)) + t + t @ t / 2 + t @ t @ t / 6 + t @ t @ t @ t / 24
+
+
+@pytest.mark.parametrize(
+    ("dim", "h", "weight", "ideal_dim"), [(30, 2.5, 0.2, 30), (12, 1.0, 0.5, 20), (20, 0.0, 0.0, 8)]
+)
+def test_bspm_embeddings_score_is_the_dense_filter(dim: int, h: float, weight: float, ideal_dim: int) -> None:
+    dense = (random_interactions(5).toarray()).astype(np.float64)
+    dense[:, 3] = 0.0  # an item without training interactions
+    r = sp.csr_matrix(dense)
+    f = spectral_factors(r, 30, power_iters=10, seed=0)
+    user, item = bspm_embeddings(r, f, dim, sharpen=h, ideal_weight=weight, ideal_dim=ideal_dim)
+    assert user.dtype == np.float32 and user.shape[1] == item.shape[1] == dim + (ideal_dim if weight else 0)
+    norm = normalized_matrix(r).toarray()
+    t4 = dense_t4(norm.T @ norm, h)  # the sharpening, with the full P
+    di = dense.sum(0)
+    with np.errstate(divide="ignore"):
+        half, inv_half = np.diag(np.sqrt(di)), np.diag(np.where(di > 0, di**-0.5, 0.0))
+    v, vi, s = f.v[:, :dim], f.v[:, :ideal_dim], f.s[:dim]
+    # the linear filter on the dim triplets: T4(-hP) P_K = V g(s^2) V^T, g(x) = x T4(-hx)
+    linear = (v * (s**2 * sharpen_polynomial(s**2, h))) @ v.T
+    ideal = half @ vi @ vi.T @ inv_half  # Pi, applied to r as a column
+    want = (linear @ dense.T + weight * t4 @ ideal @ dense.T).T
+    np.testing.assert_allclose(user @ item.T, want, atol=2e-5 * np.abs(want).max())
+    if dim == 30:  # all triplets (the rank): exactly BSPM, T4(-hP) (P r + w Pi r) with the full P
+        exact = (t4 @ (norm.T @ norm @ dense.T + weight * ideal @ dense.T)).T
+        np.testing.assert_allclose(user @ item.T, exact, atol=2e-5 * np.abs(exact).max())
+
+
+def test_sharpen_polynomial_is_one_rk4_step() -> None:
+    # RK4 on dy/dt = -x y from y = 1 over one step h gives T4(-h x), the Taylor polynomial of exp
+    for x, h in [(0.3, 2.5), (1.0, 1.0), (0.0, 4.0)]:
+        k1 = -x
+        k2 = -x * (1 + h / 2 * k1)
+        k3 = -x * (1 + h / 2 * k2)
+        k4 = -x * (1 + h * k3)
+        assert sharpen_polynomial(np.array(x), h) == pytest.approx(1 + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_users=st.integers(3, 25),
+    n_items=st.integers(3, 25),
+    width=st.integers(1, 12),
+    keep=st.integers(1, 12),
+    seed=st.integers(0, 10**6),
+)
+def test_balance_embeddings_keeps_the_scores_and_truncates_optimally(
+    n_users: int, n_items: int, width: int, keep: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    user, item = rng.standard_normal((n_users, width)), rng.standard_normal((n_items, width))
+    scores = user @ item.T
+    full_u, full_i = balance_embeddings(user, item)
+    np.testing.assert_allclose(full_u @ full_i.T, scores, atol=1e-4 * max(1.0, np.abs(scores).max()))
+    top = min(width, n_users, n_items)
+    d = min(keep, top)
+    bu, bi = balance_embeddings(user, item, d)
+    assert bu.shape == (n_users, d) and bi.shape == (n_items, d)
+    # equal scale on both sides, dims in decreasing importance, the Eckart-Young error
+    np.testing.assert_allclose(np.linalg.norm(bu, axis=0), np.linalg.norm(bi, axis=0), rtol=1e-3, atol=1e-4)
+    assert (np.diff(np.linalg.norm(bu, axis=0)) <= 1e-4).all()
+    sv = np.linalg.svd(scores, compute_uv=False)
+    err = np.linalg.norm(scores - bu.astype(np.float64) @ bi.T.astype(np.float64))
+    assert err == pytest.approx(np.sqrt((sv[d:] ** 2).sum()), abs=1e-3 * max(1.0, sv[0]))
+    with pytest.raises(ConfigError):
+        balance_embeddings(user, item, top + 1)
 
 
 def test_spectral_errors() -> None:

@@ -19,6 +19,10 @@ so ``<p_u, q_i> = sum_k U[u,k] f(s_k) V[i,k] d_i^gamma``. This covers:
   ``r_u D_i^{-1/2} V = d_u^{1/2} U[u] diag(s)`` and the factor ``d_u^{1/2}`` does not change a ranking;
 - plain truncated SVD of R~: power = 1, beta = 0, gamma = 0; the bare projection U V^T: power = 0.
 
+:func:`bspm_embeddings` gives a second filter in the same embedding form: BSPM's blur (the linear
+filter ``R~^T R~`` plus a weighted ideal low-pass filter) and one RK4 sharpening step (Choi et al.,
+SIGIR 2023), with :func:`balance_embeddings` to order and shorten its concatenated parts.
+
 The vectors are an embedding form (the score is their inner product), so they can be hashed like any
 trained model's (hashgnn/codes/itq.py). Everything is vectorised sparse/dense linear algebra; the SVD
 is a seeded randomised range finder (Halko, Martinsson & Tropp 2011), so a seed fixes the result.
@@ -178,3 +182,139 @@ def spectral_embeddings(
     """
     factors = spectral_factors(train, dim, alpha=alpha, power_iters=power_iters, seed=seed)
     return embed_factors(factors, beta=beta, gamma=gamma, power=power)
+
+
+def sharpen_polynomial(x: np.ndarray, h: float) -> np.ndarray:
+    """``T4(-h x) = 1 - hx + (hx)^2/2 - (hx)^3/6 + (hx)^4/24``: one Runge-Kutta-4 step of ``dy/dt = -x y``."""
+    t = -h * np.asarray(x, np.float64)
+    return 1.0 + t + t**2 / 2.0 + t**3 / 6.0 + t**4 / 24.0
+
+
+def _sharpen(norm: sp.csr_matrix, y: np.ndarray, h: float) -> np.ndarray:
+    """``T4(-h P) y`` with ``P = R~^T R~`` (items x items), never formed: one RK4 step of ``dy/dt = -P y``."""
+    norm_t = norm.T.tocsr()
+
+    def minus_p(x: np.ndarray) -> np.ndarray:
+        return -np.asarray(norm_t @ (norm @ x))
+
+    k1 = minus_p(y)
+    k2 = minus_p(y + h / 2.0 * k1)
+    k3 = minus_p(y + h / 2.0 * k2)
+    k4 = minus_p(y + h * k3)
+    return y + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+def _check_bspm(factors: SpectralFactors, dim: int | None, sharpen: float, ideal_dim: int) -> int:
+    k = factors.s.shape[0] if dim is None else int(dim)
+    if not 1 <= k <= factors.s.shape[0]:
+        raise ConfigError(f"dim must be in [1, {factors.s.shape[0]}] (the factors computed), got {dim}")
+    if not 0 <= ideal_dim <= factors.s.shape[0]:
+        raise ConfigError(f"ideal_dim must be in [0, {factors.s.shape[0]}] (the factors computed), got {ideal_dim}")
+    if sharpen < 0:
+        raise ConfigError(f"the sharpening time must be >= 0, got {sharpen}")
+    return k
+
+
+def _degree_roots(factors: SpectralFactors) -> tuple[np.ndarray, np.ndarray]:
+    di = factors.item_degree + factors.alpha
+    half = np.sqrt(np.maximum(di, 0.0))
+    return half, np.where(di > 0, 1.0 / np.where(di > 0, half, 1.0), 0.0)
+
+
+def bspm_user_map(
+    factors: SpectralFactors,
+    dim: int | None = None,
+    sharpen: float = 2.5,
+    ideal_weight: float = 0.2,
+    ideal_dim: int = 448,
+) -> np.ndarray:
+    """The (n_items, width) float64 matrix ``M`` with ``p_u = r_u M`` in :func:`bspm_embeddings`.
+
+    A user's vector is linear in its 0/1 row, so a user the fit never saw is folded in as the sum of
+    ``M``'s rows of its items (hashgnn/serve/foldin.py).
+    """
+    k = _check_bspm(factors, dim, sharpen, ideal_dim)
+    x = np.maximum(factors.s[:k], 0.0) ** 2
+    parts = [factors.v[:, :k] * (x * sharpen_polynomial(x, sharpen))]
+    if ideal_dim > 0 and ideal_weight != 0:
+        parts.append(ideal_weight * factors.v[:, :ideal_dim] * _degree_roots(factors)[1][:, None])
+    return np.hstack(parts)
+
+
+def bspm_embeddings(
+    train: sp.spmatrix,
+    factors: SpectralFactors,
+    dim: int | None = None,
+    sharpen: float = 2.5,
+    ideal_weight: float = 0.2,
+    ideal_dim: int = 448,
+) -> tuple[np.ndarray, np.ndarray]:
+    """User and item vectors (float32) whose inner product is a BSPM-style score, in embedding form.
+
+    BSPM (Choi et al., SIGIR 2023) blurs a user's row ``r`` with the linear filter ``P = R~^T R~`` and
+    the ideal low-pass filter ``Pi = D_i^1/2 V V^T D_i^-1/2``, then sharpens with one RK4 step of
+    ``dy/dt = -P y`` over time ``h``; one RK4 step is exactly the polynomial ``T4(-h P)``, so
+
+        score(u) = T4(-h P) (P r + ideal_weight Pi_{ideal_dim} r).
+
+    With ``P ~= V diag(s^2) V^T`` on the ``dim`` leading triplets (``g(x) = x T4(-h x)``) this is
+    ``<p_u, q_i>`` for
+
+        p_u = [ (V^T r) g(s^2),  ideal_weight V_I^T D_i^-1/2 r ],    q_i = [ V,  T4(-h P) D_i^1/2 V_I ]
+
+    where ``V_I`` are the ``ideal_dim`` leading right singular vectors and ``T4(-h P) D_i^1/2 V_I`` is
+    computed exactly with the sparse ``P``. Only the linear filter is truncated (to ``dim``
+    triplets); BSPM's own code applies it in full, which is not an embedding. Width:
+    ``dim + ideal_dim``; :func:`balance_embeddings` orders and shortens it.
+    """
+    k = _check_bspm(factors, dim, sharpen, ideal_dim)
+    r = sp.csr_matrix(train, dtype=np.float64)
+    r.data[:] = 1.0
+    user = np.asarray(r @ bspm_user_map(factors, k, sharpen, ideal_weight, ideal_dim))
+    item_parts = [factors.v[:, :k]]
+    if ideal_dim > 0 and ideal_weight != 0:
+        half = _degree_roots(factors)[0]
+        item_parts.append(
+            _sharpen(normalized_matrix(r, factors.alpha), factors.v[:, :ideal_dim] * half[:, None], sharpen)
+        )
+    return user.astype(np.float32), np.hstack(item_parts).astype(np.float32)
+
+
+def balance_transform(user: np.ndarray, item: np.ndarray, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Matrices ``(T_u, T_i)`` (width, dim) such that ``user @ T_u`` and ``item @ T_i`` are
+    :func:`balance_embeddings` ``(user, item, dim)``.
+
+    With ``user = Q_u R_u`` and ``item = Q_i R_i`` (QR) and ``R_u R_i^T = A diag(c) B^T`` (SVD),
+    ``T_u = R_u^+ A c^1/2`` and ``T_i = R_i^+ B c^1/2`` (``+``: pseudo-inverse, exact for full column
+    rank). A new user's row maps through ``T_u`` like the trained ones (hashgnn/serve/foldin.py).
+    """
+    u = np.asarray(user, np.float64)
+    it = np.asarray(item, np.float64)
+    if u.shape[1] != it.shape[1]:
+        raise ConfigError(f"user and item vectors differ in width: {u.shape[1]} and {it.shape[1]}")
+    qu, qi = _orthonormalize(u), _orthonormalize(it)
+    top = min(qu.shape[1], qi.shape[1])
+    d = top if dim is None else int(dim)
+    if not 1 <= d <= top:
+        raise ConfigError(f"the balanced width must be in [1, {top}] (the rank bound of the vectors), got {dim}")
+    ru, ri = qu.T @ u, qi.T @ it
+    a, c, bt = np.linalg.svd(ru @ ri.T)
+    root = np.sqrt(c[:d])
+    tu = np.linalg.lstsq(ru, a[:, :d] * root, rcond=None)[0]
+    ti = np.linalg.lstsq(ri, bt[:d].T * root, rcond=None)[0]
+    flip = np.where((it @ ti).sum(axis=0) < 0, -1.0, 1.0)  # the sign convention of randomized_svd
+    return tu * flip, ti * flip
+
+
+def balance_embeddings(user: np.ndarray, item: np.ndarray, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The same scores ``user @ item.T`` from vectors whose dims are ordered by importance, first ``dim`` kept.
+
+    The vectors ``Q_u A c^1/2`` and ``Q_i B c^1/2`` of :func:`balance_transform` have the same inner
+    products as ``user`` and ``item``, equal scale on both sides and dims in decreasing order of
+    ``c``; keeping ``dim`` of them is the best rank-``dim`` approximation of the score matrix
+    (Eckart-Young). Hashing the leading dims (hashgnn/codes/itq.py) needs this order; a filter built
+    from concatenated parts does not have it.
+    """
+    tu, ti = balance_transform(user, item, dim)
+    u, it = np.asarray(user, np.float64), np.asarray(item, np.float64)
+    return (u @ tu).astype(np.float32), (it @ ti).astype(np.float32)

@@ -181,6 +181,8 @@ class SpectralFoldIn:
       ``s``; it is recovered from the trained users, ``s_k = <R~ V w, p>_k / ||p_k||^2`` (exact for an
       exact SVD; for a trained user's own items the fold-in gives back its vector to the accuracy of
       the randomised SVD, tested).
+    - With ``spectral.filter: bspm`` the vector is ``r M T_u`` instead (:meth:`_bspm_map`): the
+      filter is linear in the user's row, and the map is rebuilt by repeating the seeded fit.
     - **Code**: as in training, the teacher's ``distill.top_r`` best unseen items are the targets of
       the listwise loss against the run's (frozen) item codes. The code starts at the sign of the
       targets' rank-weighted sum of codes (plus the user's own items' with ``distill.positive_weight``:
@@ -196,6 +198,13 @@ class SpectralFoldIn:
         s, d, c = cfg.spectral, cfg.distill, run.codes
         ones = sp.csr_matrix(run.data().train, dtype=np.float32)
         ones.data[:] = 1.0
+        self.item_z = c.item_z
+        self.item_codes = torch.from_numpy(unpack_codes(c.item_codes, c.bits))
+        self.top_r, self.temperature, self.decay = int(min(d.top_r, c.n_items)), d.temperature, d.decay
+        self.positive_weight = d.positive_weight
+        if s.filter == "bspm":
+            self._bspm_map(run, ones)
+            return
         degree = np.asarray(ones.sum(axis=0)).ravel()
         vw = c.item_z / np.power(np.maximum(degree, 1.0), s.gamma)[:, None].astype(np.float32)  # V w
         a = normalized_matrix(ones, s.alpha).astype(np.float32) @ vw  # U diag(s) w
@@ -206,15 +215,32 @@ class SpectralFoldIn:
         col = np.where(di > 0, 1.0 / np.sqrt(np.where(di > 0, di, 1.0)), 0.0)
         self.map = (vw * col[:, None] * inv_s[None, :]).astype(np.float32)  # row i: item i's share of p
         self.singular_values = sing
-        self.alpha = float(s.alpha)
-        self.item_z = c.item_z
-        self.item_codes = torch.from_numpy(unpack_codes(c.item_codes, c.bits))
-        self.top_r, self.temperature, self.decay = int(min(d.top_r, c.n_items)), d.temperature, d.decay
-        self.positive_weight = d.positive_weight
+        self.alpha: float | None = float(s.alpha)
+
+    def _bspm_map(self, run: Any, ones: sp.csr_matrix) -> None:
+        """The ``bspm`` filter's map: its vectors are linear in the user's row, ``p = r M T_u``.
+
+        ``M`` (:func:`hashgnn.model.spectral.bspm_user_map`) and the balancing ``T_u`` cannot be read
+        back from the saved vectors, so the seeded fit is repeated on the run's training split (the
+        same SVD: seconds on Last.fm and ml-1m, minutes on gowalla, once at start-up).
+        """
+        from hashgnn.model.spectral import balance_transform, bspm_embeddings, bspm_user_map, spectral_factors
+
+        cfg = run.config
+        s = cfg.spectral
+        f = spectral_factors(
+            ones, max(s.dim, s.ideal_dim), alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed
+        )
+        user, item = bspm_embeddings(ones, f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim)
+        tu, _ = balance_transform(user, item, s.out_dim)
+        self.map = (bspm_user_map(f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim) @ tu).astype(np.float32)
+        self.singular_values = f.s
+        self.alpha = None  # no per-user normalisation
 
     def vector(self, items: np.ndarray) -> np.ndarray:
         """The teacher's vector (float32 (D,)) of a user with item indices ``items`` (unique)."""
-        return (self.map[items].sum(axis=0, dtype=np.float64) / np.sqrt(len(items) + self.alpha)).astype(np.float32)
+        total = self.map[items].sum(axis=0, dtype=np.float64)
+        return (total if self.alpha is None else total / np.sqrt(len(items) + self.alpha)).astype(np.float32)
 
     def fold_in(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(code, z)`` of a new user from its item indices: packed uint8 (ceil(K/8),) and float32 (D,)."""

@@ -68,12 +68,17 @@ def fit_spectral(
 ) -> Fitted:
     """The ``spectral`` method: SVD-filter vectors and the PCA + ITQ + popularity codes hashed from them."""
     from hashgnn.codes.itq import hash_vectors
-    from hashgnn.model.spectral import embed_factors, spectral_factors
+    from hashgnn.model.spectral import balance_embeddings, bspm_embeddings, embed_factors, spectral_factors
 
     s = cfg.spectral
     t0 = time.perf_counter()
-    factors = spectral_factors(train, s.dim, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
-    uz, iz = embed_factors(factors, s.dim, beta=s.beta, gamma=s.gamma, power=s.power)
+    triplets = max(s.dim, s.ideal_dim) if s.filter == "bspm" else s.dim
+    factors = spectral_factors(train, triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
+    if s.filter == "bspm":
+        uz, iz = bspm_embeddings(train, factors, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim)
+        uz, iz = balance_embeddings(uz, iz, s.out_dim)
+    else:
+        uz, iz = embed_factors(factors, s.dim, beta=s.beta, gamma=s.gamma, power=s.power)
     t1 = time.perf_counter()
     ux, ix = hash_vectors(
         uz, iz, factors.item_degree, cfg.model.bits, s.code_dim, s.popularity_bits, s.itq_iters, cfg.train.seed
