@@ -116,8 +116,7 @@ def main() -> None:
     from hashgnn.eval.ties import TieBreakScorer, popularity_ranks
     from hashgnn.model.spectral import (
         SpectralFactors,
-        balance_embeddings,
-        bspm_embeddings,
+        bspm_vectors,
         embed_factors,
         spectral_factors,
     )
@@ -195,8 +194,7 @@ def main() -> None:
             t = time.perf_counter()
             if args.filter == "bspm":
                 dim, h, w, idim, odim = values
-                user, item = bspm_embeddings(train, factors, dim, sharpen=h, ideal_weight=w, ideal_dim=idim)
-                user, item = balance_embeddings(user, item, odim or None)
+                user, item, _ = bspm_vectors(train, factors, dim, h, w, idim, odim or None)
                 row["filter_s"] = round(time.perf_counter() - t, 1)
                 t = time.perf_counter()
             else:

@@ -113,6 +113,11 @@ class SpectralConfig:
     itq_iters: int = 50  # ITQ iterations (0: a random rotation)
     popularity_bits: int = 16  # of ModelConfig.bits, this many encode item popularity
 
+    @property
+    def triplets(self) -> int:
+        """Singular triplets the filter needs computed."""
+        return max(self.dim, self.ideal_dim) if self.filter == "bspm" else self.dim
+
 
 @dataclass
 class DistillConfig:

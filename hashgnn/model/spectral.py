@@ -318,3 +318,25 @@ def balance_embeddings(user: np.ndarray, item: np.ndarray, dim: int | None = Non
     tu, ti = balance_transform(user, item, dim)
     u, it = np.asarray(user, np.float64), np.asarray(item, np.float64)
     return (u @ tu).astype(np.float32), (it @ ti).astype(np.float32)
+
+
+def bspm_vectors(
+    train: sp.spmatrix,
+    factors: SpectralFactors,
+    dim: int | None = None,
+    sharpen: float = 2.5,
+    ideal_weight: float = 0.2,
+    ideal_dim: int = 448,
+    out_dim: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The served ``bspm`` model: balanced user and item vectors (float32, width ``out_dim``) and the
+    user map (n_items, out_dim) with ``user = r @ map`` for any 0/1 row ``r``, a new user's too.
+
+    :func:`bspm_embeddings` balanced by :func:`balance_transform`; the fit
+    (hashgnn/train/fitted.py) serves the vectors, the fold-in (hashgnn/serve/foldin.py) the map.
+    """
+    user, item = bspm_embeddings(train, factors, dim, sharpen, ideal_weight, ideal_dim)
+    tu, ti = balance_transform(user, item, out_dim)
+    u, it = np.asarray(user, np.float64), np.asarray(item, np.float64)
+    user_map = bspm_user_map(factors, dim, sharpen, ideal_weight, ideal_dim) @ tu
+    return (u @ tu).astype(np.float32), (it @ ti).astype(np.float32), user_map.astype(np.float32)

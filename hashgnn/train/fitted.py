@@ -68,15 +68,13 @@ def fit_spectral(
 ) -> Fitted:
     """The ``spectral`` method: SVD-filter vectors and the PCA + ITQ + popularity codes hashed from them."""
     from hashgnn.codes.itq import hash_vectors
-    from hashgnn.model.spectral import balance_embeddings, bspm_embeddings, embed_factors, spectral_factors
+    from hashgnn.model.spectral import bspm_vectors, embed_factors, spectral_factors
 
     s = cfg.spectral
     t0 = time.perf_counter()
-    triplets = max(s.dim, s.ideal_dim) if s.filter == "bspm" else s.dim
-    factors = spectral_factors(train, triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
+    factors = spectral_factors(train, s.triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
     if s.filter == "bspm":
-        uz, iz = bspm_embeddings(train, factors, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim)
-        uz, iz = balance_embeddings(uz, iz, s.out_dim)
+        uz, iz, _ = bspm_vectors(train, factors, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim, s.out_dim)
     else:
         uz, iz = embed_factors(factors, s.dim, beta=s.beta, gamma=s.gamma, power=s.power)
     t1 = time.perf_counter()
