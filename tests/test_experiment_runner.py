@@ -211,3 +211,45 @@ def test_selection_leaves_points_out_and_the_report_says_why(tmp_path: Path) -> 
     assert "![Validation Recall@20 against epoch (beta below)](figures/s-curves.png)" in text
     # One bits value finished: no line to draw against code length.
     assert not (tmp_path / "docs" / "figures" / "s-bits.png").exists()
+
+
+@pytest.fixture
+def stop_request():
+    """Request a stop as the command's SIGTERM handler does; cleared afterwards for the next tests."""
+    from hashgnn import interrupt
+
+    yield interrupt.request
+    interrupt._requested.clear()
+
+
+def test_an_error_after_a_stop_request_is_an_interruption(tmp_path: Path, stop_request: Any) -> None:
+    # A signal's KeyboardInterrupt can be lost (a destructor swallows it, or a half-imported module
+    # fails later with an AttributeError): the run is still recorded as interrupted, not as failed,
+    # and the suite stops instead of going on to the next point.
+    class LostInterrupt(FakeTrainer):
+        def _finish(self, cfg: RunConfig, out: Path) -> dict[str, Any]:
+            stop_request()
+            raise AttributeError("module 'matplotlib' has no attribute 'get_data_path'")
+
+    fake = LostInterrupt()
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run(suite_file(tmp_path), out, fake)
+    assert len(fake.trained) == 1
+    info = json.loads((Path(fake.trained[0]) / runner.RUN_INFO).read_text())
+    assert info["status"] == "interrupted"
+
+
+def test_a_stop_request_between_runs_stops_the_suite(tmp_path: Path, stop_request: Any) -> None:
+    class StopAfterFirst(FakeTrainer):
+        def _finish(self, cfg: RunConfig, out: Path) -> dict[str, Any]:
+            final = super()._finish(cfg, out)
+            stop_request()  # its KeyboardInterrupt was lost after the run had finished
+            return final
+
+    fake = StopAfterFirst()
+    with pytest.raises(KeyboardInterrupt):
+        run(suite_file(tmp_path), tmp_path / "out", fake)
+    assert len(fake.trained) == 1
+    info = json.loads((Path(fake.trained[0]) / runner.RUN_INFO).read_text())
+    assert info["status"] == "ok"

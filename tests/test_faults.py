@@ -12,6 +12,7 @@ let root override them (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``, ``CAP_FOW
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -319,6 +320,34 @@ def test_sigterm_during_experiment_leaves_whole_files_and_a_rerun_continues(tmp_
     rows = [json.loads(x) for x in (out / "smoke" / "results.jsonl").read_text().splitlines()]
     assert len({r["run"] for r in rows}) == 2 and all(r["status"] == "ok" for r in rows)
     _assert_files_whole(out)
+
+
+def test_an_error_after_a_stop_request_exits_as_interrupted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What CI once saw: SIGTERM landed inside `import matplotlib`, the interrupt was lost, and a later
+    # import of the half-initialised package failed with an AttributeError (exit 1, a traceback).
+    import hashgnn.cli as cli
+    from hashgnn import interrupt
+
+    def app(**_: object) -> None:
+        with contextlib.suppress(KeyboardInterrupt):  # the interrupt is lost on the way
+            cli._terminate(signal.SIGTERM, None)  # the command's SIGTERM handler
+        raise AttributeError("module 'matplotlib' has no attribute 'get_data_path'")
+
+    cli._register()  # the commands attach themselves to the real app first
+    monkeypatch.setattr(cli, "app", app)
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main(["experiment"])
+    finally:
+        interrupt._requested.clear()
+    assert e.value.code == 130
+    assert "interrupted" in capsys.readouterr().err
+    # Without a stop request the same error is a bug, and stays visible as one.
+    monkeypatch.setattr(cli, "app", lambda **_: (_ for _ in ()).throw(AttributeError("a bug")))
+    with pytest.raises(AttributeError, match="a bug"):
+        cli.main(["experiment"])
 
 
 def test_sigterm_during_recommend_all_keeps_the_previous_file(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from hashgnn import interrupt
 from hashgnn.errors import DataWarning, HashgnnError
 from hashgnn.memory import keep_freed_memory
 
@@ -70,6 +71,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
 
 
 def _terminate(signum: int, frame: object) -> None:
+    interrupt.request()
     raise KeyboardInterrupt
 
 
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     # records its invocation as interrupted (training keeps its last epoch checkpoint either way).
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    # Ctrl-C too, so that both record the request (hashgnn/interrupt.py) besides raising.
+    previous_int = signal.signal(signal.SIGINT, _terminate) if in_main else None
     try:
         app(args=argv, standalone_mode=True)
     except HashgnnError as e:
@@ -105,6 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception:
+        # A stop request whose KeyboardInterrupt was swallowed on the way (by a destructor, or in
+        # the middle of a third-party import that then fails when retried) is still an interruption.
+        if interrupt.requested():
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        raise
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.default_int_handler)

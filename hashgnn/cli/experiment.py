@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hashgnn import interrupt
 from hashgnn.cli import app
 from hashgnn.cli.common import console, print_json
 from hashgnn.errors import ConfigError
@@ -140,6 +141,7 @@ def experiment(
                 )
         else:
             counts = {}
+        interrupt.check()  # a stop request that reached no loop still ends the command here
         if qps and "qps" in s.report.plots:
             measure_suite_qps(s, out, progress=not quiet)  # cached; the reports read it
         suite_report = write_report(

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hashgnn import interrupt
 from hashgnn.config import RunConfig, override
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.experiment.results import (
@@ -297,6 +298,9 @@ def run_point(
         torch.set_num_threads(torch_threads)
         wall = time.perf_counter() - t0
         folder.mkdir(parents=True, exist_ok=True)
+        if interrupt.requested():  # the error followed a stop request whose interrupt was lost
+            _record(folder, "interrupted", "interrupted by the user", wall)
+            raise KeyboardInterrupt from e
         if isinstance(e, HashgnnError):
             msg = str(e)
         else:
@@ -358,6 +362,7 @@ def run_suite(
                 resume=resume,
             )
             result.outcomes.append(o)
+            interrupt.check()
             if o.status == "error":
                 _say(progress, f"[{suite.name} {i}/{len(chosen)}] {p.run_id}: ERROR {o.error}")
             elif o.status != "skipped":

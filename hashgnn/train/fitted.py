@@ -331,6 +331,7 @@ class FitTrainer:
             **({"validation_refine": self.state["validation_refine"]} if self.state.get("validation_refine") else {}),
             **report,
         }
-        self.run.save_metrics(final)
+        # final_metrics.json is written last: its presence means the whole run folder is there.
         plot_training(self.run_dir)
+        self.run.save_metrics(final)
         return final

@@ -332,8 +332,9 @@ class _Trainer:
             "seconds_per_epoch": round(self.state["train_seconds"] / max(epochs_run, 1), 3),
             **report,
         }
-        self.run.save_metrics(final)
+        # final_metrics.json is written last: its presence means the whole run folder is there.
         plot_training(self.run_dir)
+        self.run.save_metrics(final)
         return final
 
 
