@@ -316,8 +316,11 @@ def balance_embeddings(user: np.ndarray, item: np.ndarray, dim: int | None = Non
     from concatenated parts does not have it.
     """
     tu, ti = balance_transform(user, item, dim)
-    u, it = np.asarray(user, np.float64), np.asarray(item, np.float64)
-    return (u @ tu).astype(np.float32), (it @ ti).astype(np.float32)
+    return _transformed(user, tu), _transformed(item, ti)
+
+
+def _transformed(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return (np.asarray(x, np.float64) @ t).astype(np.float32)
 
 
 def bspm_vectors(
@@ -330,13 +333,12 @@ def bspm_vectors(
     out_dim: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The served ``bspm`` model: balanced user and item vectors (float32, width ``out_dim``) and the
-    user map (n_items, out_dim) with ``user = r @ map`` for any 0/1 row ``r``, a new user's too.
+    user side's balancing ``T_u`` (float64), with which a new user's vector is
+    ``r @ bspm_user_map(...) @ T_u`` (hashgnn/serve/foldin.py).
 
-    :func:`bspm_embeddings` balanced by :func:`balance_transform`; the fit
-    (hashgnn/train/fitted.py) serves the vectors, the fold-in (hashgnn/serve/foldin.py) the map.
+    :func:`bspm_embeddings` balanced by :func:`balance_transform`. The map itself (n_items rows) is
+    left to the fold-in, the one caller that needs it.
     """
     user, item = bspm_embeddings(train, factors, dim, sharpen, ideal_weight, ideal_dim)
     tu, ti = balance_transform(user, item, out_dim)
-    u, it = np.asarray(user, np.float64), np.asarray(item, np.float64)
-    user_map = bspm_user_map(factors, dim, sharpen, ideal_weight, ideal_dim) @ tu
-    return (u @ tu).astype(np.float32), (it @ ti).astype(np.float32), user_map.astype(np.float32)
+    return _transformed(user, tu), _transformed(item, ti), tu

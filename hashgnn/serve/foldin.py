@@ -220,16 +220,18 @@ class SpectralFoldIn:
     def _bspm_map(self, run: Any, ones: sp.csr_matrix) -> None:
         """The ``bspm`` filter's map: its vectors are linear in the user's row, ``p = r M T_u``.
 
-        ``M T_u`` (:func:`hashgnn.model.spectral.bspm_vectors`) cannot be read back from the saved
-        vectors, so the seeded fit is repeated on the run's training split (the same SVD: seconds on
-        Last.fm and ml-1m, minutes on gowalla, once at start-up).
+        ``M`` (:func:`hashgnn.model.spectral.bspm_user_map`) and the balancing ``T_u``
+        (:func:`hashgnn.model.spectral.bspm_vectors`) cannot be read back from the saved vectors, so
+        the seeded fit is repeated on the run's training split (the same SVD: seconds on Last.fm and
+        ml-1m, minutes on gowalla, once at start-up).
         """
-        from hashgnn.model.spectral import bspm_vectors, spectral_factors
+        from hashgnn.model.spectral import bspm_user_map, bspm_vectors, spectral_factors
 
         cfg = run.config
         s = cfg.spectral
         f = spectral_factors(ones, s.triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
-        _, _, self.map = bspm_vectors(ones, f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim, s.out_dim)
+        _, _, tu = bspm_vectors(ones, f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim, s.out_dim)
+        self.map = (bspm_user_map(f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim) @ tu).astype(np.float32)
         self.singular_values = f.s
         self.alpha = None  # no per-user normalisation
 
