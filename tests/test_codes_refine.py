@@ -125,6 +125,29 @@ def test_refinement_lowers_the_loss_and_ends_where_no_user_flip_helps(seed: int,
             assert np.all(total(flipped, i, targets, train, 2.0, 3.0, pw).numpy() >= after.numpy() - 1e-6)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(0, 9), density=st.sampled_from([0.0, 0.1, 0.5]))
+def test_the_gpu_sparse_product_is_scipys(seed: int, rows: int, density: float) -> None:
+    # the refinement's query on a GPU: the torch CSR product, run here on the CPU against scipy
+    rng = np.random.default_rng(seed)
+    w = sp.random(rows, 13, density=density, format="csr", random_state=seed)
+    dense = torch.from_numpy(rng.standard_normal((13, 5)).astype(np.float32))
+    np.testing.assert_allclose(R._torch_sparse_times(w, dense).numpy(), w @ dense.double().numpy(), atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu_pair_check.sh runs it)")
+@pytest.mark.parametrize("pw", [0.0, 0.7])
+def test_refinement_on_cuda_is_the_cpu_refinement(pw: float) -> None:
+    user, item, targets, train = problem(11, n_users=300, n_items=120, bits=16, r=10)
+    kw = {"temperature": 2.0, "decay": 3.0, "rounds": 4, "batch_users": 64, "positive_weight": pw}
+    cu, ci, cs = R.refine_codes(user, item, targets, train, **kw)
+    gu, gi, gs = R.refine_codes(user, item, targets, train, device="cuda", **kw)
+    assert gs.loss_before == pytest.approx(cs.loss_before, rel=1e-9)
+    assert gs.loss_after == pytest.approx(cs.loss_after, rel=1e-6)
+    # float64 gains: only a near-tie between two flips could go the other way on another device
+    assert np.mean(gu == cu) > 0.99 and np.mean(gi == ci) > 0.99
+
+
 def test_refinement_with_zero_rounds_is_the_identity_and_bad_settings_are_refused() -> None:
     user, item, targets, train = problem(0)
     u, i, stats = R.refine_codes(user, item, targets, train, temperature=2.0, decay=3.0, rounds=0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from hashgnn.codes.distill import distill_codes, teacher_top_r
 from hashgnn.codes.itq import hash_vectors, itq_codes, popularity_bits
@@ -109,6 +110,24 @@ def test_distillation_lowers_its_loss_and_moves_the_codes_towards_the_teacher() 
     # zero epochs serve the initial codes exactly
     same = distill_codes(init_u, init_i, targets, train, epochs=0)
     assert np.array_equal(same.user_codes, np.where(init_u >= 0, 1.0, -1.0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu_pair_check.sh runs it)")
+def test_distillation_on_cuda_follows_the_cpu_run() -> None:
+    train = random_interactions(7, n_users=200, n_items=90)
+    rng = np.random.default_rng(8)
+    tu, ti = rng.integers(-2, 3, (200, 5)).astype(np.float32), rng.integers(-2, 3, (90, 5)).astype(np.float32)
+    targets = teacher_top_r(tu, ti, train, 10)
+    # integer scores are exact in float32 on both devices, ties to the lower id on both
+    assert np.array_equal(teacher_top_r(tu, ti, train, 10, batch_users=64, device="cuda"), targets)
+    init_u, init_i = rng.standard_normal((200, 16)), rng.standard_normal((90, 16))
+    kw = {"epochs": 8, "temperature": 2.0, "lr": 0.02, "batch_users": 64, "seed": 1, "positive_weight": 1.0}
+    cpu = distill_codes(init_u, init_i, targets, train, **kw)
+    gpu = distill_codes(init_u, init_i, targets, train, device="cuda", **kw)
+    # the same user order and steps: only float rounding differs, which can flip a bit near zero
+    np.testing.assert_allclose([r["loss"] for r in gpu.history], [r["loss"] for r in cpu.history], rtol=1e-3)
+    assert np.mean(gpu.user_codes == cpu.user_codes) > 0.98
+    assert np.mean(gpu.item_codes == cpu.item_codes) > 0.98
 
 
 def test_distillation_keeps_the_best_validated_epoch_and_stops_on_patience() -> None:

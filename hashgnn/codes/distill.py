@@ -38,27 +38,33 @@ from hashgnn.errors import ConfigError
 
 
 def teacher_top_r(
-    user: np.ndarray, item: np.ndarray, train: sp.csr_matrix, r: int, batch_users: int = 2048
+    user: np.ndarray,
+    item: np.ndarray,
+    train: sp.csr_matrix,
+    r: int,
+    batch_users: int = 2048,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """The ``r`` best items of every user by ``<user, item>``, seen items excluded: (U, r) int64, best first.
 
     Ties go to the lower item id (:mod:`hashgnn.index.topk`); a user with fewer than ``r`` unseen
-    items gets ``-1`` in the tail.
+    items gets ``-1`` in the tail. ``device`` is where the scores are computed (e.g. ``"cuda"``).
     """
     from hashgnn.index.topk import mask_, topk_desc
 
     n_users, n_items = train.shape
     if not 1 <= r <= n_items:
         raise ConfigError(f"distill.top_r must be in [1, {n_items}] (the item count), got {r}")
+    dev = torch.device(device)
     ut, it = (
-        torch.from_numpy(np.ascontiguousarray(user, np.float32)),
-        torch.from_numpy(np.ascontiguousarray(item, np.float32)),
+        torch.from_numpy(np.ascontiguousarray(user, np.float32)).to(dev),
+        torch.from_numpy(np.ascontiguousarray(item, np.float32)).to(dev),
     )
     out = np.empty((n_users, r), np.int64)
     for s in range(0, n_users, batch_users):
         e = min(n_users, s + batch_users)
         scores = mask_(ut[s:e] @ it.T, train[s:e])
-        out[s:e] = topk_desc(scores, r).numpy()
+        out[s:e] = topk_desc(scores, r).cpu().numpy()
     return out
 
 
@@ -75,12 +81,13 @@ def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
 def _own_items_loss(logits: torch.Tensor, rows: sp.csr_matrix) -> torch.Tensor:
     """Mean over the batch's users of -mean log softmax(logits)[own training items], no mask (a user
     without training items adds 0): the ``own`` term of :class:`hashgnn.codes.refine.Objective`."""
+    dev = logits.device
     counts = np.diff(rows.indptr)
-    user = torch.from_numpy(np.repeat(np.arange(rows.shape[0]), counts))
-    item = torch.from_numpy(rows.indices.astype(np.int64))
-    share = torch.from_numpy(np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32))
+    user = torch.from_numpy(np.repeat(np.arange(rows.shape[0]), counts)).to(dev)
+    item = torch.from_numpy(rows.indices.astype(np.int64)).to(dev)
+    share = torch.from_numpy(np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)).to(dev)
     logp = torch.log_softmax(logits, dim=1)[user, item]
-    return -torch.zeros(rows.shape[0]).index_add_(0, user, logp * share).mean()
+    return -torch.zeros(rows.shape[0], device=dev).index_add_(0, user, logp * share).mean()
 
 
 @dataclass
@@ -117,6 +124,7 @@ def distill_codes(
     patience: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> DistillResult:
     """Train codes from ``user_init`` / ``item_init`` (real, (U, bits) / (I, bits)) to rank ``targets``.
 
@@ -130,7 +138,9 @@ def distill_codes(
     parameters themselves (0: off). ``positive_weight`` > 0 adds that weight times a second listwise
     term whose targets are the user's own training items, uniformly weighted, against a softmax over
     all items (seen ones included: Mult-VAE's likelihood on the served score). ``on_epoch``
-    receives each epoch's row (loss, seconds, lr, score).
+    receives each epoch's row (loss, seconds, lr, score). ``device`` holds the parameters and the
+    (B, I) score blocks (e.g. ``"cuda"``); the user order of each epoch is drawn on the CPU from
+    ``seed`` either way, so a device changes only the floating-point arithmetic.
     """
     import math
     import time
@@ -153,13 +163,14 @@ def distill_codes(
         raise ConfigError(
             f"initial codes {user_init.shape} / {item_init.shape} do not fit the {n_users} x {n_items} matrix"
         )
+    dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
-    xu = torch.nn.Parameter(torch.tensor(user_init, dtype=torch.float32))
-    xi = torch.nn.Parameter(torch.tensor(item_init, dtype=torch.float32))
+    xu = torch.nn.Parameter(torch.tensor(user_init, dtype=torch.float32, device=dev))
+    xi = torch.nn.Parameter(torch.tensor(item_init, dtype=torch.float32, device=dev))
     opt = torch.optim.Adam([xu, xi], lr=lr)
-    t = torch.from_numpy(np.asarray(targets, np.int64))
+    t = torch.from_numpy(np.asarray(targets, np.int64)).to(dev)
     valid_t = t >= 0
-    w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32) / decay)
+    w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32, device=dev) / decay)
     train = sp.csr_matrix(train)
 
     # The served codes are the signs of an exponential moving average of the parameters (ema > 0):
@@ -168,7 +179,7 @@ def distill_codes(
 
     def signs() -> tuple[np.ndarray, np.ndarray]:
         u, i = (avg_u, avg_i) if ema > 0 else (xu.detach(), xi.detach())
-        return (torch.where(u >= 0, 1.0, -1.0).numpy(), torch.where(i >= 0, 1.0, -1.0).numpy())
+        return (torch.where(u >= 0, 1.0, -1.0).cpu().numpy(), torch.where(i >= 0, 1.0, -1.0).cpu().numpy())
 
     best_u, best_i = signs()
     best_score: float | None = None
@@ -190,9 +201,10 @@ def distill_codes(
 
         bar = progress_bar(-(-n_users // batch_users), f"distill epoch {epoch}", "batch", progress)
         for s in range(0, n_users, batch_users):
-            b = perm[s : s + batch_users]
+            b_cpu = perm[s : s + batch_users]
+            b = b_cpu.to(dev)
             raw = (_ste(xu[b], ste) @ _ste(xi, ste).T) / temperature
-            rows = train[b.numpy()]
+            rows = train[b_cpu.numpy()]
             logp = torch.log_softmax(mask_(raw.clone(), rows), dim=1)
             tb, vb = t[b], valid_t[b]
             wb = torch.where(vb, w, 0.0)
@@ -208,7 +220,7 @@ def distill_codes(
                 with torch.no_grad():
                     avg_u.mul_(ema).add_(xu, alpha=1.0 - ema)
                     avg_i.mul_(ema).add_(xi, alpha=1.0 - ema)
-            total += float(loss.detach()) * len(b)
+            total += float(loss.detach()) * len(b_cpu)
             bar.update(1)
         bar.close()
         row: dict[str, float] = {

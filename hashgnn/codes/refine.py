@@ -60,11 +60,32 @@ def _weights(targets: torch.Tensor, decay: float) -> torch.Tensor:
 
 
 def _rows_dot(w: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
-    """``sum_i w[u, i] dense[u, i]`` for every row u of the sparse ``w`` ((b,), float64)."""
+    """``sum_i w[u, i] dense[u, i]`` for every row u of the sparse ``w`` ((b,), float64, on ``dense``'s device)."""
+    dev = dense.device
     counts = np.diff(w.indptr)
-    row = torch.from_numpy(np.repeat(np.arange(w.shape[0]), counts))
-    val = dense[row, torch.from_numpy(w.indices.astype(np.int64))].double() * torch.from_numpy(w.data)
-    return torch.zeros(w.shape[0], dtype=torch.float64).index_add_(0, row, val)
+    row = torch.from_numpy(np.repeat(np.arange(w.shape[0]), counts)).to(dev)
+    col = torch.from_numpy(w.indices.astype(np.int64)).to(dev)
+    val = dense[row, col].double() * torch.from_numpy(w.data).to(dev)
+    return torch.zeros(w.shape[0], dtype=torch.float64, device=dev).index_add_(0, row, val)
+
+
+def _sparse_times(w: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
+    """``w @ dense`` (float64) on ``dense``'s device: scipy on the CPU (the order of sums the CPU
+    results were made with), :func:`_torch_sparse_times` elsewhere."""
+    if dense.device.type == "cpu":
+        return torch.from_numpy(np.asarray(w @ dense.double().numpy()))
+    return _torch_sparse_times(w, dense)
+
+
+def _torch_sparse_times(w: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
+    """``w @ dense`` (float64) as a torch sparse CSR product on ``dense``'s device (no copy to the CPU)."""
+    csr = torch.sparse_csr_tensor(
+        torch.from_numpy(w.indptr.astype(np.int64)),
+        torch.from_numpy(w.indices.astype(np.int64)),
+        torch.from_numpy(np.asarray(w.data, np.float64)),
+        size=w.shape,
+    ).to(dense.device)
+    return csr @ dense.double()
 
 
 @dataclass(frozen=True)
@@ -75,10 +96,11 @@ class Term:
     weights: sp.csr_matrix
     masked: bool
 
-    def rows(self, s: int, e: int) -> tuple[sp.csr_matrix, torch.Tensor]:
-        """Users ``s:e``'s weights and their sums ((e - s, 1), float64: each row's share of the loss)."""
+    def rows(self, s: int, e: int, device: torch.device | None = None) -> tuple[sp.csr_matrix, torch.Tensor]:
+        """Users ``s:e``'s weights and their sums ((e - s, 1), float64 on ``device``: each row's share
+        of the loss)."""
         w = self.weights[s:e]
-        return w, torch.from_numpy(np.asarray(w.sum(axis=1), np.float64))
+        return w, torch.from_numpy(np.asarray(w.sum(axis=1), np.float64)).to(device or "cpu")
 
 
 @dataclass(frozen=True)
@@ -129,8 +151,10 @@ class Objective:
 
     def query(self, item: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """``sum_terms W[s:e] @ item``: the weighted target codes of users ``s:e`` ((e - s, bits))."""
-        q = sum((t.weights[s:e] @ item.double().numpy() for t in self.terms), np.zeros((e - s, item.shape[1])))
-        return torch.from_numpy(np.asarray(q))
+        q = torch.zeros(e - s, item.shape[1], dtype=torch.float64, device=item.device)
+        for t in self.terms:
+            q = q + _sparse_times(t.weights[s:e], item)
+        return q
 
     def scores(self, user: torch.Tensor, item: torch.Tensor, s: int, e: int) -> dict[bool, torch.Tensor]:
         """Users ``s:e``'s scores ``<b_u, b_i>``: masked (seen items -inf) and, if a term needs it, all."""
@@ -146,7 +170,7 @@ class Objective:
 
     def rows_loss(self, scores: dict[bool, torch.Tensor], s: int, e: int) -> torch.Tensor:
         """Per-user loss of users ``s:e`` from :meth:`scores` ((e - s,), float64)."""
-        out = torch.zeros(e - s, dtype=torch.float64)
+        out = torch.zeros(e - s, dtype=torch.float64, device=scores[True].device)
         for t in self.terms:
             w, _ = t.rows(s, e)
             out -= _rows_dot(w, torch.log_softmax(scores[t.masked].double() / self.temperature, dim=1))
@@ -154,7 +178,7 @@ class Objective:
 
     def loss(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """Per-user loss of ±1 codes ((U,), float64)."""
-        out = torch.empty(user.shape[0], dtype=torch.float64)
+        out = torch.empty(user.shape[0], dtype=torch.float64, device=user.device)
         for s in self.batches(user.shape[0]):
             e = min(user.shape[0], s + self.batch_users)
             out[s:e] = self.rows_loss(self.scores(user, item, s, e), s, e)
@@ -209,9 +233,9 @@ def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
         e = min(user.shape[0], s + obj.batch_users)
         u = user[s:e].clone()
         q = obj.query(item, s, e)
-        c = [t.rows(s, e)[1] for t in obj.terms]
+        c = [t.rows(s, e, user.device)[1] for t in obj.terms]
         scores = obj.scores(user, item, s, e)
-        active = torch.arange(e - s)
+        active = torch.arange(e - s, device=user.device)
         for _ in range(bits):  # each round flips at most one bit per user
             view = {m: sc[active] for m, sc in scores.items()}
             gain = _user_flip_gains(u[active], item, view, q[active], [x[active] for x in c], obj)
@@ -233,23 +257,24 @@ def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> 
     """Exact loss change (summed over users) of flipping each bit of each item alone ((I, bits),
     float64), and the total loss now (from the same pass over the users)."""
     n_items, bits = item.shape
-    g_plus = torch.zeros(n_items, dtype=torch.float64)
-    d_sum = torch.zeros(n_items, dtype=torch.float64)
-    d_u = torch.zeros(n_items, bits, dtype=torch.float64)
+    dev = item.device
+    g_plus = torch.zeros(n_items, dtype=torch.float64, device=dev)
+    d_sum = torch.zeros(n_items, dtype=torch.float64, device=dev)
+    d_u = torch.zeros(n_items, bits, dtype=torch.float64, device=dev)
     temperature = obj.temperature
     up, down = np.exp(2.0 / temperature) - 1.0, np.exp(-2.0 / temperature) - 1.0
     total = 0.0
     for s in obj.batches(user.shape[0]):
         e = min(user.shape[0], s + obj.batch_users)
         scores = obj.scores(user, item, s, e)
-        g_down = torch.zeros(e - s, n_items, dtype=torch.float64)
-        g_up = torch.zeros(e - s, n_items, dtype=torch.float64)
+        g_down = torch.zeros(e - s, n_items, dtype=torch.float64, device=dev)
+        g_up = torch.zeros(e - s, n_items, dtype=torch.float64, device=dev)
         for term in obj.terms:
             logp = torch.log_softmax(scores[term.masked].double() / temperature, dim=1)
-            w_rows, share = term.rows(s, e)
+            w_rows, share = term.rows(s, e, dev)
             total -= float(_rows_dot(w_rows, logp).sum())
             p = logp.exp()
-            w = torch.from_numpy(w_rows.toarray())
+            w = torch.from_numpy(w_rows.toarray()).to(dev)
             # per (user, item): the change when the score falls by 2 (user agrees on the bit) or rises by 2
             g_down += 2.0 * w / temperature + share * torch.log1p(p * down)
             g_up += -2.0 * w / temperature + share * torch.log1p(p * up)
@@ -294,11 +319,13 @@ def refine_codes(
     batch_users: int = 256,
     positive_weight: float = 0.0,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, RefineStats]:
     """Refine ±1 codes ((U, bits), (I, bits)) for ``rounds`` rounds of user then item flips.
 
     ``targets`` is :func:`hashgnn.codes.distill.teacher_top_r`'s (U, R) array, ``temperature`` and
-    ``decay`` (and ``positive_weight``) the distillation's. Returns new ±1 float32 arrays (the inputs are not changed).
+    ``decay`` (and ``positive_weight``) the distillation's. Returns new ±1 float32 arrays (the inputs are
+    not changed). ``device`` holds the codes and the (users, items) score blocks (e.g. ``"cuda"``).
     """
     import time
 
@@ -310,8 +337,8 @@ def refine_codes(
     if temperature <= 0 or decay <= 0:
         raise ConfigError(f"temperature and decay must be > 0, got {temperature} and {decay}")
     start = time.perf_counter()
-    u = torch.tensor(np.asarray(user_codes, np.float32))
-    i = torch.tensor(np.asarray(item_codes, np.float32))
+    u = torch.tensor(np.asarray(user_codes, np.float32), device=torch.device(device))
+    i = torch.tensor(np.asarray(item_codes, np.float32), device=torch.device(device))
     obj = Objective.of(targets, train, temperature, decay, batch_users, positive_weight)
     before = float(obj.loss(u, i).mean())
     uf = itf = 0
@@ -326,4 +353,4 @@ def refine_codes(
     bar.close()
     after = float(obj.loss(u, i).mean())
     stats = RefineStats(before, after, uf, itf, time.perf_counter() - start)
-    return u.numpy(), i.numpy(), stats
+    return u.cpu().numpy(), i.cpu().numpy(), stats

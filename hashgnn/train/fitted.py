@@ -56,6 +56,7 @@ class Fitted:
     seconds: dict[str, float] = field(default_factory=dict)
     user_x: np.ndarray | None = None  # real values whose signs are the codes (a student's start)
     item_x: np.ndarray | None = None
+    device: str = "cpu"  # where the trained part ran (the closed-form fits run on the CPU)
     refine: dict[str, Any] | None = None  # what the discrete refinement did (hashgnn/codes/refine.py)
 
 
@@ -91,11 +92,15 @@ def fit_spectral_distill(
 ) -> Fitted:
     """The ``spectral_distill`` method: the spectral teacher, then codes trained to rank like it."""
     from hashgnn.codes.distill import distill_codes, teacher_top_r
+    from hashgnn.train.run import resolve_device
 
+    # The teacher is fitted on the CPU; the teacher's top items and the codes' training use the
+    # run's device, and so does the refinement (train.device: auto picks a GPU where there is one).
+    device = resolve_device(cfg.train.device)
     teacher = fit_spectral(cfg, train, None, None, progress)
     d = cfg.distill
     t0 = time.perf_counter()
-    targets = teacher_top_r(teacher.user_z, teacher.item_z, train, min(d.top_r, train.shape[1]))
+    targets = teacher_top_r(teacher.user_z, teacher.item_z, train, min(d.top_r, train.shape[1]), device=device)
     t1 = time.perf_counter()
     uz, iz = teacher.user_z, teacher.item_z
     assert teacher.user_x is not None and teacher.item_x is not None
@@ -119,6 +124,7 @@ def fit_spectral_distill(
         eval_every=cfg.train.eval_every,
         patience=cfg.train.patience,
         progress=progress,
+        device=device,
     )
     seconds = {**teacher.seconds, "teacher_top_r": t1 - t0, "distill": time.perf_counter() - t1}
     user_codes, item_codes, best_score = result.user_codes, result.item_codes, result.best_score
@@ -136,6 +142,7 @@ def fit_spectral_distill(
             rounds=d.refine_rounds,
             positive_weight=d.positive_weight,
             progress=progress,
+            device=device,
         )
         seconds["refine"] = st.seconds
         refine = {
@@ -162,6 +169,7 @@ def fit_spectral_distill(
         initial_score=result.initial_score,
         history=[dict(r, epoch=int(r["epoch"])) for r in result.history],
         seconds=seconds,
+        device=device.type,
     )
 
 
@@ -311,7 +319,7 @@ class FitTrainer:
             "dims": int(codes.user_z.shape[1]),
             "code_source": codes.code_source,
             "seed": cfg.train.seed,
-            "device": "cpu",
+            "device": self.fitted.device,
             "serving_mode": serving_mode(cfg.model.method),
             "ties": cfg.eval.ties,
             "epochs_run": epochs_run,
