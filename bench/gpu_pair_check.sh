@@ -18,7 +18,7 @@
 #   gpu-util.txt         nvidia-smi every 5 s during the codes run: utilisation, memory used
 #   ddp.txt              `hashgnn train --nproc 2 --device cuda` on a machine with one GPU (must refuse clearly)
 #   log.txt              everything else the commands printed, and each part's exit status and seconds
-# A dry run anywhere (CPU, the toy data set; minutes):
+# A dry run anywhere (CPU, Last.fm instead of gowalla; about 3 minutes on 2 cores):
 #   DEVICE=cpu CODES_CONFIG=configs/lastfm-codes.yaml PY=.venv/bin/python OUT=/tmp/gp bash bench/gpu_pair_check.sh
 set -u
 OUT=${OUT:-gpu-out}

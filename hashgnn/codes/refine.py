@@ -337,8 +337,9 @@ def refine_codes(
     if temperature <= 0 or decay <= 0:
         raise ConfigError(f"temperature and decay must be > 0, got {temperature} and {decay}")
     start = time.perf_counter()
-    u = torch.tensor(np.asarray(user_codes, np.float32), device=torch.device(device))
-    i = torch.tensor(np.asarray(item_codes, np.float32), device=torch.device(device))
+    dev = torch.device(device)
+    u = torch.tensor(np.asarray(user_codes, np.float32), device=dev)
+    i = torch.tensor(np.asarray(item_codes, np.float32), device=dev)
     obj = Objective.of(targets, train, temperature, decay, batch_users, positive_weight)
     before = float(obj.loss(u, i).mean())
     uf = itf = 0
