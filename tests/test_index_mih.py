@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hashgnn.codes.packing import hamming_distance_reference
 from hashgnn.errors import HashgnnError
 from hashgnn.index import HammingIndex
-from hashgnn.index.mih import MultiIndexHashing, default_substrings, substring_lengths
+from hashgnn.index.mih import MultiIndexHashing, correlated_bit_order, default_substrings, substring_lengths
 
 BIG = 1 << 30
 
@@ -53,10 +53,11 @@ def skewed_codes(rng: np.random.Generator, n: int, bits: int, varying: int | Non
     substrings=st.integers(1, 9),
     budget=st.sampled_from([0.0, 1.0, 50.0, 1e9]),
     explicit_ids=st.booleans(),
+    bit_order=st.sampled_from(["correlation", "consecutive"]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_matches_brute_force(
-    bits, n, nq, k_extra, varying, skew, density, form, substrings, budget, explicit_ids, seed
+    bits, n, nq, k_extra, varying, skew, density, form, substrings, budget, explicit_ids, bit_order, seed
 ):
     rng = np.random.default_rng(seed)
     p = 0.5 + rng.uniform(-skew, skew, bits)  # skew 0.5: some bits (almost) constant
@@ -72,7 +73,7 @@ def test_matches_brute_force(
     ids = rng.choice(10 * n + 1, size=n, replace=False) if explicit_ids else None
     if bits > 33:
         budget = min(budget, 50.0)  # never a forced full enumeration of 2^26-bucket tables
-    index = MultiIndexHashing(bits, m, budget=budget)
+    index = MultiIndexHashing(bits, m, budget=budget, bit_order=bit_order)
     index.add(items, ids)
     order = np.argsort(ids) if ids is not None else np.arange(n)
     if form == "none":
@@ -169,11 +170,47 @@ def test_add_twice_rebuilds_tables():
     np.testing.assert_array_equal(got[1], want[1])
 
 
+def paired_codes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """64-bit codes whose bit 2j + 1 repeats bit 2j: 32 pairs of perfectly correlated bits."""
+    half = rng.random((n, 32)) < 0.5
+    return np.packbits(np.repeat(half, 2, axis=1), axis=1)
+
+
+def test_correlated_bit_order_separates_correlated_bits():
+    rng = np.random.default_rng(4)
+    lengths = substring_lengths(64, 4)
+    order = correlated_bit_order(paired_codes(rng, 5000), 64, lengths)
+    assert sorted(order.tolist()) == list(range(64))  # a permutation of the bit positions
+    substring = np.repeat(np.arange(4), lengths)[np.argsort(order)]  # substring of each bit
+    assert (substring[0::2] != substring[1::2]).all()  # no pair of copies in one substring
+    # With a single code there is no correlation to estimate: the consecutive order.
+    assert (correlated_bit_order(paired_codes(rng, 1), 64, lengths) == np.arange(64)).all()
+
+
+def test_correlation_order_probes_fewer_candidates_with_the_same_results():
+    rng = np.random.default_rng(5)
+    items = paired_codes(rng, 20000)
+    queries = items[rng.integers(0, len(items), 100)] ^ np.packbits(rng.random((100, 64)) < 0.08, axis=1)
+    stats, results = {}, {}
+    for bit_order in ("correlation", "consecutive"):
+        mih = MultiIndexHashing(64, 4, budget=1e9, bit_order=bit_order)
+        mih.add(items)
+        results[bit_order] = mih.search(queries, 20)
+        stats[bit_order] = mih.last_stats
+    want = HammingIndex(64)
+    want.add(items)
+    for got in results.values():
+        np.testing.assert_array_equal(got[0], want.search(queries, 20)[0])
+        np.testing.assert_array_equal(got[1], want.search(queries, 20)[1])
+    # A pair of copies in one 16-bit substring leaves 2^8 of its 2^16 buckets in use: crowded buckets.
+    assert stats["correlation"]["mean_candidates"] < 0.5 * stats["consecutive"]["mean_candidates"]
+
+
 def test_substring_layout():
     assert list(substring_lengths(64, 3)) == [22, 21, 21]
     assert substring_lengths(13, 5).sum() == 13
-    assert default_substrings(64, 10**7) == 4  # log2(1e7) - 7 ~ 16 bits per substring
-    assert default_substrings(128, 10**7) == 8
+    assert default_substrings(64, 10**7) == 5  # log2(1e7) - 10 ~ 13 bits per substring
+    assert default_substrings(128, 10**7) == 10
     assert default_substrings(64, 10) == 8  # at least 8 bits per substring
     assert default_substrings(64, 2**40) == 3  # at most 24
 
@@ -185,6 +222,7 @@ def test_substring_layout():
         ({"bits": 8, "substrings": 9}, "cannot exceed"),
         ({"bits": 64, "substrings": 2}, "at least 3"),
         ({"bits": 64, "budget": -1.0}, "budget"),
+        ({"bits": 64, "bit_order": "random"}, "bit_order"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -17,7 +17,7 @@ collects every active query's ring-r buckets of table t, sorts them by bucket (a
 walks the table once in memory order, so a bucket that several queries probe is read from memory
 once, and the buckets AHEAD in the walk are prefetched. After each stage every query checks its
 certificate and the finished ones drop out. A bucket is tested a SPAN at a time by its smallest
-distance (vectorised), then 64 codes at a time by a bit mask. The hot loops call no function that
+distance (vectorised, a loop of fixed length over the padded table), then 64 codes at a time by a bit mask. The hot loops call no function that
 takes an array and rebind no array: numba pays two atomic reference-count updates for either, and
 they measured 60% of the search time.
 
@@ -39,15 +39,17 @@ from numba import njit, prange
 from hashgnn.index._kernels import _is_excluded, popcount, prefetch, trailing_zeros
 
 PIECE = 1 << 20  # probes sorted at a time: 16 MB of bucket ids and order
-SPAN = 512  # codes of a bucket whose smallest distance is tested before they are looked at
+SPAN = 64  # codes of a bucket whose smallest distance is tested before they are looked at; tables
+# carry SPAN codes of padding, so that the test always reads a whole SPAN (a loop of fixed length)
 AHEAD = 8  # probes ahead whose bucket is prefetched (and twice that for its offsets)
 
 
 @njit(nogil=True, cache=True)
-def substring_keys(rows, starts, lengths, out):  # type: ignore[no-untyped-def]
-    """out[j, t] = the value of substring t (bits starts[t] .. + lengths[t], first bit highest) of row j.
+def substring_keys(rows, order, starts, lengths, out):  # type: ignore[no-untyped-def]
+    """out[j, t] = the value of substring t of row j: bits order[starts[t]] .. order[starts[t] + lengths[t] - 1].
 
-    Bits are numbered as ``numpy.unpackbits`` numbers them: bit b is bit 7 - b % 8 of byte b // 8.
+    The first of them is the value's highest bit. Bits are numbered as ``numpy.unpackbits`` numbers
+    them: bit b is bit 7 - b % 8 of byte b // 8.
     """
     n = rows.shape[0]
     m = starts.shape[0]
@@ -55,7 +57,8 @@ def substring_keys(rows, starts, lengths, out):  # type: ignore[no-untyped-def]
         for t in range(m):
             v = np.uint32(0)
             b0 = starts[t]
-            for b in range(b0, b0 + lengths[t]):
+            for x in range(b0, b0 + lengths[t]):
+                b = order[x]
                 bit = (rows[j, b >> 3] >> np.uint8(7 - (b & 7))) & np.uint8(1)
                 v = (v << np.uint32(1)) | np.uint32(bit)
             out[j, t] = v
@@ -222,13 +225,16 @@ def _mih_block(  # type: ignore[no-untyped-def]
                             tq = np.uint64(Tq)
                             mn = np.uint64(0)
                             if W == 1:
-                                mn = np.uint64(255)
-                                for j in range(np.uint64(s1 - s0)):
-                                    dd = np.uint64(popcount(w0 ^ tf[sb + j]))
-                                    mn = dd if dd < mn else mn
+                                # SPAN codes whatever the bucket's length (the codes after it are
+                                # the next bucket's or padding: they can only let a span through).
+                                mn32 = np.uint32(255)
+                                for j in range(np.uint64(SPAN)):
+                                    dd32 = np.uint32(popcount(w0 ^ tf[sb + j]))
+                                    mn32 = dd32 if dd32 < mn32 else mn32
+                                mn = np.uint64(mn32)
                             elif W == 2:
                                 mn = np.uint64(255)
-                                for j in range(np.uint64(s1 - s0)):
+                                for j in range(np.uint64(SPAN)):
                                     v = np.uint64(2) * (sb + j)
                                     dd = np.uint64(popcount(w0 ^ tf[v])) + np.uint64(
                                         popcount(w1 ^ tf[v + np.uint64(1)])
@@ -246,8 +252,10 @@ def _mih_block(  # type: ignore[no-untyped-def]
                                 tq = np.uint64(Tq)
                                 msk = np.uint64(0)
                                 if W == 1:
-                                    for j in range(L):
+                                    for j in range(np.uint64(64)):
                                         msk |= np.uint64(np.uint64(popcount(w0 ^ tf[gb + j])) <= tq) << j
+                                    if s1 - g0 < 64:
+                                        msk &= (np.uint64(1) << L) - np.uint64(1)  # this bucket's codes only
                                 elif W == 2:
                                     for j in range(L):
                                         v = np.uint64(2) * (gb + j)

@@ -44,6 +44,9 @@ PROBE_COST = 64
 # staged kernel (2026-12-02), 3 measured 2.14x the scan, where 8 handed 26 of 200 queries to the
 # scan after probing (1.67x): docs/SCALING.md.
 CANDIDATE_COST = 3
+ORDER_SAMPLE = 1 << 16  # codes whose bit correlations choose the substrings (correlated_bit_order)
+ORDER_MAX_BITS = 512  # longer codes keep consecutive substrings (the search costs O(bits^2) a swap)
+BIT_ORDERS = ("correlation", "consecutive")
 SAMPLE_ITEMS = 1 << 16  # items whose distances estimate each query's k-th distance before probing
 PREDICT_MIN_ITEMS = 1 << 16  # below this, no estimate: every query probes (with the backstop)
 
@@ -54,15 +57,64 @@ def substring_lengths(bits: int, m: int) -> np.ndarray:
     return np.array([base + 1] * extra + [base] * (m - extra), np.int64)
 
 
+def correlated_bit_order(codes: np.ndarray, bits: int, lengths: np.ndarray, sample: int = ORDER_SAMPLE) -> np.ndarray:
+    """An order of the ``bits`` bit positions whose consecutive runs of ``lengths`` are the substrings.
+
+    Trained codes have correlated bits; two correlated bits in one substring make some of its buckets
+    crowded and others empty, and a query's near buckets are then the crowded ones. So bits are
+    assigned to substrings to make the within-substring sum of squared bit correlations (estimated on
+    a fixed sample of ``sample`` codes) small: from consecutive substrings, the swap of two bits of
+    different substrings that lowers it most is made until none does (at most 4 x bits swaps). At
+    10^7 x 64 bits with a trained run's bit statistics this cut the candidates per query by a third
+    (docs/SCALING.md). Any order gives exact results; only the work differs. Codes of more than
+    ``ORDER_MAX_BITS`` bits, or fewer than two codes, keep the consecutive order.
+    """
+    order = np.arange(bits, dtype=np.int64)
+    n = len(codes)
+    if n < 2 or bits > ORDER_MAX_BITS or len(lengths) < 2:
+        return order
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(n, size=min(n, sample), replace=False)) if n > sample else slice(None)
+    x = np.unpackbits(codes[pick], axis=1)[:, :bits].astype(np.float64)
+    x -= x.mean(0)
+    cov = x.T @ x / len(x)
+    sd = np.sqrt(np.diag(cov))
+    live = sd > 1e-12  # a constant bit has no correlation with anything
+    corr = np.zeros_like(cov)
+    corr[np.ix_(live, live)] = cov[np.ix_(live, live)] / np.outer(sd[live], sd[live])
+    w = corr**2
+    np.fill_diagonal(w, 0.0)
+    group = np.repeat(np.arange(len(lengths)), lengths)
+    onehot = np.zeros((bits, len(lengths)))
+    onehot[np.arange(bits), group] = 1.0
+    g = w @ onehot  # g[b, t]: b's weight to the bits of substring t
+    for _ in range(4 * bits):
+        own = g[np.arange(bits), group]
+        across = g[:, group]  # across[i, j] = g[i, group[j]]
+        # The change of the within-substring sum when bits i and j trade substrings.
+        delta = across - own[:, None] + across.T - own[None, :] - 2.0 * w
+        delta[group[:, None] == group[None, :]] = np.inf
+        i, j = np.unravel_index(int(np.argmin(delta)), delta.shape)
+        if delta[i, j] >= -1e-12:
+            break
+        ti, tj = group[i], group[j]
+        g[:, ti] += w[:, j] - w[:, i]
+        g[:, tj] += w[:, i] - w[:, j]
+        group[i], group[j] = tj, ti
+    return np.concatenate([np.flatnonzero(group == t) for t in range(len(lengths))]).astype(np.int64)
+
+
 def default_substrings(bits: int, n: int) -> int:
-    """Substrings of about log2(n) - 7 bits: buckets of ~128 items (docs/SCALING.md).
+    """Substrings of about log2(n) - 10 bits: buckets of ~1,000 items (docs/SCALING.md).
 
     Norouzi et al. take log2(n) bits (a bucket per item). Here a bucket is a contiguous run of codes,
     so a candidate is cheap next to a probe, and with trained codes' far k-th neighbours (about 0.3 K
-    at k = 100) fewer, fuller buckets measured faster: at 10^7 x 64 bits, 4-5 substrings answered
-    1.6-2x the linear scan's queries/s where log2(n)'s 3 answered 0.6x.
+    at k = 100) fewer, fuller buckets measured faster: at 10^7 x 64 bits (2026-12-04, with the bit
+    order of :func:`correlated_bit_order`), 5 substrings of 13 bits answered 4.1x the linear scan's
+    queries/s, 4 of 16 bits 2.6x and 6 of 10-11 bits 3.2x; log2(n)'s 3 had answered 0.6x (12-01).
+    Only 64-bit codes were measured; longer codes get the same bits per substring.
     """
-    target = min(max(round(math.log2(max(n, 2))) - 7, 8), 24)
+    target = min(max(round(math.log2(max(n, 2))) - 10, 8), 24)
     m = max(1, round(bits / target), math.ceil(bits / MAX_SUBSTRING_BITS))
     return int(min(m, bits))
 
@@ -72,12 +124,16 @@ class MultiIndexHashing(SizedIndex):
 
     Args:
         bits: code length K (up to 2048 bits).
-        substrings: number m of substrings (hash tables); None picks about ``bits / (log2(n) - 7)``
+        substrings: number m of substrings (hash tables); None picks about ``bits / (log2(n) - 10)``
             when the tables are built (:func:`default_substrings`). At most 26 bits per substring.
         threads: numba threads for a search (None: numba's default).
         budget: a query is answered by the linear scan instead when its probing is predicted to cost
             (or, as it goes, does cost) more than ``budget`` linear scans (buckets probed x
             ``PROBE_COST`` + candidates x ``CANDIDATE_COST``, against n); 0 scans every query.
+        bit_order: which bits make up each substring. ``"correlation"`` (default) spreads correlated
+            bits over the substrings (:func:`correlated_bit_order`, chosen from the items when the
+            tables are built); ``"consecutive"`` cuts the code into consecutive runs (Norouzi et al.).
+            Results are the same; the work differs.
 
     Example::
 
@@ -88,7 +144,13 @@ class MultiIndexHashing(SizedIndex):
     """
 
     def __init__(
-        self, bits: int, substrings: int | None = None, *, threads: int | None = None, budget: float = 1.0
+        self,
+        bits: int,
+        substrings: int | None = None,
+        *,
+        threads: int | None = None,
+        budget: float = 1.0,
+        bit_order: str = "correlation",
     ) -> None:
         self.bits = check_bits(bits)
         if self.bits > MAX_KERNEL_BITS:
@@ -106,6 +168,9 @@ class MultiIndexHashing(SizedIndex):
                 )
         if not isinstance(budget, (int, float)) or budget < 0 or not math.isfinite(budget):
             raise HashgnnError(f"budget must be a non-negative number, got {budget!r}")
+        if bit_order not in BIT_ORDERS:
+            raise HashgnnError(f"bit_order must be one of {', '.join(BIT_ORDERS)}, got {bit_order!r}")
+        self.bit_order = bit_order
         self.requested_substrings = None if substrings is None else int(substrings)
         self.threads = threads
         self.budget = float(budget)
@@ -157,29 +222,35 @@ class MultiIndexHashing(SizedIndex):
         lengths = substring_lengths(self.bits, m)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         rows = self.codes
+        if self.bit_order == "correlation":
+            bit_order = correlated_bit_order(rows, self.bits, lengths)
+        else:
+            bit_order = np.arange(self.bits, dtype=np.int64)
         keys = np.empty((n, m), np.uint32)
-        _mih_kernels.substring_keys(rows, starts, lengths, keys)
+        _mih_kernels.substring_keys(rows, bit_order, starts, lengths, keys)
         words = to_words(rows)  # (n, W) in the kernel's word layout
         tpos = np.empty((m, n), np.int32)
-        tcodes = np.empty((m, n, words.shape[1]), words.dtype)
+        # SPAN codes of padding after each table: the kernel's span test reads whole spans.
+        tcodes = np.zeros((m, n + _mih_kernels.SPAN, words.shape[1]), words.dtype)
         offsets = []
         for t in range(m):
             order = np.argsort(keys[:, t], kind="stable")  # within a bucket, positions ascending
             tpos[t] = order
-            tcodes[t] = words[order]
+            tcodes[t, :n] = words[order]
             counts = np.bincount(keys[:, t], minlength=1 << int(lengths[t]))
             offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
         offbase = np.concatenate([[0], np.cumsum([len(o) for o in offsets])[:-1]]).astype(np.int64)
         masks = np.zeros((m, self.code_size), np.uint8)
         for t in range(m):
             bits = np.zeros(self.code_size * 8, bool)
-            bits[starts[t] : starts[t] + lengths[t]] = True
+            bits[bit_order[starts[t] : starts[t] + lengths[t]]] = True
             masks[t] = np.packbits(bits)
         self._tables = {
             "offsets": np.concatenate(offsets),
             "offbase": offbase,
             "lengths": lengths,
             "starts": starts,
+            "order": bit_order,
             "tpos": tpos,
             "tcodes": tcodes,
             "masks": np.ascontiguousarray(to_words(masks)),
@@ -247,7 +318,7 @@ class MultiIndexHashing(SizedIndex):
         kk = min(k, n)
         m = len(tb["lengths"])
         qkeys = np.empty((nq, m), np.uint32)
-        _mih_kernels.substring_keys(q, tb["starts"], tb["lengths"], qkeys)
+        _mih_kernels.substring_keys(q, tb["order"], tb["starts"], tb["lengths"], qkeys)
         routed = self._predict_scan(q, kk, tb["lengths"])
         probe = np.flatnonzero(~routed)
         qw = np.ascontiguousarray(to_words(q))
