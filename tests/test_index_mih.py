@@ -140,6 +140,26 @@ def test_predicted_scans_are_exact_too():
         assert mih.last_stats["scanned"] >= 10  # the uniform queries at least (predicted, or on the way)
 
 
+def test_crowded_buckets_are_predicted_to_need_a_scan():
+    """Few buckets probed, but full ones: the sampled candidates send the queries to the scan at once."""
+    rng = np.random.default_rng(12)
+    n = 70000  # above PREDICT_MIN_ITEMS: the prediction runs
+    bits = np.zeros((n, 64), bool)
+    bits[:, 56:] = rng.random((n, 8)) < 0.5  # 8 varying bits, in the last table: the others are one bucket
+    items = np.packbits(bits, axis=1)
+    queries = items[rng.integers(0, n, 20)]
+    flat = HammingIndex(64)
+    flat.add(items)
+    mih = MultiIndexHashing(64, 4, bit_order="consecutive")
+    mih.add(items)
+    got, want = mih.search(queries, 10), flat.search(queries, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    # A distance of 0 is certified by one bucket of the first table (a probe: no scan predicted by
+    # the buckets alone), and that bucket holds every item.
+    assert mih.last_stats["scanned_predicted"] == 20
+
+
 def test_budget_zero_scans_every_query_and_agrees():
     rng = np.random.default_rng(3)
     items = rng.integers(0, 256, (500, 4), dtype=np.uint8)

@@ -65,6 +65,47 @@ def substring_keys(rows, order, starts, lengths, out):  # type: ignore[no-untype
 
 
 @njit(nogil=True, cache=True)
+def sampled_candidates(sw, qw, masks, radius, out):  # type: ignore[no-untyped-def]
+    """out[q] = sum over tables t of the sample codes within ``radius[q, t]`` of query q on substring t.
+
+    ``sw`` (s, W) and ``qw`` (nq, W) are code words, ``masks`` (m, W) each substring's bits; a
+    negative radius counts nothing. Times n / s, it estimates the candidates q's probing meets.
+    """
+    nq = qw.shape[0]
+    ns = np.uint64(sw.shape[0])
+    m = masks.shape[0]
+    W = qw.shape[1]
+    for q in range(nq):
+        c = 0
+        for t in range(m):
+            r = radius[q, t]
+            if r < 0:
+                continue
+            # One loop per common width, over unsigned indices, so that LLVM vectorises it.
+            ur = np.uint64(r)
+            if W == 1:
+                a0 = qw[q, 0]
+                k0 = masks[t, 0]
+                for x in range(ns):
+                    c += np.uint64(popcount((a0 ^ sw[x, 0]) & k0)) <= ur
+            elif W == 2:
+                a0 = qw[q, 0]
+                a1 = qw[q, 1]
+                k0 = masks[t, 0]
+                k1 = masks[t, 1]
+                for x in range(ns):
+                    d = np.uint64(popcount((a0 ^ sw[x, 0]) & k0)) + np.uint64(popcount((a1 ^ sw[x, 1]) & k1))
+                    c += d <= ur
+            else:
+                for x in range(ns):
+                    d = np.uint64(0)
+                    for w in range(W):
+                        d += np.uint64(popcount((qw[q, w] ^ sw[x, w]) & masks[t, w]))
+                    c += d <= ur
+        out[q] = c
+
+
+@njit(nogil=True, cache=True)
 def ring_masks(s, r):  # type: ignore[no-untyped-def]
     """Every ``s``-bit value with ``r`` bits set, ascending (Gosper's hack)."""
     c = np.int64(1)

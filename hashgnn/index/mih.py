@@ -10,7 +10,8 @@ of what it met, so it is approximate and needs a radius chosen per corpus; the c
 grows the radius per query until the k-th distance is exact. Multi-index hashing wins when the k-th
 nearest code is close (few substring radii to probe) and the corpus is large; a query whose probe
 cost would pass a linear scan's (``budget``) is answered by the linear scan of ``HammingIndex``
-instead: predicted from its k-th distance among a sample of the items before any probing, and, as a
+instead: predicted before any probing from its k-th distance among a sample of the items and the
+candidates that the buckets needed to certify it hold in that sample, and, as a
 backstop, when the probing actually passes the budget, so a query never costs much more than about
 twice a scan. docs/SCALING.md has the measurements.
 """
@@ -48,6 +49,7 @@ ORDER_SAMPLE = 1 << 16  # codes whose bit correlations choose the substrings (co
 ORDER_MAX_BITS = 512  # longer codes keep consecutive substrings (the search costs O(bits^2) a swap)
 BIT_ORDERS = ("correlation", "consecutive")
 SAMPLE_ITEMS = 1 << 16  # items whose distances estimate each query's k-th distance before probing
+CANDIDATE_SAMPLE = 1 << 10  # of the sampled items, those whose substring distances estimate the candidates
 PREDICT_MIN_ITEMS = 1 << 16  # below this, no estimate: every query probes (with the backstop)
 
 
@@ -179,6 +181,7 @@ class MultiIndexHashing(SizedIndex):
         self._idmap = self._flat._idmap
         self._tables: dict[str, np.ndarray] | None = None
         self._sample: HammingIndex | None = None
+        self._cand_sample: np.ndarray | None = None
         self.last_stats: dict[str, Any] = {}
 
     @property
@@ -203,6 +206,7 @@ class MultiIndexHashing(SizedIndex):
         self._flat.add(codes, ids)
         self._tables = None  # rebuilt on the next search
         self._sample = None
+        self._cand_sample = None
 
     def memory_bytes(self) -> int:
         """Bytes held by the hash tables and the codes (built tables only)."""
@@ -261,7 +265,9 @@ class MultiIndexHashing(SizedIndex):
 
         The k-th distance D of a query is estimated by its ``ceil(k s / n)``-th distance among a
         fixed sample of s items; certifying D needs substring radius D // m in the first D % m + 1
-        tables and one less in the others, and that many buckets are counted.
+        tables and one less in the others. That many buckets are counted, and the candidates in
+        them are estimated from ``CANDIDATE_SAMPLE`` of the sampled items (those within the radius
+        on each substring, times n over the sample's size).
         """
         n = self.ntotal
         budget = self.budget * n
@@ -290,7 +296,25 @@ class MultiIndexHashing(SizedIndex):
         tables = np.arange(m)[None, :]
         radius = np.where(tables <= last[:, None], r[:, None], r[:, None] - 1)
         probes = np.where(radius >= 0, cum[tables, np.maximum(radius, 0)], 0).sum(1)
-        return probes * PROBE_COST > budget
+        # Candidates from a sample, not from n / 2^s per bucket: trained codes' buckets are far
+        # from uniform (near a user's code, emptier than average at 10^7 x 64 bits; at 128 bits, or
+        # with a few varying bits, fuller).
+        from hashgnn.index import _mih_kernels
+
+        assert self._tables is not None
+        if self._cand_sample is None:
+            step = max(1, self._sample.ntotal // CANDIDATE_SAMPLE)  # spread over the (sorted) sample
+            self._cand_sample = np.ascontiguousarray(to_words(self._sample.codes[::step][:CANDIDATE_SAMPLE]))
+        hits = np.zeros(len(q), np.int64)
+        _mih_kernels.sampled_candidates(
+            self._cand_sample,
+            np.ascontiguousarray(to_words(q)),
+            self._tables["masks"],
+            np.ascontiguousarray(radius, np.int64),
+            hits,
+        )
+        candidates = hits * (n / len(self._cand_sample))
+        return probes * PROBE_COST + candidates * CANDIDATE_COST > budget
 
     # ------------------------------------------------------------------------------------ search
     def search(self, query_codes: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
