@@ -17,9 +17,9 @@ collects every active query's ring-r buckets of table t, sorts them by bucket (a
 walks the table once in memory order, so a bucket that several queries probe is read from memory
 once, and the buckets AHEAD in the walk are prefetched. After each stage every query checks its
 certificate and the finished ones drop out. A bucket is tested a SPAN at a time by its smallest
-distance (vectorised, a loop of fixed length over the padded table), then 64 codes at a time by a bit mask. The hot loops call no function that
-takes an array and rebind no array: numba pays two atomic reference-count updates for either, and
-they measured 60% of the search time.
+distance (vectorised; a loop of fixed length, over the padded table), then 64 codes at a time by a
+bit mask. The hot loops call no function that takes an array and rebind no array: numba pays two
+atomic reference-count updates for either, and they measured 60% of the search time.
 
 An item lies in one bucket of every table, so it is met up to m times. Instead of a visited set,
 the kernel keeps a meeting only if it is the first in probing order: the item's substring

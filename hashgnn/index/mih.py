@@ -67,8 +67,8 @@ def correlated_bit_order(codes: np.ndarray, bits: int, lengths: np.ndarray, samp
     assigned to substrings to make the within-substring sum of squared bit correlations (estimated on
     a fixed sample of ``sample`` codes) small: from consecutive substrings, the swap of two bits of
     different substrings that lowers it most is made until none does (at most 4 x bits swaps). At
-    10^7 x 64 bits with a trained run's bit statistics this cut the candidates per query by a third
-    (docs/SCALING.md). Any order gives exact results; only the work differs. Codes of more than
+    10^7 x 64 bits with a trained run's bit statistics this cut the candidates per query by a sixth
+    (5 substrings) to a third (4) (docs/SCALING.md). Any order gives exact results; only the work differs. Codes of more than
     ``ORDER_MAX_BITS`` bits, or fewer than two codes, keep the consecutive order.
     """
     order = np.arange(bits, dtype=np.int64)
@@ -76,7 +76,8 @@ def correlated_bit_order(codes: np.ndarray, bits: int, lengths: np.ndarray, samp
     if n < 2 or bits > ORDER_MAX_BITS or len(lengths) < 2:
         return order
     rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(n, size=min(n, sample), replace=False)) if n > sample else slice(None)
+    sample = min(sample, max(1024, (1 << 24) // bits))  # at most ~128 MB of float64 bits
+    pick = np.sort(rng.choice(n, size=sample, replace=False)) if n > sample else slice(None)
     x = np.unpackbits(codes[pick], axis=1)[:, :bits].astype(np.float64)
     x -= x.mean(0)
     cov = x.T @ x / len(x)
@@ -112,9 +113,9 @@ def default_substrings(bits: int, n: int) -> int:
     Norouzi et al. take log2(n) bits (a bucket per item). Here a bucket is a contiguous run of codes,
     so a candidate is cheap next to a probe, and with trained codes' far k-th neighbours (about 0.3 K
     at k = 100) fewer, fuller buckets measured faster: at 10^7 x 64 bits (2026-12-04, with the bit
-    order of :func:`correlated_bit_order`), 5 substrings of 13 bits answered 4.1x the linear scan's
-    queries/s, 4 of 16 bits 2.6x and 6 of 10-11 bits 3.2x; log2(n)'s 3 had answered 0.6x (12-01).
-    Only 64-bit codes were measured; longer codes get the same bits per substring.
+    order of :func:`correlated_bit_order`), 5 substrings of 13 bits answered 3.9x the linear scan's
+    queries/s, 4 of 16 bits 2.7x and 6 of 10-11 bits 3.2x; log2(n)'s 3 had answered 0.6x (12-01).
+    At 10^7 x 128 bits the scan wins: 10 substrings 1.05x (most queries handed to the scan), 8 0.83x.
     """
     target = min(max(round(math.log2(max(n, 2))) - 10, 8), 24)
     m = max(1, round(bits / target), math.ceil(bits / MAX_SUBSTRING_BITS))
