@@ -261,7 +261,7 @@ class MultiIndexHashing(SizedIndex):
             "masks": np.ascontiguousarray(to_words(masks)),
         }
 
-    def _predict_scan(self, q: np.ndarray, k: int, lengths: np.ndarray) -> np.ndarray:
+    def _predict_scan(self, q: np.ndarray, qw: np.ndarray, k: int, lengths: np.ndarray) -> np.ndarray:
         """Queries whose probing is predicted to cost more than ``budget`` scans (bool per query).
 
         The k-th distance D of a query is estimated by its ``ceil(k s / n)``-th distance among a
@@ -289,6 +289,8 @@ class MultiIndexHashing(SizedIndex):
             pick = np.sort(rng.choice(n, size=size, replace=False))
             self._sample = HammingIndex(self.bits, "own", threads=self.threads)
             self._sample.add(self.codes[pick])
+            step = max(1, size // CANDIDATE_SAMPLE)  # spread over the (sorted) sample
+            self._cand_sample = np.ascontiguousarray(to_words(self.codes[pick[::step][:CANDIDATE_SAMPLE]]))
         ks = max(1, -(-k * size // n))
         d_est = self._sample.search(q, ks)[0][:, ks - 1].astype(np.int64)
         d_est = np.where(d_est < 0, self.bits, d_est)
@@ -302,14 +304,11 @@ class MultiIndexHashing(SizedIndex):
         # with a few varying bits, fuller).
         from hashgnn.index import _mih_kernels
 
-        assert self._tables is not None
-        if self._cand_sample is None:
-            step = max(1, self._sample.ntotal // CANDIDATE_SAMPLE)  # spread over the (sorted) sample
-            self._cand_sample = np.ascontiguousarray(to_words(self._sample.codes[::step][:CANDIDATE_SAMPLE]))
+        assert self._tables is not None and self._cand_sample is not None
         hits = np.zeros(len(q), np.int64)
         _mih_kernels.sampled_candidates(
             self._cand_sample,
-            np.ascontiguousarray(to_words(q)),
+            qw,
             self._tables["masks"],
             np.ascontiguousarray(radius, np.int64),
             hits,
@@ -344,9 +343,9 @@ class MultiIndexHashing(SizedIndex):
         m = len(tb["lengths"])
         qkeys = np.empty((nq, m), np.uint32)
         _mih_kernels.substring_keys(q, tb["order"], tb["starts"], tb["lengths"], qkeys)
-        routed = self._predict_scan(q, kk, tb["lengths"])
-        probe = np.flatnonzero(~routed)
         qw = np.ascontiguousarray(to_words(q))
+        routed = self._predict_scan(q, qw, kk, tb["lengths"])
+        probe = np.flatnonzero(~routed)
         out_d = np.full((nq, kk), -1, np.int32)  # rows sent to the scan are filled below
         out_i = np.full((nq, kk), -1, np.int64)
         stats = np.zeros((nq, 4), np.int64)
