@@ -136,11 +136,16 @@ class DistillConfig:
     temperature: float = 4.0  # softmax temperature on the +-1 inner product (range [-bits, bits])
     lr: float = 0.01  # Adam learning rate of the code parameters
     batch_users: int = 1024  # users per step (each step scores them against every item)
-    ste: Literal["identity", "clip"] = "identity"  # sign's backward: identity, or zero where |x| > 1
+    # sign's backward: identity, zero where |x| > 1 (clip), or exp(-x^2 / 2) (gauss)
+    ste: Literal["identity", "clip", "gauss"] = "identity"
     schedule: Literal["constant", "cosine"] = "constant"  # learning rate over TrainConfig.epochs
     ema: float = 0.0  # serve the signs of a per-step moving average of the parameters (0: off)
     # weight of a second listwise term whose targets are the user's own training items (0: off)
     positive_weight: float = 0.0
+    # penalties on the item codes' STE signs (hashgnn.codes.distill.bit_penalty): every bit splits the
+    # items in half (balance), bits pairwise uncorrelated (decorrelation). 0: off
+    balance_weight: float = 0.0
+    decorrelation_weight: float = 0.0
     # after training: rounds of greedy bit flips of the ±1 codes that lower this loss exactly
     # (user flips, then item flips; hashgnn/codes/refine.py). 0: off, the codes as trained
     refine_rounds: int = 0

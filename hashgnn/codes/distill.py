@@ -16,8 +16,9 @@ With ``positive_weight`` p > 0 a second term has the user's own training items a
 
 (the objective of :class:`hashgnn.codes.refine.Objective`, which the refinement lowers).
 
-The gradient reaches ``x`` through the straight-through estimator (identity, or zero where
-``|x| > 1``). The temperature ``T`` matters because ``<b_u, b_i>`` spans ``[-bits, bits]``: at
+The gradient reaches ``x`` through the straight-through estimator: identity, zero where ``|x| > 1``
+(``clip``), or a Gaussian approximation of sign's derivative, ``exp(-x^2 / 2)`` (``gauss``).
+Optional penalties on the item codes (:func:`bit_penalty`) ask for balanced and uncorrelated bits. The temperature ``T`` matters because ``<b_u, b_i>`` spans ``[-bits, bits]``: at
 ``T = 1`` a 64-bit score saturates the softmax. The student starts from the teacher's own codes
 (the ITQ projection, hashgnn/codes/itq.py), so epoch 0 serves exactly the training-free codes.
 
@@ -68,14 +69,58 @@ def teacher_top_r(
     return out
 
 
+class _GaussSign(torch.autograd.Function):
+    """sign forward; backward through ``exp(-x^2 / 2)``, a Gaussian bump that is 1 at 0 (the identity
+    STE's slope there) and fades for entries far from the sign flip. The parameters start at unit
+    standard deviation (hashgnn/codes/itq.py), so the width is one standard deviation of the start."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad * torch.exp(-0.5 * x * x)
+
+
+STE_KINDS = ("identity", "clip", "gauss")
+
+
 def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "none":  # no quantisation: the continuous student of distill_codes' diagnostic mode
+        return x
     code = torch.where(x >= 0, 1.0, -1.0)  # sign(0) = +1, the project's convention
     if kind == "identity":
         return x + (code - x).detach()
     if kind == "clip":
         xc = x.clamp(-1.0, 1.0)
         return xc + (code - xc).detach()
-    raise ConfigError(f"distill.ste must be identity or clip, got {kind!r}")
+    if kind == "gauss":
+        out: torch.Tensor = _GaussSign.apply(x)
+        return out
+    raise ConfigError(f"distill.ste must be one of {', '.join(STE_KINDS)}, got {kind!r}")
+
+
+def bit_penalty(codes: torch.Tensor, balance: float, decorrelation: float) -> torch.Tensor:
+    """Spectral hashing's two conditions on the item codes (n, K), as a penalty on their STE signs.
+
+    ``balance * ||mean_i b_i||^2 / K`` asks every bit to split the items in half; ``decorrelation *
+    ||B^T B / n - I||_F^2 / (K (K - 1))`` asks bits to be pairwise uncorrelated, so that 64 bits
+    carry 64 bits of information. Both are 0 for a balanced, uncorrelated code and at most 1 (times
+    their weight) for a constant one. Popularity is encoded by items that share the sign of the
+    average user, which balance works against; the two weights are separate for that reason.
+    """
+    n, k = codes.shape
+    out = codes.new_zeros(())
+    if balance > 0:
+        out = out + balance * codes.mean(0).square().sum() / k
+    if decorrelation > 0 and k > 1:
+        gram = codes.T @ codes / n
+        off = gram - torch.diag(torch.diagonal(gram))  # the diagonal of ±1 codes is exactly 1
+        out = out + decorrelation * off.square().sum() / (k * (k - 1))
+    return out
 
 
 def _own_items_loss(logits: torch.Tensor, rows: sp.csr_matrix) -> torch.Tensor:
@@ -118,6 +163,8 @@ def distill_codes(
     horizon: int | None = None,
     ema: float = 0.0,
     positive_weight: float = 0.0,
+    balance_weight: float = 0.0,
+    decorrelation_weight: float = 0.0,
     seed: int = 0,
     validate: Callable[[np.ndarray, np.ndarray], float] | None = None,
     eval_every: int = 1,
@@ -128,19 +175,23 @@ def distill_codes(
 ) -> DistillResult:
     """Train codes from ``user_init`` / ``item_init`` (real, (U, bits) / (I, bits)) to rank ``targets``.
 
-    ``targets`` is :func:`teacher_top_r`'s (U, R) array. ``validate(user_codes, item_codes)`` (±1
-    arrays) returns the score to maximise (e.g. validation Recall@20); it is called before the first
-    epoch (the initial codes, ``DistillResult.initial_score``) and every ``eval_every`` epochs, and
-    ``patience`` evaluations without improvement stop the training. ``schedule="cosine"`` decays the
-    learning rate to 0 over ``horizon`` epochs (default ``epochs``), so that a shorter run with the
-    same horizon follows the same schedule (the refit with a validated budget). ``ema`` in [0, 1):
-    serve the signs of an exponential moving average of the parameters (per step) instead of the
-    parameters themselves (0: off). ``positive_weight`` > 0 adds that weight times a second listwise
-    term whose targets are the user's own training items, uniformly weighted, against a softmax over
-    all items (seen ones included: Mult-VAE's likelihood on the served score). ``on_epoch``
-    receives each epoch's row (loss, seconds, lr, score). ``device`` holds the parameters and the
-    (B, I) score blocks (e.g. ``"cuda"``); the user order of each epoch is drawn on the CPU from
-    ``seed`` either way, so a device changes only the floating-point arithmetic.
+        ``targets`` is :func:`teacher_top_r`'s (U, R) array. ``validate(user_codes, item_codes)`` (±1
+        arrays) returns the score to maximise (e.g. validation Recall@20); it is called before the first
+        epoch (the initial codes, ``DistillResult.initial_score``) and every ``eval_every`` epochs, and
+        ``patience`` evaluations without improvement stop the training. ``schedule="cosine"`` decays the
+        learning rate to 0 over ``horizon`` epochs (default ``epochs``), so that a shorter run with the
+        same horizon follows the same schedule (the refit with a validated budget). ``ema`` in [0, 1):
+        serve the signs of an exponential moving average of the parameters (per step) instead of the
+        parameters themselves (0: off). ``positive_weight`` > 0 adds that weight times a second listwise
+        term whose targets are the user's own training items, uniformly weighted, against a softmax over
+        all items (seen ones included: Mult-VAE's likelihood on the served score). ``balance_weight`` and
+    ``decorrelation_weight`` add :func:`bit_penalty` of the item codes to every step. ``ste="none"``
+    is a diagnostic, not a method: nothing is quantised, and the "codes" returned (and validated) are
+    the real vectors, i.e. the best a ``bits``-wide inner-product model reaches with this objective.
+    ``on_epoch``
+        receives each epoch's row (loss, seconds, lr, score). ``device`` holds the parameters and the
+        (B, I) score blocks (e.g. ``"cuda"``); the user order of each epoch is drawn on the CPU from
+        ``seed`` either way, so a device changes only the floating-point arithmetic.
     """
     import math
     import time
@@ -158,6 +209,12 @@ def distill_codes(
         raise ConfigError(f"distill.ema must be in [0, 1), got {ema}")
     if positive_weight < 0:
         raise ConfigError(f"distill.positive_weight must be >= 0, got {positive_weight}")
+    if balance_weight < 0 or decorrelation_weight < 0:
+        raise ConfigError(
+            f"distill.balance_weight and decorrelation_weight must be >= 0, got {balance_weight}, {decorrelation_weight}"
+        )
+    if ste not in (*STE_KINDS, "none"):
+        raise ConfigError(f"distill.ste must be one of {', '.join(STE_KINDS)}, got {ste!r}")
     n_users, n_items = train.shape
     if user_init.shape[0] != n_users or item_init.shape[0] != n_items or user_init.shape[1] != item_init.shape[1]:
         raise ConfigError(
@@ -179,6 +236,8 @@ def distill_codes(
 
     def signs() -> tuple[np.ndarray, np.ndarray]:
         u, i = (avg_u, avg_i) if ema > 0 else (xu.detach(), xi.detach())
+        if ste == "none":
+            return u.cpu().numpy().copy(), i.cpu().numpy().copy()
         return (torch.where(u >= 0, 1.0, -1.0).cpu().numpy(), torch.where(i >= 0, 1.0, -1.0).cpu().numpy())
 
     best_u, best_i = signs()
@@ -203,7 +262,8 @@ def distill_codes(
         for s in range(0, n_users, batch_users):
             b_cpu = perm[s : s + batch_users]
             b = b_cpu.to(dev)
-            raw = (_ste(xu[b], ste) @ _ste(xi, ste).T) / temperature
+            item_b = _ste(xi, ste)
+            raw = (_ste(xu[b], ste) @ item_b.T) / temperature
             rows = train[b_cpu.numpy()]
             logp = torch.log_softmax(mask_(raw.clone(), rows), dim=1)
             tb, vb = t[b], valid_t[b]
@@ -213,6 +273,8 @@ def distill_codes(
             loss = -(torch.where(vb, picked, 0.0) * wb).sum(1).mean()
             if positive_weight > 0:
                 loss = loss + positive_weight * _own_items_loss(raw, rows)
+            if balance_weight > 0 or decorrelation_weight > 0:
+                loss = loss + bit_penalty(item_b, balance_weight, decorrelation_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()

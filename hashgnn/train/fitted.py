@@ -119,6 +119,8 @@ def fit_spectral_distill(
         horizon=cfg.train.epochs,
         ema=d.ema,
         positive_weight=d.positive_weight,
+        balance_weight=d.balance_weight,
+        decorrelation_weight=d.decorrelation_weight,
         seed=cfg.train.seed,
         validate=None if validate is None else (lambda uc, ic: validate(uc, ic, uz, iz)),
         eval_every=cfg.train.eval_every,

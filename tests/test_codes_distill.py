@@ -1,0 +1,95 @@
+"""The distillation's gradient estimators and bit penalties (hashgnn/codes/distill.py).
+
+Checked against closed forms: the Gaussian estimator's gradient is exp(-x^2 / 2) times the upstream
+gradient, the penalties are 0 for a balanced and uncorrelated code and equal their weight for a
+constant one, and each penalty, trained alone, moves a code towards what it asks for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from hashgnn.codes.distill import _ste, bit_penalty, distill_codes, teacher_top_r
+from hashgnn.errors import ConfigError
+
+
+@given(arrays(np.float32, st.integers(1, 40), elements=st.floats(-6, 6, width=32)))
+@settings(max_examples=50, deadline=None)
+def test_gauss_estimator_is_sign_forward_and_a_gaussian_bump_backward(x: np.ndarray) -> None:
+    t = torch.tensor(x, requires_grad=True)
+    up = torch.linspace(-1.0, 2.0, len(x))
+    out = _ste(t, "gauss")
+    assert torch.equal(out, torch.where(t >= 0, 1.0, -1.0))
+    (out * up).sum().backward()
+    assert t.grad is not None
+    np.testing.assert_allclose(
+        t.grad.numpy(), up.numpy() * np.exp(-0.5 * x.astype(np.float64) ** 2), rtol=1e-5, atol=1e-7
+    )
+
+
+def test_every_estimator_serves_the_sign_and_an_unknown_one_is_refused() -> None:
+    x = torch.tensor([-2.0, -0.3, 0.0, 0.4, 3.0])
+    for kind in ("identity", "clip", "gauss"):
+        assert _ste(x, kind).tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="gauss"):
+        _ste(x, "fourier")
+
+
+def hadamard(k: int) -> np.ndarray:
+    h = np.ones((1, 1))
+    while h.shape[0] < k:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def test_bit_penalty_is_zero_for_balanced_uncorrelated_bits_and_its_weight_for_a_constant_code() -> None:
+    # the columns 1..8 of a 16 x 16 Hadamard matrix: every bit splits the rows in half, pairwise orthogonal
+    good = torch.tensor(hadamard(16)[:, 1:9], dtype=torch.float32)
+    assert float(bit_penalty(good, 1.0, 1.0)) == pytest.approx(0.0, abs=1e-7)
+    const = torch.ones(10, 8)
+    assert float(bit_penalty(const, 0.3, 0.0)) == pytest.approx(0.3)
+    assert float(bit_penalty(const, 0.0, 0.7)) == pytest.approx(0.7)
+    assert float(bit_penalty(const, 0.0, 0.0)) == 0.0
+
+
+@given(arrays(np.int8, st.tuples(st.integers(2, 30), st.integers(2, 9)), elements=st.sampled_from([-1, 1])))
+@settings(max_examples=50, deadline=None)
+def test_bit_penalty_matches_a_loop_over_bits_and_pairs(b: np.ndarray) -> None:
+    n, k = b.shape
+    f = b.astype(np.float64)
+    balance = sum(f[:, j].mean() ** 2 for j in range(k)) / k
+    corr = sum((f[:, j] @ f[:, m] / n) ** 2 for j in range(k) for m in range(k) if j != m) / (k * (k - 1))
+    got = float(bit_penalty(torch.tensor(f, dtype=torch.float32), 2.0, 3.0))
+    assert got == pytest.approx(2.0 * balance + 3.0 * corr, rel=1e-5, abs=1e-6)
+
+
+def test_the_decorrelation_penalty_alone_decorrelates_the_item_codes() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items, bits = 40, 64, 8
+    train = sp.csr_matrix((rng.random((n_users, n_items)) < 0.1).astype(np.float32))
+    targets = teacher_top_r(rng.standard_normal((n_users, 3)), rng.standard_normal((n_items, 3)), train, 5)
+    # items start with 8 noisy copies of one bit: strongly correlated. (Exact copies cannot be pulled
+    # apart: the penalty's gradient is then the same for every bit, and they flip together.)
+    base = rng.standard_normal((n_items, 1))
+    init_i = base + 0.3 * rng.standard_normal((n_items, bits))
+    init_u = rng.standard_normal((n_users, bits))
+
+    def correlation(codes: np.ndarray) -> float:
+        return float(bit_penalty(torch.tensor(codes, dtype=torch.float32), 0.0, 1.0))
+
+    kw = {"epochs": 30, "temperature": 2.0, "lr": 0.05, "batch_users": 40, "seed": 0}
+    plain = distill_codes(init_u, init_i, targets, train, **kw)  # type: ignore[arg-type]
+    decor = distill_codes(init_u, init_i, targets, train, decorrelation_weight=10.0, **kw)  # type: ignore[arg-type]
+    start = correlation(np.where(init_i >= 0, 1.0, -1.0))
+    assert start > 0.5
+    assert correlation(decor.item_codes) < 0.5 * min(start, correlation(plain.item_codes))
+    with pytest.raises(ConfigError, match="decorrelation_weight"):
+        distill_codes(init_u, init_i, targets, train, epochs=1, decorrelation_weight=-1.0)
+    with pytest.raises(ConfigError, match=r"distill\.ste"):
+        distill_codes(init_u, init_i, targets, train, epochs=1, ste="fourier")
