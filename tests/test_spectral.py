@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hashgnn.codes.itq import itq_codes, itq_rotation, mips_augment, quantization_loss, random_rotation
@@ -173,6 +173,8 @@ def test_sharpen_polynomial_is_one_rk4_step() -> None:
     keep=st.integers(1, 12),
     seed=st.integers(0, 10**6),
 )
+# fewer users than dims: Cholesky QR once succeeded on the singular Gram matrix and kept 11 columns
+@example(n_users=10, n_items=11, width=11, keep=1, seed=5503)
 def test_balance_embeddings_keeps_the_scores_and_truncates_optimally(
     n_users: int, n_items: int, width: int, keep: int, seed: int
 ) -> None:

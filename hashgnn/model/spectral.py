@@ -70,9 +70,14 @@ def _orthonormalize(x: np.ndarray) -> np.ndarray:
 
     Two passes of Q = X L^-T (X^T X = L L^T) are as accurate as Householder QR for the
     well-conditioned blocks a range finder produces, and about 3x faster here (a Gram product and
-    a triangular solve are BLAS-3). Falls back to Householder QR if the Gram matrix is singular.
+    a triangular solve are BLAS-3). Householder QR where the Gram matrix is singular (Cholesky
+    fails) or ``x`` has fewer rows than columns.
     """
     q = np.asarray(x, np.float64)
+    if q.shape[0] < q.shape[1]:
+        # wider than tall: the Gram matrix is singular, and Cholesky can still succeed on its
+        # round-off and return more columns than the rank (a hypothesis case found it)
+        return np.linalg.qr(q)[0]
     try:
         for _ in range(2):
             chol = np.linalg.cholesky(q.T @ q)
