@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hashgnn.codes.distill import distill_codes, teacher_top_r
+from hashgnn.codes.distill import continuous_start, distill_codes, teacher_top_r
 from hashgnn.config import DistillConfig, RunConfig, parse_setting
 from hashgnn.data import carve_validation, load_interactions
 from hashgnn.train.fitted import VALID_K, Fitted, _codes, fit_spectral
@@ -135,11 +135,12 @@ def main() -> None:
             )
             return float(m[f"recall@{VALID_K}"])
 
-        def on_epoch(row: dict[str, float], name: str = name, start: float = start) -> None:
+        def on_epoch(row: dict[str, float], name: str = name, start: float = start, seed: int = cfg.train.seed) -> None:
             if "valid_score" in row:
                 emit(
                     {
                         "variant": name,
+                        "seed": seed,
                         "epoch": int(row["epoch"]),
                         f"valid_recall@{VALID_K}": round(row["valid_score"], 5),
                         "loss": round(row["loss"], 5),
@@ -148,21 +149,46 @@ def main() -> None:
                 )
 
         epochs = args.epochs if args.epochs is not None else cfg.train.epochs
+        loss_kw: dict[str, Any] = {
+            "temperature": d.temperature,
+            "decay": d.decay,
+            "lr": d.lr,
+            "batch_users": d.batch_users,
+            "ema": d.ema,
+            "positive_weight": d.positive_weight,
+        }
+        targets = teacher["targets"][:, : d.top_r]
+        start_u, start_i = teacher["ux"], teacher["ix"]
+        if d.student_epochs:
+            start_u, start_i = continuous_start(
+                start_u,
+                start_i,
+                targets,
+                split.train,
+                epochs=d.student_epochs,
+                popularity=cfg.spectral.popularity_bits,
+                itq_iters=cfg.spectral.itq_iters,
+                seed=cfg.train.seed,
+                **loss_kw,
+            )
+            emit(
+                {
+                    "variant": name,
+                    "seed": cfg.train.seed,
+                    "student_epochs": d.student_epochs,
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
         res = distill_codes(
-            teacher["ux"],
-            teacher["ix"],
-            teacher["targets"][:, : d.top_r],
+            start_u,
+            start_i,
+            targets,
             split.train,
             epochs=epochs,
-            temperature=d.temperature,
-            decay=d.decay,
-            lr=d.lr,
-            batch_users=d.batch_users,
             ste=d.ste,
             schedule=d.schedule,
             horizon=epochs,
-            ema=d.ema,
-            positive_weight=d.positive_weight,
+            **loss_kw,
             balance_weight=d.balance_weight,
             decorrelation_weight=d.decorrelation_weight,
             seed=cfg.train.seed,

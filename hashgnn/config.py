@@ -146,6 +146,9 @@ class DistillConfig:
     # items in half (balance), bits pairwise uncorrelated (decorrelation). 0: off
     balance_weight: float = 0.0
     decorrelation_weight: float = 0.0
+    # epochs of an unquantised student of the same loss trained first; the codes then start from its
+    # own PCA + ITQ instead of the teacher's (hashgnn.codes.distill.continuous_start). 0: off
+    student_epochs: int = 0
     # after training: rounds of greedy bit flips of the ±1 codes that lower this loss exactly
     # (user flips, then item flips; hashgnn/codes/refine.py). 0: off, the codes as trained
     refine_rounds: int = 0

@@ -2,7 +2,8 @@
 
 Checked against closed forms: the Gaussian estimator's gradient is exp(-x^2 / 2) times the upstream
 gradient, the penalties are 0 for a balanced and uncorrelated code and equal their weight for a
-constant one, and each penalty, trained alone, moves a code towards what it asks for.
+constant one, and each penalty, trained alone, moves a code towards what it asks for. The continuous
+start is the ITQ hash of the unquantised student, recomputed step by step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hashgnn.codes.distill import _ste, bit_penalty, distill_codes, teacher_top_r
+from hashgnn.codes.distill import _ste, bit_penalty, continuous_start, distill_codes, teacher_top_r
+from hashgnn.codes.itq import hash_vectors
 from hashgnn.errors import ConfigError
 
 
@@ -93,3 +95,32 @@ def test_the_decorrelation_penalty_alone_decorrelates_the_item_codes() -> None:
         distill_codes(init_u, init_i, targets, train, epochs=1, decorrelation_weight=-1.0)
     with pytest.raises(ConfigError, match=r"distill\.ste"):
         distill_codes(init_u, init_i, targets, train, epochs=1, ste="fourier")
+
+
+def overlap(user: np.ndarray, item: np.ndarray, targets: np.ndarray, train: sp.csr_matrix) -> float:
+    """Mean share of each user's targets among the top len(targets) items of <user, item>."""
+    r = targets.shape[1]
+    top = teacher_top_r(np.sign(user), np.sign(item), train, r)
+    return float(np.mean([len(set(a) & set(b)) / r for a, b in zip(top, targets, strict=True)]))
+
+
+def test_continuous_start_is_the_itq_hash_of_the_unquantised_student_and_ranks_closer() -> None:
+    rng = np.random.default_rng(5)
+    n_users, n_items, bits = 90, 70, 16
+    train = sp.csr_matrix((rng.random((n_users, n_items)) < 0.1).astype(np.float32))
+    targets = teacher_top_r(rng.standard_normal((n_users, 5)), rng.standard_normal((n_items, 5)), train, 10)
+    init_u, init_i = rng.standard_normal((n_users, bits)) * 0.1, rng.standard_normal((n_items, bits)) * 0.1
+    kw = {"temperature": 2.0, "lr": 0.05, "batch_users": 30}
+    su, si = continuous_start(init_u, init_i, targets, train, epochs=40, popularity=2, seed=1, **kw)  # type: ignore[arg-type]
+    student = distill_codes(init_u, init_i, targets, train, epochs=40, ste="none", seed=1, **kw)  # type: ignore[arg-type]
+    # the student is real-valued (nothing quantised), and the start is its PCA + ITQ + popularity hash
+    assert len(np.unique(student.item_codes)) > 2
+    degree = np.asarray(train.sum(axis=0)).ravel()
+    ru, ri = hash_vectors(student.user_codes, student.item_codes, degree, bits, None, 2, 50, 1)
+    np.testing.assert_array_equal(su, ru)
+    np.testing.assert_array_equal(si, ri)
+    assert su.shape == (n_users, bits) and si.shape == (n_items, bits)
+    # its signs rank the targets far better than the start the student came from
+    assert overlap(su, si, targets, train) > overlap(init_u, init_i, targets, train) + 0.15
+    with pytest.raises(ConfigError, match="student_epochs"):
+        continuous_start(init_u, init_i, targets, train, epochs=0)

@@ -223,6 +223,20 @@ def test_distilled_run_refits_with_the_validated_budget(mirror, tmp_path: Path) 
     assert zero["test"]["hamming"] == ref["test"]["hamming"]
 
 
+def test_a_distilled_run_can_start_from_a_continuous_student(mirror, tmp_path: Path) -> None:
+    final = train_run(
+        config("spectral_distill", epochs=2, temperature=2.0, student_epochs=2), tmp_path / "run", progress=False
+    )
+    assert "started from a 2-epoch continuous student" in final["code_source"]
+    assert final["fit_seconds"]["student"] > 0
+    # the student changes the start: the initial validation codes are not the teacher's ITQ codes
+    plain = train_run(config("spectral_distill", epochs=2, temperature=2.0), tmp_path / "plain", progress=False)
+    assert "student" not in plain["fit_seconds"]
+    assert final["initial_valid_recall@20"] != plain["initial_valid_recall@20"]
+    with pytest.raises(ConfigError, match="student_epochs"):
+        train_run(config("spectral_distill", epochs=1, student_epochs=-1), tmp_path / "bad", progress=False)
+
+
 def test_a_validated_fit_writes_each_evaluation_to_metrics_jsonl_as_it_goes(
     mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

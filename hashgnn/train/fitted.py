@@ -91,7 +91,7 @@ def fit_spectral_distill(
     cfg: RunConfig, train: sp.csr_matrix, epochs: int | None, validate: Validate | None, progress: bool
 ) -> Fitted:
     """The ``spectral_distill`` method: the spectral teacher, then codes trained to rank like it."""
-    from hashgnn.codes.distill import distill_codes, teacher_top_r
+    from hashgnn.codes.distill import continuous_start, distill_codes, teacher_top_r
     from hashgnn.train.run import resolve_device
 
     # The teacher is fitted on the CPU; the teacher's top items and the codes' training use the
@@ -104,31 +104,51 @@ def fit_spectral_distill(
     t1 = time.perf_counter()
     uz, iz = teacher.user_z, teacher.item_z
     assert teacher.user_x is not None and teacher.item_x is not None
+    start_u, start_i = teacher.user_x, teacher.item_x
+    loss_kw: dict[str, Any] = {
+        "temperature": d.temperature,
+        "decay": d.decay,
+        "lr": d.lr,
+        "batch_users": d.batch_users,
+        "ema": d.ema,
+        "positive_weight": d.positive_weight,
+        "progress": progress,
+        "device": device,
+    }
+    seconds = {**teacher.seconds, "teacher_top_r": t1 - t0}
+    if d.student_epochs != 0:  # a negative count is continuous_start's error
+        # A fixed number of epochs, not picked on validation: the codes' budget is what is picked.
+        start_u, start_i = continuous_start(
+            start_u,
+            start_i,
+            targets,
+            train,
+            epochs=d.student_epochs,
+            popularity=cfg.spectral.popularity_bits,
+            itq_iters=cfg.spectral.itq_iters,
+            seed=cfg.train.seed,
+            **loss_kw,
+        )
+        seconds["student"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
     result = distill_codes(
-        teacher.user_x,
-        teacher.item_x,
+        start_u,
+        start_i,
         targets,
         train,
         epochs=cfg.train.epochs if epochs is None else epochs,
-        temperature=d.temperature,
-        decay=d.decay,
-        lr=d.lr,
-        batch_users=d.batch_users,
         ste=d.ste,
         schedule=d.schedule,
         horizon=cfg.train.epochs,
-        ema=d.ema,
-        positive_weight=d.positive_weight,
         balance_weight=d.balance_weight,
         decorrelation_weight=d.decorrelation_weight,
         seed=cfg.train.seed,
         validate=None if validate is None else (lambda uc, ic: validate(uc, ic, uz, iz)),
         eval_every=cfg.train.eval_every,
         patience=cfg.train.patience,
-        progress=progress,
-        device=device,
+        **loss_kw,
     )
-    seconds = {**teacher.seconds, "teacher_top_r": t1 - t0, "distill": time.perf_counter() - t1}
+    seconds["distill"] = time.perf_counter() - t1
     user_codes, item_codes, best_score = result.user_codes, result.item_codes, result.best_score
     refine: dict[str, Any] | None = None
     if d.refine_rounds > 0:
@@ -164,7 +184,9 @@ def fit_spectral_distill(
         item_codes,
         uz,
         iz,
-        "rank-distilled from the spectral teacher" + (", refined by bit flips" if refine else ""),
+        "rank-distilled from the spectral teacher"
+        + (f", started from a {d.student_epochs}-epoch continuous student" if d.student_epochs > 0 else "")
+        + (", refined by bit flips" if refine else ""),
         refine=refine,
         best_epoch=result.best_epoch,
         best_score=best_score,
