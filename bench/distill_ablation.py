@@ -95,6 +95,9 @@ def main() -> None:
     base = _apply(RunConfig.load(args.config), args.set)
     if args.mirror:
         base = dataclasses.replace(base, data=dataclasses.replace(base.data, mirror=args.mirror))
+    from hashgnn.memory import keep_freed_memory
+
+    keep_freed_memory()  # as `hashgnn train` does: without it, half of a gowalla epoch is page faults
     threads = args.threads or base.train.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     data = load_interactions(base.data)
