@@ -120,11 +120,13 @@ def run_config(items: np.ndarray, queries: np.ndarray, bits: int, k: int, args, 
     mihs = []
     for m in args.substrings or [None]:
         for bit_order in args.bit_order:
-            mih = MultiIndexHashing(bits, m, threads=args.threads, bit_order=bit_order)
-            mih.add(items)
-            _, t_build = timed(mih.build)
-            mih.search(queries[:8], k)
-            mihs.append((mih, t_build))
+            for cost in args.candidate_cost:
+                fixed = None if cost == "auto" else float(cost)
+                mih = MultiIndexHashing(bits, m, threads=args.threads, bit_order=bit_order, candidate_cost=fixed)
+                mih.add(items)
+                _, t_build = timed(mih.build)  # includes the candidate cost's timing when "auto"
+                mih.search(queries[:8], k)
+                mihs.append((mih, t_build))
     # The exact methods are timed in turns, --repeat times, and the best time of each is reported:
     # on a shared machine a single timing of one and then the other measures the neighbours' load.
     times: dict[int, list[float]] = {j: [] for j in range(len(mihs) + 1)}
@@ -161,6 +163,10 @@ def run_config(items: np.ndarray, queries: np.ndarray, bits: int, k: int, args, 
                 "speedup_vs_linear": min(times[0]) / min(times[j]),
                 "recall": tie_recall(d, exact_d),
                 "memory_bytes": mih.memory_bytes(),
+                "candidate_cost_setting": "auto"
+                if mih.requested_candidate_cost is None
+                else mih.requested_candidate_cost,
+                "mih_calibration": mih.calibration,
                 **{f"mih_{a}": b for a, b in mih.last_stats.items() if a != "queries"},
             }
         )
@@ -273,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         default=["correlation"],
         choices=["correlation", "consecutive"],
         help="MIH substring layouts to try (MultiIndexHashing's bit_order)",
+    )
+    p.add_argument(
+        "--candidate-cost",
+        nargs="+",
+        default=["auto"],
+        help="MIH candidate costs to try, in scanned codes: numbers, or auto (timed when the tables are built)",
     )
     p.add_argument("--hnsw-max", type=int, default=100_000, help="build HNSW on at most this many items (0: skip)")
     p.add_argument("--seed", type=int, default=0)

@@ -271,3 +271,70 @@ def test_stages_of_more_probes_than_one_sorted_piece_match_brute_force() -> None
     want_d, want_i = brute_topk(items, queries, 5)
     assert np.array_equal(dist, want_d) and np.array_equal(ids, want_i)
     assert len(queries) * 560 > _mih_kernels.PIECE  # radius 3 of one 16-bit table alone is C(16, 3) = 560 probes
+
+
+def low_rank_codes(rng: np.random.Generator, n: int, bits: int = 64) -> np.ndarray:
+    """Codes with a trained model's kind of structure: signs of a rank-6 projection, unbalanced bits."""
+    z = rng.standard_normal((n, 6)) @ rng.standard_normal((6, bits)) + rng.normal(0.8, 0.8, bits)
+    return np.packbits(z > 0, axis=1)
+
+
+def test_candidate_cost_is_timed_on_large_corpora_and_used() -> None:
+    from hashgnn.index import mih as mih_module
+
+    rng = np.random.default_rng(21)
+    items = low_rank_codes(rng, 70000)  # above PREDICT_MIN_ITEMS
+    queries = items[rng.integers(0, len(items), 30)]
+    mih = MultiIndexHashing(64)
+    mih.add(items)
+    got = mih.search(queries, 20)
+    cal = mih.calibration
+    assert cal["queries"] == mih_module.CALIBRATION_QUERIES
+    assert cal["candidates"] >= mih_module.CALIBRATION_MIN_CANDIDATES * cal["queries"]  # the timed branch
+    per_code = cal["scan_seconds"] / (cal["queries"] * len(items))
+    want = (cal["probe_seconds"] / per_code - cal["buckets"] * mih_module.PROBE_COST) / cal["candidates"]
+    lo, hi = mih_module.CANDIDATE_COST_RANGE
+    assert mih.candidate_cost == pytest.approx(min(max(want, lo), hi))
+    assert cal["candidate_cost"] == mih.candidate_cost == mih.last_stats["candidate_cost"]
+    flat = HammingIndex(64)
+    flat.add(items)
+    want_d, want_i = flat.search(queries, 20)
+    np.testing.assert_array_equal(got[0], want_d)
+    np.testing.assert_array_equal(got[1], want_i)
+
+
+def test_a_fixed_candidate_cost_is_kept_and_steers_the_router() -> None:
+    rng = np.random.default_rng(22)
+    items = low_rank_codes(rng, 70000)
+    flips = np.packbits(rng.random((40, 64)) < 0.05, axis=1)
+    queries = items[rng.integers(0, len(items), 40)] ^ flips
+    flat = HammingIndex(64)
+    flat.add(items)
+    want = flat.search(queries, 50)
+    routed = {}
+    for cost in (1e-6, 1e6):
+        mih = MultiIndexHashing(64, candidate_cost=cost)
+        mih.add(items)
+        got = mih.search(queries, 50)
+        assert mih.candidate_cost == cost and mih.calibration == {}
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        routed[cost] = mih.last_stats["scanned_predicted"]
+    # a candidate worth a million codes: every query that meets one goes to the scan at once
+    assert routed[1e6] == len(queries) > routed[1e-6]
+
+
+def test_small_corpora_keep_the_constant_candidate_cost() -> None:
+    from hashgnn.index import mih as mih_module
+
+    rng = np.random.default_rng(23)
+    mih = MultiIndexHashing(64)
+    mih.add(low_rank_codes(rng, 500))
+    mih.search(low_rank_codes(rng, 3), 5)
+    assert mih.candidate_cost == mih_module.CANDIDATE_COST and mih.calibration == {}
+
+
+@pytest.mark.parametrize("cost", [0, -1.0, float("nan"), float("inf"), True, "3"])
+def test_bad_candidate_cost(cost) -> None:
+    with pytest.raises(HashgnnError, match="candidate_cost"):
+        MultiIndexHashing(64, candidate_cost=cost)

@@ -41,10 +41,14 @@ MAX_SUBSTRING_BITS = 26  # a table of 2^26 buckets is 256 MiB of offsets
 # in units of one code of a linear scan: measured ~220 ns a probe against ~3 ns a scanned code on the
 # loaded 2-core machine of docs/SCALING.md; 64 errs toward probing.
 PROBE_COST = 64
-# A candidate in a probed bucket, in scanned codes. At 10^7 x 64 bits on an AVX-512 machine with the
-# staged kernel (2026-12-02), 3 measured 2.14x the scan, where 8 handed 26 of 200 queries to the
-# scan after probing (1.67x): docs/SCALING.md.
+# A candidate in a probed bucket, in scanned codes, where it is not measured (corpora below
+# PREDICT_MIN_ITEMS, or too few candidates to time). Measured, it is 2.6 on a CPU without a vector
+# popcount and 4.3 on one with it (docs/SCALING.md, 2026-12-05), so larger corpora time it on the
+# machine when the tables are built (MultiIndexHashing._calibrate).
 CANDIDATE_COST = 3
+CANDIDATE_COST_RANGE = (1.0, 16.0)  # a measured cost outside this is a timing accident: clipped
+CALIBRATION_QUERIES = 32  # item codes timed through both kernels when the tables are built
+CALIBRATION_MIN_CANDIDATES = 2000  # per query; with fewer, the probes' fixed costs swamp the timing
 ORDER_SAMPLE = 1 << 16  # codes whose bit correlations choose the substrings (correlated_bit_order)
 ORDER_MAX_BITS = 512  # longer codes keep consecutive substrings (the search costs O(bits^2) a swap)
 BIT_ORDERS = ("correlation", "consecutive")
@@ -132,11 +136,15 @@ class MultiIndexHashing(SizedIndex):
         threads: numba threads for a search (None: numba's default).
         budget: a query is answered by the linear scan instead when its probing is predicted to cost
             (or, as it goes, does cost) more than ``budget`` linear scans (buckets probed x
-            ``PROBE_COST`` + candidates x ``CANDIDATE_COST``, against n); 0 scans every query.
+            ``PROBE_COST`` + candidates x ``candidate_cost``, against n); 0 scans every query.
         bit_order: which bits make up each substring. ``"correlation"`` (default) spreads correlated
             bits over the substrings (:func:`correlated_bit_order`, chosen from the items when the
             tables are built); ``"consecutive"`` cuts the code into consecutive runs (Norouzi et al.).
             Results are the same; the work differs.
+        candidate_cost: what a candidate costs, in codes of a linear scan, for the router and the
+            backstop. None (default) times it on this machine when the tables are built (corpora
+            of at least 2^16 items; ``calibration`` keeps the figures) and uses ``CANDIDATE_COST``
+            below that; a number fixes it. Results are the same either way; the speed is not.
 
     Example::
 
@@ -154,6 +162,7 @@ class MultiIndexHashing(SizedIndex):
         threads: int | None = None,
         budget: float = 1.0,
         bit_order: str = "correlation",
+        candidate_cost: float | None = None,
     ) -> None:
         self.bits = check_bits(bits)
         if self.bits > MAX_KERNEL_BITS:
@@ -173,7 +182,17 @@ class MultiIndexHashing(SizedIndex):
             raise HashgnnError(f"budget must be a non-negative number, got {budget!r}")
         if bit_order not in BIT_ORDERS:
             raise HashgnnError(f"bit_order must be one of {', '.join(BIT_ORDERS)}, got {bit_order!r}")
+        if candidate_cost is not None and (
+            isinstance(candidate_cost, bool)
+            or not isinstance(candidate_cost, (int, float))
+            or not math.isfinite(candidate_cost)
+            or candidate_cost <= 0
+        ):
+            raise HashgnnError(f"candidate_cost must be a positive number or None, got {candidate_cost!r}")
         self.bit_order = bit_order
+        self.requested_candidate_cost = None if candidate_cost is None else float(candidate_cost)
+        self.candidate_cost = self.requested_candidate_cost or float(CANDIDATE_COST)
+        self.calibration: dict[str, float] = {}
         self.requested_substrings = None if substrings is None else int(substrings)
         self.threads = threads
         self.budget = float(budget)
@@ -260,6 +279,107 @@ class MultiIndexHashing(SizedIndex):
             "tcodes": tcodes,
             "masks": np.ascontiguousarray(to_words(masks)),
         }
+        self.calibration = {}
+        if self.requested_candidate_cost is not None:
+            self.candidate_cost = self.requested_candidate_cost
+        elif n >= PREDICT_MIN_ITEMS:
+            self.candidate_cost = self._calibrate()
+        else:
+            self.candidate_cost = float(CANDIDATE_COST)
+
+    def _calibrate(self) -> float:
+        """A candidate's cost in scanned codes on this machine (see ``candidate_cost``).
+
+        ``CALIBRATION_QUERIES`` item codes (a candidate's cost does not depend on who asks) are
+        answered by the linear scan and by probing without a budget, best of two turns each after a
+        warm-up; the probing time less its buckets x ``PROBE_COST`` scanned codes, over its
+        candidates, is the cost. Corpora whose queries meet too few candidates keep the constant.
+        """
+        import time
+
+        n = self.ntotal
+        rng = np.random.default_rng(1)
+        q = self.codes[np.sort(rng.choice(n, size=min(CALIBRATION_QUERIES, n), replace=False))]
+        k = min(100, n)
+
+        def best(fn: Any) -> tuple[float, Any]:
+            fn()  # compiles the kernels once per process, and warms the caches
+            times, out = [], None
+            for _ in range(2):
+                t0 = time.perf_counter()
+                out = fn()
+                times.append(time.perf_counter() - t0)
+            return min(times), out
+
+        t_scan, _ = best(lambda: self._flat.search(q, k))
+        t_probe, (_, _, stats) = best(lambda: self._probe(q, k, None, math.inf, 1.0))
+        per_code = t_scan / (len(q) * n)
+        buckets, candidates = float(stats[:, 0].sum()), float(stats[:, 1].sum())
+        self.calibration = {
+            "queries": float(len(q)),
+            "scan_seconds": t_scan,
+            "probe_seconds": t_probe,
+            "buckets": buckets,
+            "candidates": candidates,
+            "scan_ns_per_code": per_code * 1e9,
+            "probe_ns_per_candidate": t_probe / max(candidates, 1.0) * 1e9,
+        }
+        if candidates < CALIBRATION_MIN_CANDIDATES * len(q) or per_code <= 0:
+            cost = float(CANDIDATE_COST)
+        else:
+            cost = (t_probe / per_code - buckets * PROBE_COST) / candidates
+            cost = float(np.clip(cost, *CANDIDATE_COST_RANGE))
+        self.calibration["candidate_cost"] = cost
+        return cost
+
+    def _probe(
+        self,
+        q: np.ndarray,
+        k: int,
+        ex: tuple[np.ndarray, np.ndarray] | None,
+        budget: float,
+        candidate_cost: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Multi-index probing of packed queries ``q``: positions, distances and per-query stats."""
+        import numba
+
+        from hashgnn.index import _mih_kernels
+
+        tb = self._tables
+        assert tb is not None
+        m = len(tb["lengths"])
+        qkeys = np.empty((len(q), m), np.uint32)
+        _mih_kernels.substring_keys(q, tb["order"], tb["starts"], tb["lengths"], qkeys)
+        empty = np.zeros(0, np.int64)
+        indptr, indices = ex if ex is not None else (empty, empty)
+        d = np.full((len(q), k), -1, np.int32)
+        pos = np.full((len(q), k), -1, np.int64)
+        stats = np.zeros((len(q), 4), np.int64)
+        if len(q) == 0:
+            return d, pos, stats
+        with numba_threads(self.threads):
+            _mih_kernels.mih_topk(
+                tb["offsets"],
+                tb["offbase"],
+                tb["lengths"],
+                tb["tpos"],
+                tb["tcodes"].reshape(m, -1),
+                tb["masks"],
+                np.ascontiguousarray(to_words(q)),
+                qkeys,
+                k,
+                indptr,
+                indices,
+                self.bits,
+                PROBE_COST,
+                candidate_cost,
+                budget,
+                max(1, min(len(q), numba.get_num_threads())),
+                d,
+                pos,
+                stats,
+            )
+        return d, pos, stats
 
     def _predict_scan(self, q: np.ndarray, qw: np.ndarray, k: int, lengths: np.ndarray) -> np.ndarray:
         """Queries whose probing is predicted to cost more than ``budget`` scans (bool per query).
@@ -314,7 +434,7 @@ class MultiIndexHashing(SizedIndex):
             hits,
         )
         candidates = hits * (n / len(self._cand_sample))
-        return probes * PROBE_COST + candidates * CANDIDATE_COST > budget
+        return probes * PROBE_COST + candidates * self.candidate_cost > budget
 
     # ------------------------------------------------------------------------------------ search
     def search(self, query_codes: np.ndarray, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
@@ -324,10 +444,6 @@ class MultiIndexHashing(SizedIndex):
         padded with distance -1 and id -1 where fewer than ``k`` items remain; ``exclude`` (a scipy
         sparse matrix of queries x item ids, or a list of id arrays, one per query) removes items.
         """
-        import numba
-
-        from hashgnn.index import _mih_kernels
-
         q = check_codes(query_codes, self.bits, "MultiIndexHashing.search")
         k = check_k(k)
         ex = exclusion_csr(exclude, len(q), self._idmap)
@@ -341,43 +457,15 @@ class MultiIndexHashing(SizedIndex):
         assert tb is not None
         kk = min(k, n)
         m = len(tb["lengths"])
-        qkeys = np.empty((nq, m), np.uint32)
-        _mih_kernels.substring_keys(q, tb["order"], tb["starts"], tb["lengths"], qkeys)
         qw = np.ascontiguousarray(to_words(q))
         routed = self._predict_scan(q, qw, kk, tb["lengths"])
         probe = np.flatnonzero(~routed)
         out_d = np.full((nq, kk), -1, np.int32)  # rows sent to the scan are filled below
         out_i = np.full((nq, kk), -1, np.int64)
         stats = np.zeros((nq, 4), np.int64)
-        empty = np.zeros(0, np.int64)
         if ex is not None and len(probe) < nq:
             ex = exclusion_csr(_exclude_rows(exclude, probe), len(probe), self._idmap)
-        indptr, indices = ex if ex is not None else (empty, empty)
-        pd = np.full((len(probe), kk), -1, np.int32)
-        pi = np.full((len(probe), kk), -1, np.int64)
-        pstats = np.zeros((len(probe), 4), np.int64)
-        with numba_threads(self.threads):
-            _mih_kernels.mih_topk(
-                tb["offsets"],
-                tb["offbase"],
-                tb["lengths"],
-                tb["tpos"],
-                tb["tcodes"].reshape(m, -1),
-                tb["masks"],
-                qw[probe],
-                qkeys[probe],
-                kk,
-                indptr,
-                indices,
-                self.bits,
-                PROBE_COST,
-                CANDIDATE_COST,
-                self.budget * n,
-                max(1, min(len(probe), numba.get_num_threads())),
-                pd,
-                pi,
-                pstats,
-            )
+        pd, pi, pstats = self._probe(q[probe], kk, ex, self.budget * n, self.candidate_cost)
         out_d[probe], out_i[probe], stats[probe] = pd, pi, pstats
         stats[routed] = 0
         ids = self._idmap.to_ids(out_i)
@@ -395,6 +483,7 @@ class MultiIndexHashing(SizedIndex):
             else float("nan"),
             "scanned": len(scan),
             "scanned_predicted": int(routed.sum()),
+            "candidate_cost": self.candidate_cost,
         }
         if kk < k:
             out_d = np.concatenate([out_d, np.full((nq, k - kk), -1, out_d.dtype)], axis=1)
