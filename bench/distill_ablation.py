@@ -9,7 +9,9 @@ the config's rule, as served) every ``--eval-every`` epochs. Nothing touches the
 refinement rounds are not run (``distill.refine_rounds`` is ignored). ``distill.ste=none`` trains
 the same objective without quantisation and validates the real vectors by inner product: the
 ceiling of a ``bits``-wide model under this objective. A variant is a name and
-``section.key=value`` settings on the config, as ``--set`` takes them::
+``section.key=value`` settings on the config, as ``--set`` takes them, of the ``distill``, ``train``
+and ``eval`` sections only (the teacher and the codes' start are shared; other settings go in
+``--set``, one bench run per value)::
 
     python bench/distill_ablation.py --config configs/lastfm-codes.yaml --epochs 60 \\
         --variant base --variant gauss:distill.ste=gauss --variant decor:distill.decorrelation_weight=1 \\
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ import torch
 from hashgnn.codes.distill import continuous_start, distill_codes, teacher_top_r
 from hashgnn.config import DistillConfig, RunConfig, parse_setting
 from hashgnn.data import carve_validation, load_interactions
+from hashgnn.experiment.environment import machine_info
 from hashgnn.train.fitted import VALID_K, Fitted, _codes, fit_spectral
 from hashgnn.train.run import evaluate_codes
+
+VARIANT_SECTIONS = ("distill", "train", "eval")  # what a variant may change: not the teacher, split or start
 
 
 def _apply(cfg: RunConfig, settings: list[str]) -> RunConfig:
@@ -102,9 +106,19 @@ def main() -> None:
     torch.set_num_threads(threads)
     data = load_interactions(base.data)
     split = carve_validation(data, base.data.valid_fraction or 0.1, base.data.seed)
-    teacher = _teacher(base, split.train, args.cache)
     variants = args.variant or ["config"]
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    for spec in variants:  # before the teacher's fit, which takes minutes on gowalla
+        name, _, rest = spec.partition(":")
+        fixed = [s for s in rest.split(",") if s and s.split(".", 1)[0] not in VARIANT_SECTIONS]
+        if fixed:
+            # the teacher, the split and the codes' start are built once, from --config and --set
+            raise SystemExit(
+                f"variant {name}: {', '.join(fixed)} would change the teacher or the start, which every "
+                f"variant shares; a variant may set only {', '.join(VARIANT_SECTIONS)} keys (pass the "
+                "others with --set, one bench run per value)"
+            )
+    teacher = _teacher(base, split.train, args.cache)
+    machine = {"cpu": machine_info()["cpu"], "threads": torch.get_num_threads()}
 
     def emit(row: dict[str, Any]) -> None:
         line = json.dumps(row)
@@ -115,7 +129,8 @@ def main() -> None:
 
     for spec in variants:
         name, _, rest = spec.partition(":")
-        cfg = _apply(base, [s for s in rest.split(",") if s])
+        settings = [s for s in rest.split(",") if s]
+        cfg = _apply(base, settings)
         d: DistillConfig = cfg.distill
         if d.top_r > teacher["targets"].shape[1]:
             raise SystemExit(f"variant {name}: top_r {d.top_r} > the cached teacher's {teacher['targets'].shape[1]}")
