@@ -11,7 +11,8 @@ the same objective without quantisation and validates the real vectors by inner 
 ceiling of a ``bits``-wide model under this objective. A variant is a name and
 ``section.key=value`` settings on the config, as ``--set`` takes them, of the ``distill``, ``train``
 and ``eval`` sections only (the teacher and the codes' start are shared; other settings go in
-``--set``, one bench run per value)::
+``--set``, one bench run per value). A variant's ``train.seed`` seeds its distillation only: the
+start's ITQ rotation comes from the base config's seed::
 
     python bench/distill_ablation.py --config configs/lastfm-codes.yaml --epochs 60 \\
         --variant base --variant gauss:distill.ste=gauss --variant decor:distill.decorrelation_weight=1 \\
