@@ -107,10 +107,12 @@ def main() -> None:
     torch.set_num_threads(threads)
     data = load_interactions(base.data)
     split = carve_validation(data, base.data.valid_fraction or 0.1, base.data.seed)
-    variants = args.variant or ["config"]
-    for spec in variants:  # before the teacher's fit, which takes minutes on gowalla
+    variants = []
+    for spec in args.variant or ["config"]:
         name, _, rest = spec.partition(":")
-        fixed = [s for s in rest.split(",") if s and s.split(".", 1)[0] not in VARIANT_SECTIONS]
+        variants.append((name, [s for s in rest.split(",") if s]))
+    for name, settings in variants:  # before the teacher's fit, which takes minutes on gowalla
+        fixed = [s for s in settings if s.split(".", 1)[0] not in VARIANT_SECTIONS]
         if fixed:
             # the teacher, the split and the codes' start are built once, from --config and --set
             raise SystemExit(
@@ -128,9 +130,7 @@ def main() -> None:
             with args.out.open("a") as f:
                 f.write(line + "\n")
 
-    for spec in variants:
-        name, _, rest = spec.partition(":")
-        settings = [s for s in rest.split(",") if s]
+    for name, settings in variants:
         cfg = _apply(base, settings)
         d: DistillConfig = cfg.distill
         if d.top_r > teacher["targets"].shape[1]:
@@ -218,7 +218,7 @@ def main() -> None:
         emit(
             {
                 "variant": name,
-                "settings": rest,
+                "settings": ",".join(settings),
                 "config": args.config,
                 "base_settings": args.set,
                 "best_epoch": res.best_epoch,

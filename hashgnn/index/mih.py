@@ -340,7 +340,7 @@ class MultiIndexHashing(SizedIndex):
         budget: float,
         candidate_cost: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Multi-index probing of packed queries ``q``: positions, distances and per-query stats."""
+        """Multi-index probing of packed queries ``q``: distances, positions and per-query stats."""
         import numba
 
         from hashgnn.index import _mih_kernels
