@@ -339,8 +339,12 @@ class MultiIndexHashing(SizedIndex):
         ex: tuple[np.ndarray, np.ndarray] | None,
         budget: float,
         candidate_cost: float,
+        qw: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Multi-index probing of packed queries ``q``: distances, positions and per-query stats."""
+        """Multi-index probing of packed queries ``q``: distances, positions and per-query stats.
+
+        ``qw`` is ``q`` in the kernel's word layout when the caller has it already.
+        """
         import numba
 
         from hashgnn.index import _mih_kernels
@@ -365,7 +369,7 @@ class MultiIndexHashing(SizedIndex):
                 tb["tpos"],
                 tb["tcodes"].reshape(m, -1),
                 tb["masks"],
-                np.ascontiguousarray(to_words(q)),
+                np.ascontiguousarray(to_words(q)) if qw is None else qw,
                 qkeys,
                 k,
                 indptr,
@@ -465,7 +469,7 @@ class MultiIndexHashing(SizedIndex):
         stats = np.zeros((nq, 4), np.int64)
         if ex is not None and len(probe) < nq:
             ex = exclusion_csr(_exclude_rows(exclude, probe), len(probe), self._idmap)
-        pd, pi, pstats = self._probe(q[probe], kk, ex, self.budget * n, self.candidate_cost)
+        pd, pi, pstats = self._probe(q[probe], kk, ex, self.budget * n, self.candidate_cost, qw[probe])
         out_d[probe], out_i[probe], stats[probe] = pd, pi, pstats
         stats[routed] = 0
         ids = self._idmap.to_ids(out_i)
