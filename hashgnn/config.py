@@ -175,7 +175,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None
     eval_every: int = 1
-    patience: int = 0  # epochs without validation improvement before stopping (0: never stop early)
+    patience: int = 0  # validations without improvement before stopping, counted in the last stage (0: never)
     max_minutes: float | None = None  # stop after the epoch whose training time passes this budget
     pretrain_epochs: int = 10  # hashgnn_sp / lsh: epochs of the continuous stage
 

@@ -277,7 +277,9 @@ def test_shipped_suites_load_with_the_documented_grids() -> None:
     # paper-converged.yaml keeps the spectral settings its report was run with (the configs of 2026-12-03)
     [("paper-converged.yaml", "lastfm", False), ("paper-converged-ml-1m.yaml", "ml-1m", True)],
 )
-def test_converged_suites_keep_the_paper_protocol_and_the_configs(suite_file: str, dataset: str, as_configs: bool) -> None:
+def test_converged_suites_keep_the_paper_protocol_and_the_configs(
+    suite_file: str, dataset: str, as_configs: bool
+) -> None:
     """The converged comparisons change the budget only; the ml-1m one runs the shipped configs' methods."""
     from hashgnn.config import RunConfig
 
@@ -300,5 +302,7 @@ def test_converged_suites_keep_the_paper_protocol_and_the_configs(suite_file: st
         twin = paper[f"{dataset}/{p.method}/bits64/seed12345"]
         # mf keeps its own optimiser settings; the others differ from paper.yaml in the budget alone.
         diff = {line.split(":", 1)[0] for line in config_diff(p.config, twin.config)}
-        allowed = budget | ({"train.weight_decay", "train.batch_size", "train.negatives"} if p.method == "mf" else set())
+        allowed = budget | (
+            {"train.weight_decay", "train.batch_size", "train.negatives"} if p.method == "mf" else set()
+        )
         assert diff <= allowed, (p.method, diff)

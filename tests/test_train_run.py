@@ -197,3 +197,21 @@ def test_time_budget_ends_the_run_after_one_epoch(tmp_path: Path) -> None:
 
     again = resume_run(run, progress=False)
     assert again["epochs_run"] == 1 and again["test"] == final["test"]
+
+
+@pytest.mark.parametrize("method,epochs_run", [("hashgnn", 3), ("hashgnn_sp", 5)])
+def test_patience_counts_from_the_last_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, epochs_run: int
+) -> None:
+    """Validation that only falls stops hashgnn after `patience` evaluations, and hashgnn_sp only
+    after `patience` evaluations of its hash stage (epochs 3 on): its continuous stage's declining
+    scores of an untrained hash layer must not end the run before the stage that trains the codes."""
+    from hashgnn.train import run as run_module
+
+    falling = iter(np.linspace(0.5, 0.0, 50))
+    monkeypatch.setattr(run_module._Trainer, "validate", lambda self, epoch: {"recall@20": float(next(falling))})
+    cfg = tiny_config(
+        model={"method": method}, train={"epochs": 10, "pretrain_epochs": 3, "eval_every": 1, "patience": 2}
+    )
+    final = train_run(cfg, tmp_path / "run", progress=False)
+    assert final["epochs_run"] == epochs_run  # of 10

@@ -59,7 +59,10 @@ def train(
         Optional[float], typer.Option(help="Share of each user's train items held out for validation (0: none).")
     ] = None,
     patience: Annotated[
-        Optional[int], typer.Option(help="Stop after this many validations without improvement (0: never).")
+        Optional[int],
+        typer.Option(
+            help="Stop after this many validations without improvement, counted in the method's last stage (0: never)."
+        ),
     ] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N epochs.")] = None,
     max_minutes: Annotated[

@@ -243,7 +243,18 @@ class _Trainer:
 
         cfg = self.cfg
         has_valid = self.split.valid is not None and self.split.valid.nnz > 0
+        method = get_method(cfg.model.method)
+
+        def phase(e: int) -> tuple[str, bool]:
+            sched = method.schedule(e, cfg.model, cfg.train)
+            return sched.stage, sched.encoder_frozen
+
         for epoch in range(self.start_epoch, cfg.train.epochs):
+            if epoch > 0 and phase(epoch) != phase(epoch - 1):
+                # Patience counts in the last stage only (hashgnn_sp's hash layers): the first
+                # stage's validations score an untrained hash layer, and their decline says
+                # nothing about the stage that trains the served codes.
+                self.state["bad_evals"] = 0
             beta = self.model.on_epoch_start(epoch)
             self.model.train()
             stats = train_epoch(
@@ -280,7 +291,11 @@ class _Trainer:
             if main:
                 _append_jsonl(self.run.file(Run.METRICS_LOG), row)
                 self.tracker.log_epoch(epoch, row)
-            stop = cfg.train.patience > 0 and self.state["bad_evals"] >= cfg.train.patience
+            stop = (
+                cfg.train.patience > 0
+                and self.state["bad_evals"] >= cfg.train.patience
+                and phase(epoch) == phase(cfg.train.epochs - 1)
+            )
             self.state["stopped_early"] = bool(stop and not last)
             if out_of_time and epoch < cfg.train.epochs - 1:
                 self.state["stopped_by_time"] = True
