@@ -165,6 +165,16 @@ class Method:
         """The schedule state of ``epoch`` (0-based)."""
         return self.schedule_fn(epoch, model_cfg, train_cfg)
 
+    def phase(self, epoch: int, model_cfg: ModelConfig, train_cfg: TrainConfig) -> tuple[Stage, bool]:
+        """What trains in ``epoch``: ``(stage, encoder_frozen)`` of its schedule state."""
+        s = self.schedule(epoch, model_cfg, train_cfg)
+        return s.stage, s.encoder_frozen
+
+    def is_staged(self, model_cfg: ModelConfig, train_cfg: TrainConfig) -> bool:
+        """Whether the phase changes within ``train_cfg.epochs`` (hashgnn_sp's two stages)."""
+        epochs = range(max(int(train_cfg.epochs), 1))
+        return len({self.phase(e, model_cfg, train_cfg) for e in epochs}) > 1
+
     def fit_function(self) -> Any:
         """The fit function (imports numpy, torch); an error for trained methods."""
         if self.fit is None:

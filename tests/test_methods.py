@@ -50,3 +50,20 @@ def test_roles_partition_the_methods() -> None:
     groups = [names(role=r) for r in ("method", "ablation", "baseline", "continuous", "improved")]
     assert sorted(sum(groups, ())) == sorted(METHOD_NAMES)
     assert set(names(hashing=True)) == set(METHOD_NAMES) - set(names(role="continuous"))
+
+
+@pytest.mark.parametrize("name", [n for n in METHOD_NAMES if METHODS[n].fit is None])
+def test_is_staged_is_a_change_of_phase_within_the_budget(name: str) -> None:
+    # is_staged decides DDP's find_unused_parameters and phase() the patience rule: both must agree
+    # with the schedule, epoch by epoch, and a budget that ends before stage 2 is not staged.
+    method = get_method(name)
+    model_cfg = ModelConfig(method=name)
+    for epochs in (1, 4, 12):
+        train_cfg = TrainConfig(epochs=epochs, pretrain_epochs=4)
+        phases = [method.phase(e, model_cfg, train_cfg) for e in range(epochs)]
+        states = [method.schedule(e, model_cfg, train_cfg) for e in range(epochs)]
+        assert phases == [(s.stage, s.encoder_frozen) for s in states]
+        assert method.is_staged(model_cfg, train_cfg) == (len(set(phases)) > 1)
+    staged = method.is_staged(ModelConfig(method=name), TrainConfig(epochs=12, pretrain_epochs=4))
+    assert staged == (name == "hashgnn_sp")
+    assert not method.is_staged(ModelConfig(method=name), TrainConfig(epochs=4, pretrain_epochs=4))

@@ -274,3 +274,28 @@ def test_killed_two_process_run_resumes(dist_runs: dict, tmp_path: Path) -> None
     assert resumed["best_valid_recall@20"] == dist_runs[2]["best_valid_recall@20"]
     rows = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows == list(range(CONFIG["train"]["epochs"]))
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_staged_method(tmp_path: Path) -> None:
+    """hashgnn_sp's stages leave parameters without gradients (the hash layers in stage 1, the frozen
+    encoder in stage 2); DDP then needs find_unused_parameters, which Method.is_staged turns on."""
+    cfg = {**CONFIG, "model": {**CONFIG["model"], "method": "hashgnn_sp"}}
+    cfg["train"] = {**CONFIG["train"], "epochs": 4, "pretrain_epochs": 2, "eval_every": 1}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "sp"
+    res = subprocess.run(
+        _hashgnn("train", "-c", str(path), "--out", str(run), "--seed", "1", "--nproc", "2", "--quiet")
+        + ["--json", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout)["processes"] == 2
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert all("valid_recall@20" in r for r in rows)

@@ -206,12 +206,3 @@ def wrap(
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(LossModule(model), device_ids=ids, find_unused_parameters=staged)
-
-
-def is_staged(method: Any, model_cfg: Any, train_cfg: Any) -> bool:
-    """Whether ``method``'s schedule changes stage or freezes the encoder within ``train_cfg.epochs``."""
-    states = {
-        (s.stage, s.encoder_frozen)
-        for s in (method.schedule(e, model_cfg, train_cfg) for e in range(max(int(train_cfg.epochs), 1)))
-    }
-    return len(states) > 1

@@ -195,7 +195,7 @@ class _Trainer:
         from hashgnn.train.loop import build_optimizer
 
         # Wrapped before the optimiser exists: DDP broadcasts rank 0's parameters into every rank.
-        staged = distributed.is_staged(get_method(cfg.model.method), cfg.model, cfg.train)
+        staged = get_method(cfg.model.method).is_staged(cfg.model, cfg.train)
         self.ddp = distributed.wrap(self.model, self.dist, self.device, staged)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.generator = torch.Generator(device=self.device).manual_seed(
@@ -246,8 +246,7 @@ class _Trainer:
         method = get_method(cfg.model.method)
 
         def phase(e: int) -> tuple[str, bool]:
-            sched = method.schedule(e, cfg.model, cfg.train)
-            return sched.stage, sched.encoder_frozen
+            return method.phase(e, cfg.model, cfg.train)
 
         for epoch in range(self.start_epoch, cfg.train.epochs):
             if epoch > 0 and phase(epoch) != phase(epoch - 1):
