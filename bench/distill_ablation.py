@@ -37,7 +37,7 @@ import torch
 from hashgnn.codes.distill import continuous_start, distill_codes, teacher_top_r
 from hashgnn.config import DistillConfig, RunConfig, parse_setting
 from hashgnn.data import carve_validation, load_interactions
-from hashgnn.experiment.environment import machine_info
+from hashgnn.environment import machine_info
 from hashgnn.train.fitted import VALID_K, Fitted, _codes, fit_spectral
 from hashgnn.train.run import evaluate_codes
 

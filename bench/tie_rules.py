@@ -68,10 +68,10 @@ def main() -> None:
     args = p.parse_args()
 
     from hashgnn.data import load_interactions
+    from hashgnn.environment import machine_info
     from hashgnn.eval.evaluator import evaluate
     from hashgnn.eval.scorers import HammingScorer, InnerProductScorer
     from hashgnn.eval.ties import TieBreakScorer, popularity_ranks
-    from hashgnn.experiment.environment import machine_info
 
     torch.set_num_threads(args.threads)
     run = Path(args.run)

@@ -83,6 +83,7 @@ class Run:
     PLOT = "training.png"
     FEATURES = "features.json"  # the fitted attribute encoders (hashgnn.data.features)
     ATTRIBUTES = "attributes.safetensors"  # the encoded attribute tables the network was trained on
+    ENVIRONMENT = "environment.json"  # one record per start or resume: commit, machine (hashgnn.environment)
     # written into a run folder by the experiment runner (hashgnn.experiment)
     RUNNER_RECORD = "experiment.json"
     RUNNER_ERROR = "experiment_error.txt"
@@ -104,6 +105,7 @@ class Run:
         PLOT,
         FEATURES,
         ATTRIBUTES,
+        ENVIRONMENT,
     )
 
     def __init__(self, path: str | Path) -> None:
@@ -330,6 +332,27 @@ class Run:
             },
         )
         self._codes = None
+
+    @property
+    def environment(self) -> list[dict[str, Any]]:
+        """Where and at which commit the run was trained: one record per start or resume, oldest first.
+
+        Empty for run folders written before hashgnn recorded it.
+        """
+        p = self.file(self.ENVIRONMENT)
+        if not p.exists():
+            return []
+        fix = f"delete {p.name} (it only documents the run) and try again"
+        records = read_json(p, "environment records", fix)
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ArtifactError(p, "is not a list of records", fix)
+        return records
+
+    def record_environment(self, event: str) -> None:
+        """Append this process's :func:`hashgnn.environment.provenance` record of ``event``."""
+        from hashgnn.environment import provenance
+
+        write_json(self.file(self.ENVIRONMENT), [*self.environment, provenance(event)])
 
     def save_metrics(self, final: dict[str, Any]) -> None:
         """Write ``final_metrics.json``."""

@@ -62,6 +62,14 @@ def test_report_structure(smoke: dict[str, Path]) -> None:
     assert text.startswith("# ")
     assert re.search(r"^- Commit: `([0-9a-f]{40}|unknown)", text, re.M)
     assert re.search(r"^- Machine: .+\d+ logical CPUs .*torch threads \d+", text, re.M)
+    # Every run of the suite recorded the code and machine that trained it (environment.json).
+    n = len(suite.points())
+    assert re.search(
+        rf"^- Runs trained at: (`[0-9a-f]{{12}}`( with uncommitted changes)?|hashgnn \S+ \(not a git checkout\)) \({n} runs\)$",
+        text,
+        re.M,
+    )
+    assert re.search(rf"^- Runs trained on: .+, \d+ usable CPUs, .+ \({n} runs\)$", text, re.M)
     assert "## Suite `smoke`" in text and "- Wall time: " in text
     assert "18 finished, 0 failed, 0 left out" in text
     assert [f"### music_toy, {b} bits" in text for b in suite.bits] == [True] * len(suite.bits)

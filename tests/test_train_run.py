@@ -20,6 +20,7 @@ from hashgnn.codes.packing import pack_codes
 from hashgnn.config import RunConfig
 from hashgnn.errors import HashgnnError
 from hashgnn.methods import MODES
+from hashgnn.run import Run
 from hashgnn.train.checkpoint import latest_checkpoint
 from hashgnn.train.run import evaluate_run, train_run
 
@@ -152,6 +153,23 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert resumed["test"] == full["test"]
     rows = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows == list(range(6))
+    # The folder says which code and machine trained it: one record for the start, one for the resume.
+    records = Run(run).environment
+    assert [r["event"] for r in records] == ["train", "resume"]
+    for r in records:
+        assert r["hashgnn"] and r["cpu"] and r["usable_cpus"] >= 1 and r["torch"].startswith("2.")
+        assert r["commit"] is None or len(r["commit"]) == 40
+    assert [r["event"] for r in Run(tmp_path / "full").environment] == ["train"]
+
+
+def test_a_malformed_environment_record_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / Run.ENVIRONMENT).write_text('{"event": "train"}')
+    with pytest.raises(HashgnnError, match=r"environment\.json: is not a list of records; delete"):
+        _ = Run(tmp_path).environment
+    (tmp_path / Run.ENVIRONMENT).write_text("[{")
+    with pytest.raises(HashgnnError, match=r"environment\.json: .*delete environment\.json"):
+        Run(tmp_path).record_environment("resume")
+    assert Run(tmp_path / "absent").environment == []
 
 
 def test_cli_flags_override_config_file(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hashgnn.environment import git_commit, machine_info
+from hashgnn.errors import HashgnnError
 from hashgnn.experiment.claims import COMPARABLE, Claim, check_claims, claims_table, md_cell
-from hashgnn.experiment.environment import git_commit, machine_info
 from hashgnn.experiment.qps import suite_qps
 from hashgnn.experiment.results import (
     RESULTS_FILE,
@@ -92,6 +93,52 @@ def _left_out_table(suite: Suite, out: Path, missing: list[GridPoint], invocatio
     for (why, ds, bits), (labels, seeds, n) in groups.items():
         lines.append(f"| {md_cell(why)} | {ds} | {bits} | {', '.join(labels)} | {', '.join(map(str, seeds))} | {n} |")
     return lines
+
+
+# ------------------------------------------------------------------------------- provenance
+def _code_label(record: dict[str, Any]) -> str:
+    if record.get("commit"):
+        return f"`{str(record['commit'])[:12]}`" + (
+            " with uncommitted changes" if record.get("uncommitted_changes") else ""
+        )
+    return f"hashgnn {record.get('hashgnn', '?')} (not a git checkout)"
+
+
+def _machine_label(record: dict[str, Any]) -> str:
+    gpu = record.get("gpu") or "no GPU"
+    return f"{record.get('cpu', '?')}, {record.get('usable_cpus', '?')} usable CPUs, {gpu}"
+
+
+def trained_at(suites: list[Suite], out: Path) -> tuple[str, str]:
+    """Which code, and which machines, trained the suites' finished runs (their ``environment.json``).
+
+    A run resumed under other code or on another machine counts once under each; runs written before
+    run folders recorded their environment are counted apart, so a report never claims what it cannot show.
+    """
+    code: dict[str, int] = {}
+    machines: dict[str, int] = {}
+    unknown = 0
+    for suite in suites:
+        for p in suite.points():
+            folder = run_dir(out, suite, p)
+            if not (folder / Run.FINAL_METRICS).exists():
+                continue
+            try:
+                records = Run(folder).environment
+            except HashgnnError:
+                records = []
+            unknown += not records
+            for counts, label in ((code, _code_label), (machines, _machine_label)):
+                for key in {label(r) for r in records}:
+                    counts[key] = counts.get(key, 0) + 1
+
+    def line(counts: dict[str, int]) -> str:
+        parts = [f"{key} ({_n(n, 'run')})" for key, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+        if unknown:
+            parts.append(f"not recorded for {_n(unknown, 'run')} (run folders written before hashgnn recorded it)")
+        return "; ".join(parts) if parts else "no finished runs"
+
+    return line(code), line(machines)
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -425,6 +472,7 @@ def write_report(
     fig_dir = path.parent / "figures"
     sha, dirty = git_commit()
     mi = machine_info()
+    trained_code, trained_machines = trained_at(suites, out)
     names = ", ".join(f"`{s.name}`" for s in suites)
     title = (suites[0].report.title or suites[0].name) if len(suites) == 1 else "the HashGNN paper's experiments"
     L = [
@@ -434,7 +482,11 @@ def write_report(
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; do not edit by hand, regenerate with "
         f"`{command or 'hashgnn experiment SUITE.yaml ... --report ' + str(path)}`.",
         "",
-        f"- Commit: `{sha or 'unknown (not a git checkout)'}`" + (" plus uncommitted changes" if dirty else ""),
+        f"- Commit: `{sha or 'unknown (not a git checkout)'}`"
+        + (" plus uncommitted changes" if dirty else "")
+        + " (the code that wrote this report)",
+        f"- Runs trained at: {trained_code}",
+        f"- Runs trained on: {trained_machines}",
         f"- Machine: {mi['cpu']}, {mi['logical_cpus']} logical CPUs ({mi['usable_cpus']} usable), torch threads "
         f"{mi['torch_threads']}, numba threads {mi['numba_threads']}, GPU: {mi['gpu'] or 'none'}; "
         f"torch {mi['torch']}, Python {mi['python']}, {mi['platform']}",

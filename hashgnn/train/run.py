@@ -438,6 +438,7 @@ def _start(trainer: Any, cfg: RunConfig, run_dir: Path, resumable: bool = True) 
     except OSError as e:
         raise WriteError(run_dir, e) from None
     cfg.save(trainer.run.file(Run.CONFIG))
+    trainer.run.record_environment("train")
     if trainer.encoders:
         from hashgnn.data.features import save_attributes
 
@@ -476,6 +477,8 @@ def resume_run(
         cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
         trainer = _make_trainer(cfg, run_dir, progress, resuming=True)
         trainer.resume()
+        if not other_rank:
+            trainer.run.record_environment("resume")
         trainer.tracker = track
         track.start(cfg.portable().to_dict(), run_dir, True)
         return _fit_and_finish(trainer)

@@ -1,17 +1,22 @@
-"""The environment a report names: the git commit and the machine (CPU, cores, threads, libraries, GPU)."""
+"""Where code ran: the git commit and the machine (CPU, cores, threads, libraries, GPU).
+
+A run folder keeps one record per start or resume (``environment.json``, :func:`provenance`), and
+an experiment report names the commits its runs were trained at.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 
 def git_commit(repo: Path | None = None) -> tuple[str | None, bool]:
     """``(HEAD commit, working tree has uncommitted changes)``; (None, False) outside git."""
-    repo = repo or Path(__file__).resolve().parents[2]
+    repo = repo or Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
@@ -61,4 +66,24 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "gpu": gpu,
+    }
+
+
+def provenance(event: str) -> dict[str, Any]:
+    """One record of ``event`` (``train`` or ``resume``) for a run folder: when, which code, which machine.
+
+    ``commit`` is None when the package does not run from a git checkout (an installed wheel); then
+    ``hashgnn`` (the package version) is what names the code.
+    """
+    from hashgnn import __version__
+
+    sha, dirty = git_commit()
+    return {
+        "event": event,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hashgnn": __version__,
+        "commit": sha,
+        "uncommitted_changes": dirty,
+        "host": platform.node(),
+        **machine_info(),
     }
