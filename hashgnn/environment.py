@@ -52,6 +52,9 @@ def machine_info() -> dict[str, Any]:
     try:
         import numba
 
+        from hashgnn.threads import start_numba_threads
+
+        start_numba_threads()  # asking numba for its threads starts its pool, which resets torch's count
         numba_threads: int | None = numba.get_num_threads()
     except ImportError:
         numba_threads = None

@@ -60,6 +60,9 @@ def measure_qps(
     import numba
 
     from hashgnn.codes.artifacts import load_codes
+    from hashgnn.threads import start_numba_threads
+
+    start_numba_threads()  # numba.get_num_threads() below would start the pool and reset torch's threads
     from hashgnn.config import RunConfig
     from hashgnn.data import load_interactions
     from hashgnn.index import FloatIndex, HammingIndex, HierarchicalIndex

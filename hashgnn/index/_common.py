@@ -215,6 +215,9 @@ def numba_threads(threads: int | None) -> Iterator[None]:
     """Run numba parallel regions with ``threads`` threads (None: numba's default), then restore."""
     import numba
 
+    from hashgnn.threads import start_numba_threads
+
+    start_numba_threads()  # before any kernel: starting the pool would reset torch's thread count
     if threads is None:
         yield
         return

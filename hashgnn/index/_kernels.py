@@ -31,6 +31,10 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from hashgnn.threads import start_numba_threads
+
+start_numba_threads()  # a kernel of this module may be the process's first numba parallel region
+
 GROUP = 128  # items whose minimum distance is tested before any of them is looked at one by one
 SAMPLE_PIECES = 64  # runs of contiguous items that make up the sample of a threshold estimate
 
