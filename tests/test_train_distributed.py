@@ -164,6 +164,21 @@ def _hashgnn(*args: str) -> list[str]:
     return [sys.executable, "-m", "hashgnn", *args]
 
 
+def _train(cfg: Path, run: Path, nproc: int) -> dict:
+    """``hashgnn train`` of ``cfg`` into ``run`` with ``nproc`` processes (seed 1, one thread each); its JSON."""
+    res = subprocess.run(
+        _hashgnn("train", "-c", str(cfg), "--out", str(run), "--seed", "1", "--nproc", str(nproc), "--quiet")
+        + ["--json", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout)
+
+
 @pytest.fixture(scope="module")
 def dist_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One 1-process and one uninterrupted 2-process run of the bench config (seed 1)."""
@@ -173,17 +188,7 @@ def dist_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out: dict = {"cfg": cfg}
     for nproc in (1, 2):
         run = tmp / f"n{nproc}"
-        res = subprocess.run(
-            _hashgnn("train", "-c", str(cfg), "--out", str(run), "--seed", "1", "--nproc", str(nproc), "--quiet")
-            + ["--json", "--threads", "1"],
-            capture_output=True,
-            text=True,
-            env=_env(),
-            timeout=900,
-            check=False,
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        out[nproc] = json.loads(res.stdout)
+        out[nproc] = _train(cfg, run, nproc)
         out[f"dir{nproc}"] = run
     return out
 
@@ -285,17 +290,7 @@ def test_two_processes_train_a_staged_method(tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "sp"
-    res = subprocess.run(
-        _hashgnn("train", "-c", str(path), "--out", str(run), "--seed", "1", "--nproc", "2", "--quiet")
-        + ["--json", "--threads", "1"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=900,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads(res.stdout)["processes"] == 2
+    assert _train(path, run, 2)["processes"] == 2
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert all("valid_recall@20" in r for r in rows)
