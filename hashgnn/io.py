@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hashgnn import interrupt
 from hashgnn.errors import HashgnnError
 
 
@@ -63,26 +64,30 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a unique temporary file in the same folder and a rename.
 
     Raises :class:`WriteError` (a :class:`HashgnnError`) when the system refuses; the temporary file
-    is removed and a file already at ``path`` is left as it was.
+    is removed and a file already at ``path`` is left as it was. A Ctrl-C or SIGTERM that arrives
+    during the write is delivered when it is done (:func:`hashgnn.interrupt.deferred`).
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise WriteError(path, e) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
+    # A stop request (Ctrl-C, SIGTERM) is delivered after the rename: one that landed between
+    # mkstemp and the cleanup below would leave the temporary file behind.
+    with interrupt.deferred():
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as e:
             raise WriteError(path, e) from None
-        raise
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise WriteError(path, e) from None
+            raise
     return path
 
 

@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,11 @@ import torch
 from safetensors.torch import load_file, save
 
 from hashgnn.errors import HashgnnError
-from hashgnn.io import WriteError
+from hashgnn.io import WriteError, atomic_write
 from hashgnn.run import Run
 
 POINTER = "checkpoint.json"
 _NAME = re.compile(r"^ckpt-\d{4,}(-[0-9a-f]{8})?$")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -109,11 +96,13 @@ def save_checkpoint(
         current = final
         os.replace(tmp, final)
         current = run_dir / POINTER
-        _write_json(current, {"latest": final.name, "epoch": epoch})
-    except OSError as e:
+        atomic_write(current, json.dumps({"latest": final.name, "epoch": epoch}, indent=2))
+    except (OSError, WriteError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if current != tmp and final.exists() and not _points_to(run_dir, final.name):
             shutil.rmtree(final, ignore_errors=True)
+        if isinstance(e, WriteError):
+            raise
         raise WriteError(current, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
