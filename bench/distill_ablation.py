@@ -8,7 +8,8 @@ every variant trains codes from the same start and targets and is validated in H
 the config's rule, as served) every ``--eval-every`` epochs. Nothing touches the test split; the
 refinement rounds are not run (``distill.refine_rounds`` is ignored). ``distill.ste=none`` trains
 the same objective without quantisation and validates the real vectors by inner product: the
-ceiling of a ``bits``-wide model under this objective. A variant is a name and
+ceiling of a ``bits``-wide model under this objective; ``sphere``, ``items-only`` and ``users-only``
+(``hashgnn.codes.distill.DIAGNOSTIC_STE``) lift one constraint of the codes each. A variant is a name and
 ``section.key=value`` settings on the config, as ``--set`` takes them, of the ``distill``, ``train``
 and ``eval`` sections only (the teacher and the codes' start are shared; other settings go in
 ``--set``, one bench run per value). A variant's ``train.seed`` seeds its distillation only: the
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hashgnn.codes.distill import continuous_start, distill_codes, teacher_top_r
+from hashgnn.codes.distill import DIAGNOSTIC_STE, continuous_start, distill_codes, teacher_top_r
 from hashgnn.config import DistillConfig, RunConfig, parse_setting
 from hashgnn.data import carve_validation, load_interactions
 from hashgnn.environment import machine_info
@@ -138,7 +139,7 @@ def main() -> None:
         start = time.perf_counter()
 
         def validate(uc: np.ndarray, ic: np.ndarray, cfg: RunConfig = cfg) -> float:
-            if cfg.distill.ste == "none":  # the continuous student: its own vectors, ranked by inner product
+            if cfg.distill.ste in DIAGNOSTIC_STE:  # the served vectors (real, or half real), by inner product
                 sign = (np.where(uc >= 0, 1.0, -1.0), np.where(ic >= 0, 1.0, -1.0))
                 f, mode = Fitted(*sign, uc, ic, "continuous student"), "continuous"
             else:

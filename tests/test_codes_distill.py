@@ -124,3 +124,29 @@ def test_continuous_start_is_the_itq_hash_of_the_unquantised_student_and_ranks_c
     assert overlap(su, si, targets, train) > overlap(init_u, init_i, targets, train) + 0.15
     with pytest.raises(ConfigError, match="student_epochs"):
         continuous_start(init_u, init_i, targets, train, epochs=0)
+
+
+def test_each_diagnostic_lifts_one_constraint_of_the_codes_and_serves_what_it_trained() -> None:
+    rng = np.random.default_rng(7)
+    n_users, n_items, bits = 60, 50, 8
+    train = sp.csr_matrix((rng.random((n_users, n_items)) < 0.1).astype(np.float32))
+    targets = teacher_top_r(rng.standard_normal((n_users, 4)), rng.standard_normal((n_items, 4)), train, 8)
+    init_u, init_i = rng.standard_normal((n_users, bits)), rng.standard_normal((n_items, bits))
+    kw = {"temperature": 2.0, "lr": 0.05, "batch_users": 20, "epochs": 5, "seed": 3}
+
+    def is_sign(a: np.ndarray) -> bool:
+        return bool(np.isin(a, (-1.0, 1.0)).all())
+
+    sphere = distill_codes(init_u, init_i, targets, train, ste="sphere", **kw)  # type: ignore[arg-type]
+    for side in (sphere.user_codes, sphere.item_codes):
+        assert not is_sign(side)
+        np.testing.assert_allclose(np.linalg.norm(side, axis=1), np.sqrt(bits), rtol=1e-5)
+    items = distill_codes(init_u, init_i, targets, train, ste="items-only", **kw)  # type: ignore[arg-type]
+    assert is_sign(items.item_codes) and not is_sign(items.user_codes)
+    users = distill_codes(init_u, init_i, targets, train, ste="users-only", **kw)  # type: ignore[arg-type]
+    assert is_sign(users.user_codes) and not is_sign(users.item_codes)
+    # each trained: its loss fell from the first epoch to the last
+    for res in (sphere, items, users):
+        assert res.history[-1]["loss"] < res.history[0]["loss"]
+    with pytest.raises(ConfigError, match="ste"):
+        distill_codes(init_u, init_i, targets, train, ste="half", **kw)  # type: ignore[arg-type]

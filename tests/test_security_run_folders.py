@@ -137,7 +137,7 @@ def test_a_checkpoint_is_never_replaced_in_place(tmp_path: Path, monkeypatch: py
     def die(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt_mod, "_write_json", die)
+    monkeypatch.setattr(ckpt_mod, "atomic_write", die)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, 3, model, opt, gen, {"history": []})
     monkeypatch.undo()

@@ -86,11 +86,18 @@ class _GaussSign(torch.autograd.Function):
 
 
 STE_KINDS = ("identity", "clip", "gauss")
+# Diagnostics, not methods: what the served score would reach without one of the constraints that
+# codes impose. "none": no quantisation (a real ``bits``-wide inner product); "sphere": no
+# quantisation, but every row scaled to length sqrt(bits), as every +-1 code is (equal item norms,
+# nothing discrete); "items-only" / "users-only": one side quantised (identity STE), the other real.
+DIAGNOSTIC_STE = ("none", "sphere", "items-only", "users-only")
 
 
 def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "none":  # no quantisation: the continuous student of distill_codes' diagnostic mode
         return x
+    if kind == "sphere":
+        return x * (x.shape[1] ** 0.5) / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
     code = torch.where(x >= 0, 1.0, -1.0)  # sign(0) = +1, the project's convention
     if kind == "identity":
         return x + (code - x).detach()
@@ -101,6 +108,13 @@ def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
         out: torch.Tensor = _GaussSign.apply(x)
         return out
     raise ConfigError(f"distill.ste must be one of {', '.join(STE_KINDS)}, got {kind!r}")
+
+
+def _served(x: torch.Tensor, kind: str, side: str) -> torch.Tensor:
+    """The ``side`` ("user" or "item") rows as the score sees them under ``kind`` (forward and backward)."""
+    if kind in ("items-only", "users-only"):
+        return _ste(x, "identity") if kind.startswith(side) else x
+    return _ste(x, kind)
 
 
 def bit_penalty(codes: torch.Tensor, balance: float, decorrelation: float) -> torch.Tensor:
@@ -185,9 +199,11 @@ def distill_codes(
         parameters themselves (0: off). ``positive_weight`` > 0 adds that weight times a second listwise
         term whose targets are the user's own training items, uniformly weighted, against a softmax over
         all items (seen ones included: Mult-VAE's likelihood on the served score). ``balance_weight`` and
-    ``decorrelation_weight`` add :func:`bit_penalty` of the item codes to every step. ``ste="none"``
-    is a diagnostic, not a method: nothing is quantised, and the "codes" returned (and validated) are
-    the real vectors, i.e. the best a ``bits``-wide inner-product model reaches with this objective.
+    ``decorrelation_weight`` add :func:`bit_penalty` of the item codes to every step. The
+    ``ste`` values of ``DIAGNOSTIC_STE`` are diagnostics, not methods: ``"none"`` quantises nothing,
+    and the "codes" returned (and validated) are the real vectors, i.e. the best a ``bits``-wide
+    inner-product model reaches with this objective; ``"sphere"`` returns them scaled to the length
+    of a code; ``"items-only"`` / ``"users-only"`` return one side as signs, the other real.
     ``on_epoch``
         receives each epoch's row (loss, seconds, lr, score). ``device`` holds the parameters and the
         (B, I) score blocks (e.g. ``"cuda"``); the user order of each epoch is drawn on the CPU from
@@ -213,7 +229,7 @@ def distill_codes(
         raise ConfigError(
             f"distill.balance_weight and decorrelation_weight must be >= 0, got {balance_weight}, {decorrelation_weight}"
         )
-    if ste not in (*STE_KINDS, "none"):
+    if ste not in (*STE_KINDS, *DIAGNOSTIC_STE):
         raise ConfigError(f"distill.ste must be one of {', '.join(STE_KINDS)}, got {ste!r}")
     n_users, n_items = train.shape
     if user_init.shape[0] != n_users or item_init.shape[0] != n_items or user_init.shape[1] != item_init.shape[1]:
@@ -236,8 +252,8 @@ def distill_codes(
 
     def signs() -> tuple[np.ndarray, np.ndarray]:
         u, i = (avg_u, avg_i) if ema > 0 else (xu.detach(), xi.detach())
-        if ste == "none":
-            return u.cpu().numpy().copy(), i.cpu().numpy().copy()
+        if ste in DIAGNOSTIC_STE:
+            return (_served(u, ste, "user").cpu().numpy().copy(), _served(i, ste, "item").cpu().numpy().copy())
         return (torch.where(u >= 0, 1.0, -1.0).cpu().numpy(), torch.where(i >= 0, 1.0, -1.0).cpu().numpy())
 
     best_u, best_i = signs()
@@ -262,8 +278,8 @@ def distill_codes(
         for s in range(0, n_users, batch_users):
             b_cpu = perm[s : s + batch_users]
             b = b_cpu.to(dev)
-            item_b = _ste(xi, ste)
-            raw = (_ste(xu[b], ste) @ item_b.T) / temperature
+            item_b = _served(xi, ste, "item")
+            raw = (_served(xu[b], ste, "user") @ item_b.T) / temperature
             rows = train[b_cpu.numpy()]
             logp = torch.log_softmax(mask_(raw.clone(), rows), dim=1)
             tb, vb = t[b], valid_t[b]
