@@ -9,7 +9,9 @@ the config's rule, as served) every ``--eval-every`` epochs. Nothing touches the
 refinement rounds are not run (``distill.refine_rounds`` is ignored). ``distill.ste=none`` trains
 the same objective without quantisation and validates the real vectors by inner product: the
 ceiling of a ``bits``-wide model under this objective; ``sphere``, ``items-only`` and ``users-only``
-(``hashgnn.codes.distill.DIAGNOSTIC_STE``) lift one constraint of the codes each. A variant is a name and
+(``hashgnn.codes.distill.DIAGNOSTIC_STE``) lift one constraint of the codes each. With
+``distill.query_weight`` > 0 each validation row also gives ``valid_query_recall@20``, the
+ranking of the trained query vectors against the item codes (the run's continuous mode). A variant is a name and
 ``section.key=value`` settings on the config, as ``--set`` takes them, of the ``distill``, ``train``
 and ``eval`` sections only (the teacher and the codes' start are shared; other settings go in
 ``--set``, one bench run per value). A variant's ``train.seed`` seeds its distillation only: the
@@ -138,17 +140,28 @@ def main() -> None:
             raise SystemExit(f"variant {name}: top_r {d.top_r} > the cached teacher's {teacher['targets'].shape[1]}")
         start = time.perf_counter()
 
-        def validate(uc: np.ndarray, ic: np.ndarray, cfg: RunConfig = cfg) -> float:
-            if cfg.distill.ste in DIAGNOSTIC_STE:  # the served vectors (real, or half real), by inner product
-                sign = (np.where(uc >= 0, 1.0, -1.0), np.where(ic >= 0, 1.0, -1.0))
-                f, mode = Fitted(*sign, uc, ic, "continuous student"), "continuous"
-            else:
-                f, mode = Fitted(uc, ic, teacher["uz"], teacher["iz"], "validation"), "hamming"
+        def inner_product(uz: np.ndarray, iz: np.ndarray, cfg: RunConfig = cfg) -> float:
+            """Validation Recall@20 of the ranking by <uz, iz> (real, or half real)."""
+            sign = (np.where(uz >= 0, 1.0, -1.0), np.where(iz >= 0, 1.0, -1.0))
             m = evaluate_codes(
-                _codes(f, split, cfg.eval.ties),
+                _codes(Fitted(*sign, uz, iz, "inner product"), split, cfg.eval.ties),
                 split.train,
                 split.valid,
-                mode,
+                "continuous",
+                [VALID_K],
+                cfg.eval.candidates,
+                threads=threads,
+            )
+            return float(m[f"recall@{VALID_K}"])
+
+        def validate(uc: np.ndarray, ic: np.ndarray, cfg: RunConfig = cfg) -> float:
+            if cfg.distill.ste in DIAGNOSTIC_STE:  # the served vectors (real, or half real), by inner product
+                return inner_product(uc, ic)
+            m = evaluate_codes(
+                _codes(Fitted(uc, ic, teacher["uz"], teacher["iz"], "validation"), split, cfg.eval.ties),
+                split.train,
+                split.valid,
+                "hamming",
                 [VALID_K],
                 cfg.eval.candidates,
                 threads=threads,
@@ -163,6 +176,11 @@ def main() -> None:
                         "seed": seed,
                         "epoch": int(row["epoch"]),
                         f"valid_recall@{VALID_K}": round(row["valid_score"], 5),
+                        **(
+                            {f"valid_query_recall@{VALID_K}": round(row["valid_query_score"], 5)}
+                            if "valid_query_score" in row
+                            else {}
+                        ),
                         "loss": round(row["loss"], 5),
                         "seconds": round(time.perf_counter() - start, 1),
                     }
@@ -211,8 +229,10 @@ def main() -> None:
             **loss_kw,
             balance_weight=d.balance_weight,
             decorrelation_weight=d.decorrelation_weight,
+            query_weight=d.query_weight,
             seed=cfg.train.seed,
             validate=validate,
+            validate_query=inner_product,
             eval_every=args.eval_every or cfg.train.eval_every,
             on_epoch=on_epoch,
         )

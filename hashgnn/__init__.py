@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     )
     from hashgnn.errors import ConfigError, DataError, HashgnnError
     from hashgnn.eval import evaluate
-    from hashgnn.index import FloatIndex, HammingIndex, HierarchicalIndex, MultiIndexHashing
+    from hashgnn.index import AsymmetricIndex, FloatIndex, HammingIndex, HierarchicalIndex, MultiIndexHashing
     from hashgnn.io import ArtifactError
     from hashgnn.methods import METHODS, MODES
     from hashgnn.run import Run
@@ -48,6 +48,7 @@ _WHERE = {
     "Trainer": "hashgnn.api",
     "Run": "hashgnn.run",
     "evaluate": "hashgnn.eval",
+    "AsymmetricIndex": "hashgnn.index.asymmetric",
     "HammingIndex": "hashgnn.index.hamming",
     "HierarchicalIndex": "hashgnn.index.hierarchical",
     "FloatIndex": "hashgnn.index.float_index",
@@ -71,6 +72,7 @@ __all__ = [
     "METHODS",
     "MODES",
     "ArtifactError",
+    "AsymmetricIndex",
     "ConfigError",
     "DataConfig",
     "DataError",

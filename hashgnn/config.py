@@ -152,6 +152,11 @@ class DistillConfig:
     # after training: rounds of greedy bit flips of the ±1 codes that lower this loss exactly
     # (user flips, then item flips; hashgnn/codes/refine.py). 0: off, the codes as trained
     refine_rounds: int = 0
+    # > 0: also train a real query vector per user against the item codes (the asymmetric score
+    # <q_u, +-1 code>) with this weight, and keep it as the run's continuous user vector, with the
+    # item codes as the items' (continuous mode = asymmetric scan, hierarchical = Hamming candidates
+    # re-ranked by it; the teacher's vectors are not kept). 0: off
+    query_weight: float = 0.0
 
 
 @dataclass

@@ -7,6 +7,7 @@ student's ranking towards the teacher's, and the fit protocol refits with the va
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -265,3 +266,79 @@ def test_a_validated_fit_writes_each_evaluation_to_metrics_jsonl_as_it_goes(
     # at the end the file is the whole history: validation epochs, then the refit's
     history = Run(tmp_path / "run").history
     assert {r["stage"] for r in history} <= {"validation", "refit on the full training split"}
+
+
+def test_query_vectors_learn_to_rank_the_targets_against_the_item_codes() -> None:
+    train = random_interactions(3, n_users=120, n_items=80)
+    rng = np.random.default_rng(4)
+    teacher_u, teacher_i = rng.standard_normal((120, 6)), rng.standard_normal((80, 6))
+    targets = teacher_top_r(teacher_u, teacher_i, train, 10)
+    init_u, init_i = rng.standard_normal((120, 16)) * 0.1, rng.standard_normal((80, 16)) * 0.1
+    kw = {"epochs": 60, "temperature": 2.0, "lr": 0.05, "batch_users": 40, "seed": 0}
+    plain = distill_codes(init_u, init_i, targets, train, **kw)  # type: ignore[arg-type]
+    assert plain.user_query is None
+    scores: list[float] = []
+
+    def validate_query(uq: np.ndarray, ic: np.ndarray) -> float:
+        scores.append(overlap_at(uq, ic, targets, train, 10))
+        return scores[-1]
+
+    asym = distill_codes(
+        init_u,
+        init_i,
+        targets,
+        train,
+        query_weight=1.0,
+        validate=lambda uc, ic: overlap_at(uc, ic, targets, train, 10),
+        validate_query=validate_query,
+        eval_every=20,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert asym.user_query is not None and asym.user_query.shape == (120, 16)
+    assert len(np.unique(asym.user_query)) > 2  # real vectors, not a code
+    # every validation records the query vectors' ranking beside the codes'
+    assert [r["valid_query_score"] for r in asym.history if "valid_score" in r] == scores and len(scores) == 3
+    start = overlap_at(init_u, np.sign(init_i), targets, train, 10)
+    query = overlap_at(asym.user_query, asym.item_codes, targets, train, 10)  # real query, +-1 item codes
+    assert query > start + 0.15
+    # the real query ranks the same item codes better than the user's own code does
+    assert query > overlap_at(asym.user_codes, asym.item_codes, targets, train, 10)
+    with pytest.raises(ConfigError, match="query_weight"):
+        distill_codes(init_u, init_i, targets, train, epochs=1, query_weight=-1.0)
+
+
+def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, tmp_path: Path) -> None:
+    from hashgnn.index import AsymmetricIndex
+    from hashgnn.index.recommend import Retriever, item_vectors_are_the_codes
+    from hashgnn.serve.foldin import FoldInUnsupported, fold_in_for
+
+    final = train_run(
+        config("spectral_distill", epochs=3, temperature=2.0, query_weight=1.0), tmp_path / "run", progress=False
+    )
+    assert "query vectors" in final["code_source"]
+    run = Run.load(tmp_path / "run")
+    c = run.codes
+    assert c.user_z.shape == (c.n_users, 16) and len(np.unique(c.user_z)) > 2
+    np.testing.assert_array_equal(c.item_z, unpack_codes(c.item_codes, 16))  # the served codes as +-1
+    # the continuous mode is the asymmetric score: the run's ranking is AsymmetricIndex's
+    index = AsymmetricIndex(16)
+    index.add(c.item_codes)
+    train = run.data().train
+    users = np.arange(20)
+    s, _ = index.search(c.user_z[users], 10, exclude=train[users])
+    ref = np.sort(np.where(train[users].toarray() > 0, -np.inf, c.user_z[users] @ c.item_z.T), axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose(s, ref, rtol=1e-5, atol=1e-5)
+    assert set(final["test"]) >= {"hamming", "hierarchical", "continuous"}
+    # served from the codes alone, with the ranking (ties included) of the float path over +-1 vectors
+    assert item_vectors_are_the_codes(c)
+    served = Retriever(c, "continuous", 50, 1)
+    assert isinstance(served.index, AsymmetricIndex)
+    doubled = Retriever(dataclasses.replace(c, item_z=2.0 * c.item_z), "continuous", 50, 1)  # not +-1: FloatIndex
+    assert not isinstance(doubled.index, AsymmetricIndex)
+    all_users = np.arange(c.n_users)
+    s1, i1 = served.search(all_users, 10, exclude=train)
+    s2, i2 = doubled.search(all_users, 10, exclude=train)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(2.0 * s1, s2, rtol=1e-6)
+    with pytest.raises(FoldInUnsupported, match="query_weight"):
+        fold_in_for(run)

@@ -159,6 +159,24 @@ class DistillResult:
     best_score: float | None
     history: list[dict[str, float]] = field(default_factory=list)
     initial_score: float | None = None  # validate() of the initial codes
+    # (U, bits) float32 real query vectors at the same epoch as the codes (query_weight > 0), else None
+    user_query: np.ndarray | None = None
+
+
+def _listwise(
+    raw: torch.Tensor, rows: sp.csr_matrix, tb: torch.Tensor, vb: torch.Tensor, wb: torch.Tensor, positive_weight: float
+) -> torch.Tensor:
+    """The distillation loss of one block of users: rank-weighted log-likelihood of their targets
+    ``tb`` (valid where ``vb``, weights ``wb``) under a softmax of ``raw`` over their unseen items,
+    plus ``positive_weight`` times :func:`_own_items_loss`."""
+    from hashgnn.index.topk import mask_
+
+    logp = torch.log_softmax(mask_(raw.clone(), rows), dim=1)
+    picked = logp.gather(1, tb.clamp(min=0))
+    out = -(torch.where(vb, picked, 0.0) * wb).sum(1).mean()
+    if positive_weight > 0:
+        out = out + positive_weight * _own_items_loss(raw, rows)
+    return out
 
 
 def distill_codes(
@@ -179,8 +197,10 @@ def distill_codes(
     positive_weight: float = 0.0,
     balance_weight: float = 0.0,
     decorrelation_weight: float = 0.0,
+    query_weight: float = 0.0,
     seed: int = 0,
     validate: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    validate_query: Callable[[np.ndarray, np.ndarray], float] | None = None,
     eval_every: int = 1,
     patience: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
@@ -204,15 +224,18 @@ def distill_codes(
     and the "codes" returned (and validated) are the real vectors, i.e. the best a ``bits``-wide
     inner-product model reaches with this objective; ``"sphere"`` returns them scaled to the length
     of a code; ``"items-only"`` / ``"users-only"`` return one side as signs, the other real.
-    ``on_epoch``
+    ``query_weight`` > 0 trains a third matrix beside the two codes, one real query vector per user
+    (started from ``user_init``), by the same listwise loss on the asymmetric score ``<q_u, b_i>``
+    against the item codes' straight-through signs, with that weight; it is returned as
+    ``user_query`` at the epoch of the returned codes (picked by ``validate``, as they are), and
+    ``validate_query(user_query, item_codes)``, if given, is recorded beside each validation as
+    ``valid_query_score`` (not used to pick). ``on_epoch``
         receives each epoch's row (loss, seconds, lr, score). ``device`` holds the parameters and the
         (B, I) score blocks (e.g. ``"cuda"``); the user order of each epoch is drawn on the CPU from
         ``seed`` either way, so a device changes only the floating-point arithmetic.
     """
     import math
     import time
-
-    from hashgnn.index.topk import mask_
 
     if temperature <= 0:
         raise ConfigError(f"distill.temperature must be > 0, got {temperature}")
@@ -229,6 +252,8 @@ def distill_codes(
         raise ConfigError(
             f"distill.balance_weight and decorrelation_weight must be >= 0, got {balance_weight}, {decorrelation_weight}"
         )
+    if query_weight < 0:
+        raise ConfigError(f"distill.query_weight must be >= 0, got {query_weight}")
     if ste not in (*STE_KINDS, *DIAGNOSTIC_STE):
         raise ConfigError(f"distill.ste must be one of {', '.join(STE_KINDS)}, got {ste!r}")
     n_users, n_items = train.shape
@@ -240,7 +265,12 @@ def distill_codes(
     gen = torch.Generator().manual_seed(seed)
     xu = torch.nn.Parameter(torch.tensor(user_init, dtype=torch.float32, device=dev))
     xi = torch.nn.Parameter(torch.tensor(item_init, dtype=torch.float32, device=dev))
-    opt = torch.optim.Adam([xu, xi], lr=lr)
+    params = [xu, xi]
+    xq: torch.nn.Parameter | None = None
+    if query_weight > 0:
+        xq = torch.nn.Parameter(torch.tensor(user_init, dtype=torch.float32, device=dev))
+        params.append(xq)
+    opt = torch.optim.Adam(params, lr=lr)
     t = torch.from_numpy(np.asarray(targets, np.int64)).to(dev)
     valid_t = t >= 0
     w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32, device=dev) / decay)
@@ -249,6 +279,13 @@ def distill_codes(
     # The served codes are the signs of an exponential moving average of the parameters (ema > 0):
     # single steps flip bits near zero back and forth, the average keeps the direction they agree on.
     avg_u, avg_i = xu.detach().clone(), xi.detach().clone()
+    avg_q = xq.detach().clone() if xq is not None else None
+
+    def query() -> np.ndarray | None:
+        if xq is None:
+            return None
+        q = avg_q if ema > 0 and avg_q is not None else xq.detach()
+        return q.cpu().numpy().copy()
 
     def signs() -> tuple[np.ndarray, np.ndarray]:
         u, i = (avg_u, avg_i) if ema > 0 else (xu.detach(), xi.detach())
@@ -257,6 +294,7 @@ def distill_codes(
         return (torch.where(u >= 0, 1.0, -1.0).cpu().numpy(), torch.where(i >= 0, 1.0, -1.0).cpu().numpy())
 
     best_u, best_i = signs()
+    best_q = query()
     best_score: float | None = None
     best_epoch: int | None = None
     initial: float | None = None
@@ -279,16 +317,16 @@ def distill_codes(
             b_cpu = perm[s : s + batch_users]
             b = b_cpu.to(dev)
             item_b = _served(xi, ste, "item")
-            raw = (_served(xu[b], ste, "user") @ item_b.T) / temperature
             rows = train[b_cpu.numpy()]
-            logp = torch.log_softmax(mask_(raw.clone(), rows), dim=1)
             tb, vb = t[b], valid_t[b]
             wb = torch.where(vb, w, 0.0)
             wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
-            picked = logp.gather(1, tb.clamp(min=0))
-            loss = -(torch.where(vb, picked, 0.0) * wb).sum(1).mean()
-            if positive_weight > 0:
-                loss = loss + positive_weight * _own_items_loss(raw, rows)
+            raw = (_served(xu[b], ste, "user") @ item_b.T) / temperature
+            loss = _listwise(raw, rows, tb, vb, wb, positive_weight)
+            if xq is not None:
+                # the query's length is free, so the temperature only sets where it starts
+                raw_q = (xq[b] @ item_b.T) / temperature
+                loss = loss + query_weight * _listwise(raw_q, rows, tb, vb, wb, positive_weight)
             if balance_weight > 0 or decorrelation_weight > 0:
                 loss = loss + bit_penalty(item_b, balance_weight, decorrelation_weight)
             opt.zero_grad()
@@ -298,6 +336,8 @@ def distill_codes(
                 with torch.no_grad():
                     avg_u.mul_(ema).add_(xu, alpha=1.0 - ema)
                     avg_i.mul_(ema).add_(xi, alpha=1.0 - ema)
+                    if avg_q is not None and xq is not None:
+                        avg_q.mul_(ema).add_(xq, alpha=1.0 - ema)
             total += float(loss.detach()) * len(b_cpu)
             bar.update(1)
         bar.close()
@@ -310,10 +350,13 @@ def distill_codes(
         stop = False
         if validate is not None and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
             uc, ic = signs()
+            uq = query()
             score = float(validate(uc, ic))
             row["valid_score"] = score
+            if validate_query is not None and uq is not None:
+                row["valid_query_score"] = float(validate_query(uq, ic))
             if best_score is None or score > best_score:
-                best_score, best_epoch, best_u, best_i, bad = score, epoch, uc, ic, 0
+                best_score, best_epoch, best_u, best_i, best_q, bad = score, epoch, uc, ic, uq, 0
             else:
                 bad += 1
                 stop = patience > 0 and bad >= patience
@@ -324,8 +367,9 @@ def distill_codes(
             break
     if validate is None:
         best_u, best_i = signs()
+        best_q = query()
         best_epoch = epochs - 1 if epochs else None
-    return DistillResult(best_u, best_i, best_epoch, best_score, history, initial)
+    return DistillResult(best_u, best_i, best_epoch, best_score, history, initial, best_q)
 
 
 def continuous_start(

@@ -4,6 +4,7 @@
   faiss ``IndexBinaryFlat``, torch on any device, or fused Triton kernels on a CUDA GPU).
 - :class:`FloatIndex`: real vectors, exact top-k by inner product (faiss ``IndexFlatIP`` or torch).
 - :class:`HierarchicalIndex`: Hamming top-C, re-ranked by inner product.
+- :class:`AsymmetricIndex`: real queries against packed binary item codes, exact top-k by ``<q, +-1 code>``.
 - :class:`MultiIndexHashing`: exact Hamming top-k that probes substring hash tables instead of
   scanning every code (large corpora, near neighbours).
 - :class:`MilvusIndex`: the same search against a Milvus collection (optional extra ``milvus``).
@@ -18,15 +19,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hashgnn.index.asymmetric import AsymmetricIndex
     from hashgnn.index.float_index import FloatIndex
     from hashgnn.index.hamming import HammingIndex
     from hashgnn.index.hierarchical import HierarchicalIndex
     from hashgnn.index.mih import MultiIndexHashing
     from hashgnn.index.milvus import MilvusIndex
 
-__all__ = ["FloatIndex", "HammingIndex", "HierarchicalIndex", "MilvusIndex", "MultiIndexHashing"]
+__all__ = ["AsymmetricIndex", "FloatIndex", "HammingIndex", "HierarchicalIndex", "MilvusIndex", "MultiIndexHashing"]
 
 _WHERE = {
+    "AsymmetricIndex": "hashgnn.index.asymmetric",
     "HammingIndex": "hashgnn.index.hamming",
     "FloatIndex": "hashgnn.index.float_index",
     "HierarchicalIndex": "hashgnn.index.hierarchical",

@@ -9,6 +9,7 @@ they occur where vectors saturate (hash_gumbel's ``tanh(a)`` is often exactly +-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -115,51 +116,69 @@ class FloatIndex(SizedIndex):
     def _search_torch(
         self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        from hashgnn.index.topk import topk_desc
-        from hashgnn.index.torch_search import _exclusion_mask_rows, _sizes
-
         if self._derived is None:
             self._derived = torch.from_numpy(self._vectors).to(self.device)
         items = self._derived
         qt = torch.from_numpy(q).to(self.device)
-        n = self.ntotal
-        qb, ib = _sizes(len(q), n, k, self.device)
-        out_s = np.empty((len(q), k), np.float32)
-        out_p = np.empty((len(q), k), np.int64)
-        old = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(int(self.threads))
-        try:
-            with torch.inference_mode():
-                for q0 in range(0, len(q), qb):
-                    q1 = min(q0 + qb, len(q))
-                    exq = _exclusion_mask_rows(ex, q0, q1)
-                    best_s = best_p = None
-                    for i0 in range(0, n, ib):
-                        i1 = min(i0 + ib, n)
-                        s = qt[q0:q1] @ items[i0:i1].T
-                        if exq is not None:
-                            rows, cols = exq
-                            sel = (cols >= i0) & (cols < i1)
-                            if sel.any():
-                                s[
-                                    torch.from_numpy(rows[sel]).to(self.device),
-                                    torch.from_numpy(cols[sel] - i0).to(self.device),
-                                ] = float("-inf")
-                        # (score desc, position asc) within the block, then merged with the running
-                        # best, which comes first and holds only lower positions: ties stay by position
-                        top = topk_desc(s, min(k, i1 - i0))
-                        top_s = torch.where(top >= 0, s.gather(1, top.clamp(min=0)), float("-inf"))
-                        top_p = torch.where(top >= 0, top + i0, -1)
-                        if best_s is not None:
-                            assert best_p is not None  # set together with best_s
-                            top_s, top_p = torch.cat([best_s, top_s], 1), torch.cat([best_p, top_p], 1)
-                            j = topk_desc(top_s, min(k, top_s.shape[1]))
-                            top_s = torch.where(j >= 0, top_s.gather(1, j.clamp(min=0)), float("-inf"))
-                            top_p = torch.where(j >= 0, top_p.gather(1, j.clamp(min=0)), -1)
-                        best_s, best_p = top_s, top_p
-                    assert best_s is not None and best_p is not None
-                    out_s[q0:q1], out_p[q0:q1] = best_s.cpu().numpy(), best_p.cpu().numpy()
-        finally:
-            torch.set_num_threads(old)
-        return out_s, out_p
+        return exact_topk_desc(
+            lambda q0, q1, i0, i1: qt[q0:q1] @ items[i0:i1].T, len(q), self.ntotal, k, ex, self.device, self.threads
+        )
+
+
+def exact_topk_desc(
+    score_block: Callable[[int, int, int, int], torch.Tensor],
+    nq: int,
+    n: int,
+    k: int,
+    ex: tuple[np.ndarray, np.ndarray] | None,
+    device: torch.device,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of ``score_block(q0, q1, i0, i1)`` (real scores of queries q0..q1 x item positions
+    i0..i1) over all ``n`` positions, by (score desc, position asc), blocked so that only one block
+    of scores exists at a time: ``(scores float32, positions int64)``, ``-inf`` / -1 padded.
+    ``ex`` is the (indptr, positions) exclusion of :func:`~hashgnn.index._common.exclusion_csr`.
+    """
+    from hashgnn.index.topk import topk_desc
+    from hashgnn.index.torch_search import _exclusion_mask_rows, _sizes
+
+    qb, ib = _sizes(nq, n, k, device)
+    out_s = np.empty((nq, k), np.float32)
+    out_p = np.empty((nq, k), np.int64)
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        with torch.inference_mode():
+            for q0 in range(0, nq, qb):
+                q1 = min(q0 + qb, nq)
+                exq = _exclusion_mask_rows(ex, q0, q1)
+                best_s = best_p = None
+                for i0 in range(0, n, ib):
+                    i1 = min(i0 + ib, n)
+                    s = score_block(q0, q1, i0, i1)
+                    if exq is not None:
+                        rows, cols = exq
+                        sel = (cols >= i0) & (cols < i1)
+                        if sel.any():
+                            s[
+                                torch.from_numpy(rows[sel]).to(device),
+                                torch.from_numpy(cols[sel] - i0).to(device),
+                            ] = float("-inf")
+                    # (score desc, position asc) within the block, then merged with the running
+                    # best, which comes first and holds only lower positions: ties stay by position
+                    top = topk_desc(s, min(k, i1 - i0))
+                    top_s = torch.where(top >= 0, s.gather(1, top.clamp(min=0)), float("-inf"))
+                    top_p = torch.where(top >= 0, top + i0, -1)
+                    if best_s is not None:
+                        assert best_p is not None  # set together with best_s
+                        top_s, top_p = torch.cat([best_s, top_s], 1), torch.cat([best_p, top_p], 1)
+                        j = topk_desc(top_s, min(k, top_s.shape[1]))
+                        top_s = torch.where(j >= 0, top_s.gather(1, j.clamp(min=0)), float("-inf"))
+                        top_p = torch.where(j >= 0, top_p.gather(1, j.clamp(min=0)), -1)
+                    best_s, best_p = top_s, top_p
+                assert best_s is not None and best_p is not None
+                out_s[q0:q1], out_p[q0:q1] = best_s.cpu().numpy(), best_p.cpu().numpy()
+    finally:
+        torch.set_num_threads(old)
+    return out_s, out_p

@@ -172,7 +172,8 @@ class Recommender:
 
 
 def build_index(codes: RunCodes, mode: str, candidates: int = 500, threads: int | None = None) -> Any:
-    """The index of the items of ``codes`` in ``mode``: HammingIndex, HierarchicalIndex or FloatIndex."""
+    """The index of the items of ``codes`` in ``mode``: HammingIndex, HierarchicalIndex, FloatIndex, or
+    AsymmetricIndex for continuous mode when the item vectors are the codes themselves."""
     from hashgnn.index.float_index import FloatIndex
     from hashgnn.index.hamming import HammingIndex
     from hashgnn.index.hierarchical import HierarchicalIndex
@@ -187,11 +188,30 @@ def build_index(codes: RunCodes, mode: str, candidates: int = 500, threads: int 
     elif mode == "hierarchical":
         index = HierarchicalIndex(c.bits, c.item_z.shape[1], candidates, threads=threads)
         index.add(c.item_codes, c.item_z)
+    elif item_vectors_are_the_codes(c):
+        # query vectors against the item codes (distill.query_weight): the same scores from 8 bytes
+        # an item instead of 4 per dimension, and the same tie order (by position)
+        from hashgnn.index.asymmetric import AsymmetricIndex
+
+        index = AsymmetricIndex(c.bits, threads=threads)
+        index.add(c.item_codes)
     else:
         # the torch backend's top-k orders exact ties by id, as the other two modes do
         index = FloatIndex(c.item_z.shape[1], "torch", threads=threads)
         index.add(c.item_z)
     return index
+
+
+def item_vectors_are_the_codes(codes: RunCodes) -> bool:
+    """True when the items' continuous vectors are their codes as +-1 (a run that trained query
+    vectors against its item codes, ``distill.query_weight``), so the codes alone serve the
+    continuous mode (:class:`~hashgnn.index.AsymmetricIndex`)."""
+    from hashgnn.codes.packing import pack_codes
+
+    z = codes.item_z
+    if z.ndim != 2 or z.shape[1] != codes.bits or not bool(np.all(np.abs(z) == 1.0)):
+        return False
+    return bool(np.array_equal(pack_codes(z), codes.item_codes))
 
 
 class Retriever:

@@ -196,6 +196,11 @@ class SpectralFoldIn:
 
         cfg = run.config
         s, d, c = cfg.spectral, cfg.distill, run.codes
+        if d.query_weight > 0:
+            raise FoldInUnsupported(
+                "its continuous vectors are query vectors against the item codes (distill.query_weight > 0), "
+                "not the spectral teacher's, which fold-in needs; retrain with distill.query_weight=0 to fold in users"
+            )
         ones = sp.csr_matrix(run.data().train, dtype=np.float32)
         ones.data[:] = 1.0
         self.item_z = c.item_z

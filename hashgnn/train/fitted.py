@@ -142,6 +142,7 @@ def fit_spectral_distill(
         horizon=cfg.train.epochs,
         balance_weight=d.balance_weight,
         decorrelation_weight=d.decorrelation_weight,
+        query_weight=d.query_weight,
         seed=cfg.train.seed,
         validate=None if validate is None else (lambda uc, ic: validate(uc, ic, uz, iz)),
         eval_every=cfg.train.eval_every,
@@ -179,6 +180,10 @@ def fit_spectral_distill(
             refine["valid_recall@20_before"] = best_score
             best_score = float(validate(user_codes, item_codes, uz, iz))
             refine["valid_recall@20_after"] = best_score
+    if result.user_query is not None:
+        # The run keeps the asymmetric model as its continuous one: query vectors against the served
+        # item codes (after the refinement, which the queries were not trained against).
+        uz, iz = result.user_query, np.asarray(item_codes, np.float32)
     return Fitted(
         user_codes,
         item_codes,
@@ -186,7 +191,8 @@ def fit_spectral_distill(
         iz,
         "rank-distilled from the spectral teacher"
         + (f", started from a {d.student_epochs}-epoch continuous student" if d.student_epochs > 0 else "")
-        + (", refined by bit flips" if refine else ""),
+        + (", refined by bit flips" if refine else "")
+        + ("; continuous vectors: user query vectors against the item codes" if result.user_query is not None else ""),
         refine=refine,
         best_epoch=result.best_epoch,
         best_score=best_score,
