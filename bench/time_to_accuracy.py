@@ -10,7 +10,8 @@ the fit on the carve-out, its validation, and the refit on the full split) again
 Recall@20. ``--reported-epoch-seconds S`` adds LightGCN-PyTorch's recipe as points at its own
 README's Recall@20 (0.1071 after epoch 5, 0.1824 after 1000; **test** figures it reports, not
 validation, and not rerun here) placed at ``S`` seconds per epoch, a time measured on this kind of
-machine (docs/MODEL.md, "Speed"). ``--history FILE NAME SECONDS`` adds the per-epoch validation
+machine (docs/MODEL.md, "Speed"). ``--point METHOD LABEL SECONDS RECALL`` adds one recorded whole-fit point whose run folder is
+not at hand (drawn as a fitted run's star). ``--history FILE NAME SECONDS`` adds the per-epoch validation
 Recall@20 of run NAME recorded in FILE (bench/results/gpu-h200/runs-*.jsonl: the H200 runs of
 2026-11-27) placed at SECONDS per epoch, the epoch time measured for the same recipe on 2 CPU cores
 (docs/RESULTS.md, "Training speed"): the accuracy of every epoch as trained, the time it would take
@@ -50,6 +51,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, nargs="*", default=[])
     ap.add_argument("--history", nargs=3, action="append", default=[], metavar=("FILE", "NAME", "SECONDS"))
+    ap.add_argument(
+        "--point",
+        nargs=4,
+        action="append",
+        default=[],
+        metavar=("METHOD", "LABEL", "SECONDS", "RECALL"),
+        help="a recorded whole-fit point whose run folder is not at hand (e.g. a fitted run of an earlier day)",
+    )
     ap.add_argument("--reported-epoch-seconds", type=float, default=None)
     ap.add_argument("--target", type=float, default=0.1830, help="horizontal line (LightGCN paper, gowalla)")
     ap.add_argument("--out", type=Path, default=Path("docs/figures/time-to-accuracy.png"))
@@ -75,6 +84,8 @@ def main() -> None:
                 "test_recall@20": rec["final"]["test"][rec["final"]["serving_mode"]]["recall@20"],
             }
         )
+    for method, label, seconds, recall in args.point:
+        curves.append({"run": f"{label} (recorded)", "method": method, "points": [(float(seconds), float(recall))]})
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for c in curves:
         xs = [p[0] / 60 for p in c["points"]]
@@ -95,7 +106,7 @@ def main() -> None:
     ax.set_xscale("log")
     ax.set_xlabel("wall time, minutes (log scale; 2 CPU cores)")
     ax.set_ylabel("Recall@20")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)
