@@ -140,33 +140,21 @@ def main() -> None:
             raise SystemExit(f"variant {name}: top_r {d.top_r} > the cached teacher's {teacher['targets'].shape[1]}")
         start = time.perf_counter()
 
-        def inner_product(uz: np.ndarray, iz: np.ndarray, cfg: RunConfig = cfg) -> float:
+        def recall(fitted: Fitted, mode: str, cfg: RunConfig = cfg) -> float:
+            """Validation Recall@20 of ``fitted`` served in ``mode``."""
+            codes = _codes(fitted, split, cfg.eval.ties)
+            m = evaluate_codes(codes, split.train, split.valid, mode, [VALID_K], cfg.eval.candidates, threads=threads)
+            return float(m[f"recall@{VALID_K}"])
+
+        def inner_product(uz: np.ndarray, iz: np.ndarray) -> float:
             """Validation Recall@20 of the ranking by <uz, iz> (real, or half real)."""
             sign = (np.where(uz >= 0, 1.0, -1.0), np.where(iz >= 0, 1.0, -1.0))
-            m = evaluate_codes(
-                _codes(Fitted(*sign, uz, iz, "inner product"), split, cfg.eval.ties),
-                split.train,
-                split.valid,
-                "continuous",
-                [VALID_K],
-                cfg.eval.candidates,
-                threads=threads,
-            )
-            return float(m[f"recall@{VALID_K}"])
+            return recall(Fitted(*sign, uz, iz, "inner product"), "continuous")
 
         def validate(uc: np.ndarray, ic: np.ndarray, cfg: RunConfig = cfg) -> float:
             if cfg.distill.ste in DIAGNOSTIC_STE:  # the served vectors (real, or half real), by inner product
                 return inner_product(uc, ic)
-            m = evaluate_codes(
-                _codes(Fitted(uc, ic, teacher["uz"], teacher["iz"], "validation"), split, cfg.eval.ties),
-                split.train,
-                split.valid,
-                "hamming",
-                [VALID_K],
-                cfg.eval.candidates,
-                threads=threads,
-            )
-            return float(m[f"recall@{VALID_K}"])
+            return recall(Fitted(uc, ic, teacher["uz"], teacher["iz"], "validation"), "hamming")
 
         def on_epoch(row: dict[str, float], name: str = name, start: float = start, seed: int = cfg.train.seed) -> None:
             if "valid_score" in row:

@@ -196,11 +196,28 @@ def filter_excluded(
     gone = np.take_along_axis(drop, order, 1)
     out_s = np.where(gone, fill, out_s)
     out_p = np.where(gone, -1, out_p)
-    if out_p.shape[1] < k:  # fewer columns than k were fetched: pad
-        pad = k - out_p.shape[1]
-        out_s = np.concatenate([out_s, np.full((nq, pad), fill, out_s.dtype)], axis=1)
-        out_p = np.concatenate([out_p, np.full((nq, pad), -1, out_p.dtype)], axis=1)
-    return out_s, out_p
+    return pad_columns(out_s, out_p, k, fill)  # fewer columns than k were fetched
+
+
+def pad_columns(scores: np.ndarray, pos: np.ndarray, k: int, fill: float | int) -> tuple[np.ndarray, np.ndarray]:
+    """Results widened to ``k`` columns: scores padded with ``fill``, positions / ids with -1.
+
+    The one padding rule of every index's ``search`` (an index with fewer than ``k`` items, or
+    none, still answers ``k`` columns per query).
+    """
+    pad = k - pos.shape[1]
+    if pad <= 0:
+        return scores, pos
+    nq = pos.shape[0]
+    return (
+        np.concatenate([scores, np.full((nq, pad), fill, scores.dtype)], axis=1),
+        np.concatenate([pos, np.full((nq, pad), -1, pos.dtype)], axis=1),
+    )
+
+
+def no_results(nq: int, k: int, fill: float | int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """The answer of an empty index (or to no queries): ``(fill, -1)`` in every one of ``k`` columns."""
+    return pad_columns(np.zeros((nq, 0), dtype), np.zeros((nq, 0), np.int64), k, fill)
 
 
 def max_row_length(ex: tuple[np.ndarray, np.ndarray] | None) -> int:

@@ -28,6 +28,8 @@ from hashgnn.index._common import (
     check_vectors,
     code_bytes,
     exclusion_csr,
+    no_results,
+    pad_columns,
 )
 from hashgnn.index.float_index import exact_topk_desc
 
@@ -99,14 +101,12 @@ class AsymmetricIndex(SizedIndex):
         n = self.ntotal
         kk = min(k, n)
         if n == 0 or len(q) == 0:
-            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+            return no_results(len(q), k, -np.inf, np.float32)
         qt = torch.from_numpy(q).to(self.device)
         s, pos = exact_topk_desc(
             lambda q0, q1, i0, i1: qt[q0:q1] @ self._signs(i0, i1).T, len(q), n, kk, ex, self.device, self.threads
         )
-        if kk < k:
-            s = np.concatenate([s, np.full((len(q), k - kk), -np.inf, np.float32)], axis=1)
-            pos = np.concatenate([pos, np.full((len(q), k - kk), -1, np.int64)], axis=1)
+        s, pos = pad_columns(s, pos, k, -np.inf)
         return s, self._idmap.to_ids(pos)
 
 

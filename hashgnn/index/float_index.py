@@ -26,6 +26,8 @@ from hashgnn.index._common import (
     faiss_threads,
     filter_excluded,
     max_row_length,
+    no_results,
+    pad_columns,
 )
 
 BACKENDS = ("auto", "faiss", "torch")
@@ -86,14 +88,12 @@ class FloatIndex(SizedIndex):
         n = self.ntotal
         kk = min(k, n)
         if n == 0 or len(q) == 0:
-            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+            return no_results(len(q), k, -np.inf, np.float32)
         if self.backend == "faiss":
             s, pos = self._search_faiss(q, kk, ex)
         else:
             s, pos = self._search_torch(q, kk, ex)
-        if kk < k:
-            s = np.concatenate([s, np.full((len(q), k - kk), -np.inf, np.float32)], axis=1)
-            pos = np.concatenate([pos, np.full((len(q), k - kk), -1, np.int64)], axis=1)
+        s, pos = pad_columns(s, pos, k, -np.inf)
         return s, self._idmap.to_ids(pos)
 
     def _search_faiss(
@@ -140,7 +140,7 @@ def exact_topk_desc(
     ``ex`` is the (indptr, positions) exclusion of :func:`~hashgnn.index._common.exclusion_csr`.
     """
     from hashgnn.index.topk import topk_desc
-    from hashgnn.index.torch_search import _exclusion_mask_rows, _sizes
+    from hashgnn.index.torch_search import _exclusion_mask_rows, _sizes, mask_excluded
 
     qb, ib = _sizes(nq, n, k, device)
     out_s = np.empty((nq, k), np.float32)
@@ -156,15 +156,7 @@ def exact_topk_desc(
                 best_s = best_p = None
                 for i0 in range(0, n, ib):
                     i1 = min(i0 + ib, n)
-                    s = score_block(q0, q1, i0, i1)
-                    if exq is not None:
-                        rows, cols = exq
-                        sel = (cols >= i0) & (cols < i1)
-                        if sel.any():
-                            s[
-                                torch.from_numpy(rows[sel]).to(device),
-                                torch.from_numpy(cols[sel] - i0).to(device),
-                            ] = float("-inf")
+                    s = mask_excluded(score_block(q0, q1, i0, i1), exq, i0, i1, float("-inf"))
                     # (score desc, position asc) within the block, then merged with the running
                     # best, which comes first and holds only lower positions: ties stay by position
                     top = topk_desc(s, min(k, i1 - i0))

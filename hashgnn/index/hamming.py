@@ -40,7 +40,9 @@ from hashgnn.index._common import (
     faiss_threads,
     filter_excluded,
     max_row_length,
+    no_results,
     numba_threads,
+    pad_columns,
 )
 from hashgnn.io import read_npy, write_json, write_npy
 
@@ -191,8 +193,7 @@ class HammingIndex(SizedIndex):
         n = self.ntotal
         kk = min(k, n)
         if n == 0 or len(q) == 0:
-            d = np.full((len(q), k), -1, np.int32)
-            return d, np.full((len(q), k), -1, np.int64)
+            return no_results(len(q), k, -1, np.int32)
         if self.backend == "own":
             d, pos = self._search_own(q, kk, ex)
         elif self.backend == "faiss":
@@ -201,9 +202,7 @@ class HammingIndex(SizedIndex):
             d, pos = self.triton_items().search(q, kk, ex)
         else:
             d, pos = self._search_torch(q, kk, ex)
-        if kk < k:
-            d = np.concatenate([d, np.full((len(q), k - kk), -1, d.dtype)], axis=1)
-            pos = np.concatenate([pos, np.full((len(q), k - kk), -1, pos.dtype)], axis=1)
+        d, pos = pad_columns(d, pos, k, -1)
         return d, self._idmap.to_ids(pos)
 
     def _search_own(

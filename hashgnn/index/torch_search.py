@@ -41,6 +41,19 @@ def _exclusion_mask_rows(
     return rows, indices[lo:hi]
 
 
+def mask_excluded(
+    s: torch.Tensor, exq: tuple[np.ndarray, np.ndarray] | None, i0: int, i1: int, fill: float | int
+) -> torch.Tensor:
+    """``s`` (a block of queries x item positions i0..i1) with the block's excluded pairs set to
+    ``fill``, in place; ``exq`` is :func:`_exclusion_mask_rows`' answer for the block's queries."""
+    if exq is not None:
+        rows, cols = exq
+        sel = (cols >= i0) & (cols < i1)
+        if sel.any():
+            s[torch.from_numpy(rows[sel]).to(s.device), torch.from_numpy(cols[sel] - i0).to(s.device)] = fill
+    return s
+
+
 def blocked_topk(
     score_block: Callable[[int, int, int, int], torch.Tensor],
     nq: int,
@@ -65,14 +78,7 @@ def blocked_topk(
         best_p: torch.Tensor | None = None
         for i0 in range(0, n, ib):
             i1 = min(i0 + ib, n)
-            s = score_block(q0, q1, i0, i1)
-            if exq is not None:
-                rows, cols = exq
-                sel = (cols >= i0) & (cols < i1)
-                if sel.any():
-                    r = torch.from_numpy(rows[sel]).to(device)
-                    c = torch.from_numpy(cols[sel] - i0).to(device)
-                    s[r, c] = fill
+            s = mask_excluded(score_block(q0, q1, i0, i1), exq, i0, i1, fill)
             top_s, top_p = torch.topk(s, min(k, i1 - i0), dim=1, largest=largest, sorted=True)
             top_p = top_p + i0
             if best_s is None or best_p is None:
