@@ -7,7 +7,8 @@ codes for :class:`HammingIndex` (own numba kernel) and :class:`AsymmetricIndex` 
 unpacked block by block), and float32 item vectors of the same width for :class:`FloatIndex`
 (faiss ``IndexFlatIP`` and torch), every query's top-k, no exclusions. Also the re-ranking that an
 asymmetric hierarchical mode would do: the Hamming top-C, then ``<q, +-1 code>`` of those C items
-only. One JSON row per engine on stdout (and appended to ``--out``): queries/s, bytes per item.
+only. And :class:`WeightedHammingIndex` with 1-3 weight planes (the same asymmetric score with the
+query's magnitudes quantised, ``quantise_queries``, own numba kernel). One JSON row per engine on stdout (and appended to ``--out``): queries/s, bytes per item.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from hashgnn.codes.packing import pack_codes
+    from hashgnn.codes.query_weights import quantise_queries
     from hashgnn.environment import machine_info
-    from hashgnn.index import AsymmetricIndex, FloatIndex, HammingIndex
+    from hashgnn.index import AsymmetricIndex, FloatIndex, HammingIndex, WeightedHammingIndex
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,6 +68,12 @@ def main() -> None:
     flat_torch = FloatIndex(args.bits, "torch", threads=args.threads)
     flat_torch.add(item_real)
 
+    weighted = {}
+    for planes in (1, 2, 3):
+        index = WeightedHammingIndex(args.bits, planes, threads=args.threads)
+        index.add(item_codes)
+        weighted[planes] = (index, quantise_queries(query_real, planes))
+
     def rerank() -> None:
         # codes only: the candidates' packed codes are gathered and unpacked, no float item vector
         _, cand = ham.search(query_codes, c)
@@ -79,6 +87,13 @@ def main() -> None:
     engines = {
         "hamming (own kernel)": (lambda: ham.search(query_codes, k), ham.bytes_per_item),
         "asymmetric scan (AsymmetricIndex)": (lambda: asym.search(query_real, k), asym.bytes_per_item),
+        **{
+            f"weighted Hamming, {p} plane(s) (WeightedHammingIndex)": (
+                lambda p=p: weighted[p][0].search(weighted[p][1].codes, weighted[p][1].weights, k),
+                weighted[p][0].bytes_per_item,
+            )
+            for p in weighted
+        },
         f"Hamming top-{c} + asymmetric re-rank": (rerank, ham.bytes_per_item),
         "float inner product (faiss IndexFlatIP)": (
             lambda: flat_faiss.search(query_real, k),

@@ -41,6 +41,8 @@ from hashgnn.codes.distill import DIAGNOSTIC_STE, continuous_start, distill_code
 from hashgnn.config import DistillConfig, RunConfig, parse_setting
 from hashgnn.data import carve_validation, load_interactions
 from hashgnn.environment import machine_info
+from hashgnn.eval.evaluator import evaluate_ranking
+from hashgnn.index.recommend import Retriever
 from hashgnn.train.fitted import VALID_K, Fitted, _codes, fit_spectral
 from hashgnn.train.run import evaluate_codes
 
@@ -98,6 +100,14 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="folder for the teacher (reused across calls)")
     ap.add_argument("--mirror", default=None, help="data mirror (default: $HASHGNN_DATA_MIRROR)")
     ap.add_argument("--out", type=Path, default=None, help="append the JSON rows to this file")
+    ap.add_argument(
+        "--weighted",
+        action="append",
+        default=[],
+        metavar="PLANES:STEP",
+        help="for a variant with query vectors: validate the weighted mode (query magnitudes quantised to "
+        "PLANES bits with STEP x the mean magnitude) at the picked epoch; repeat for a grid",
+    )
     args = ap.parse_args()
 
     base = _apply(RunConfig.load(args.config), args.set)
@@ -150,6 +160,13 @@ def main() -> None:
             """Validation Recall@20 of the ranking by <uz, iz> (real, or half real)."""
             sign = (np.where(uz >= 0, 1.0, -1.0), np.where(iz >= 0, 1.0, -1.0))
             return recall(Fitted(*sign, uz, iz, "inner product"), "continuous")
+
+        def weighted(uq: np.ndarray, ic: np.ndarray, planes: int, step: float, cfg: RunConfig = cfg) -> float:
+            """Validation Recall@20 of the weighted mode: the query's signs and quantised magnitudes."""
+            sign = (np.where(uq >= 0, 1.0, -1.0), ic)
+            codes = _codes(Fitted(*sign, uq, ic, "query vectors"), split, cfg.eval.ties)
+            ret = Retriever(codes, "weighted", threads=threads, planes=planes, step=step)
+            return float(evaluate_ranking(ret.topk, split.train, split.valid, [VALID_K])[f"recall@{VALID_K}"])
 
         def validate(uc: np.ndarray, ic: np.ndarray, cfg: RunConfig = cfg) -> float:
             if cfg.distill.ste in DIAGNOSTIC_STE:  # the served vectors (real, or half real), by inner product
@@ -224,6 +241,22 @@ def main() -> None:
             eval_every=args.eval_every or cfg.train.eval_every,
             on_epoch=on_epoch,
         )
+        if res.user_query is not None:
+            for spec in args.weighted:
+                planes, _, step = spec.partition(":")
+                emit(
+                    {
+                        "variant": name,
+                        "epoch": res.best_epoch,
+                        "weighted_planes": int(planes),
+                        "weighted_step": float(step),
+                        f"valid_weighted_recall@{VALID_K}": round(
+                            weighted(res.user_query, res.item_codes, int(planes), float(step)), 5
+                        ),
+                        f"valid_query_recall@{VALID_K}": round(inner_product(res.user_query, res.item_codes), 5),
+                        f"valid_recall@{VALID_K}": round(res.best_score or 0.0, 5),
+                    }
+                )
         emit(
             {
                 "variant": name,

@@ -38,7 +38,14 @@ if TYPE_CHECKING:
     )
     from hashgnn.errors import ConfigError, DataError, HashgnnError
     from hashgnn.eval import evaluate
-    from hashgnn.index import AsymmetricIndex, FloatIndex, HammingIndex, HierarchicalIndex, MultiIndexHashing
+    from hashgnn.index import (
+        AsymmetricIndex,
+        FloatIndex,
+        HammingIndex,
+        HierarchicalIndex,
+        MultiIndexHashing,
+        WeightedHammingIndex,
+    )
     from hashgnn.io import ArtifactError
     from hashgnn.methods import METHODS, MODES
     from hashgnn.run import Run
@@ -53,6 +60,7 @@ _WHERE = {
     "HierarchicalIndex": "hashgnn.index.hierarchical",
     "FloatIndex": "hashgnn.index.float_index",
     "MultiIndexHashing": "hashgnn.index.mih",
+    "WeightedHammingIndex": "hashgnn.index.weighted",
     "RunConfig": "hashgnn.config",
     "DataConfig": "hashgnn.config",
     "ModelConfig": "hashgnn.config",
@@ -89,6 +97,7 @@ __all__ = [
     "SpectralConfig",
     "TrainConfig",
     "Trainer",
+    "WeightedHammingIndex",
     "evaluate",
     "load_dataset",
 ]

@@ -27,6 +27,11 @@ MODES: tuple[str, ...] = ("hamming", "hierarchical", "continuous")
 Mode = Literal[MODES]  # type: ignore[valid-type]
 # The modes that search by codes (the paper's two retrieval settings).
 CODE_MODES: tuple[str, ...] = tuple(m for m in MODES if m != "continuous")
+# Modes only a run with query vectors against its item codes serves (distill.query_weight > 0):
+# "weighted", the query's signs and quantised magnitudes by weighted Hamming distance
+# (hashgnn.index.WeightedHammingIndex). Evaluated and served beside MODES where a run has them.
+QUERY_MODES: tuple[str, ...] = ("weighted",)
+ALL_MODES: tuple[str, ...] = MODES + QUERY_MODES
 
 # Model fields every method reads (the encoder and code length); Method.knobs lists the others.
 SHARED_KNOBS = (

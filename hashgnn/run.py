@@ -39,7 +39,7 @@ import numpy as np
 from hashgnn.config import RunConfig
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.io import ArtifactError, read_json, read_npy, write_json, write_npy
-from hashgnn.methods import MODES, get_method
+from hashgnn.methods import ALL_MODES, get_method
 
 if TYPE_CHECKING:
     import torch
@@ -506,8 +506,8 @@ class Run:
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in ALL_MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(ALL_MODES)}")
 
 
 __all__ = ["ArtifactError", "Run"]

@@ -81,8 +81,9 @@ class Server:
         return int(self.proc.returncode)
 
 
-def tiny_spectral_run(folder: Path, power_iters: int = 30) -> Path:
-    """Train a small ``spectral_distill`` run on music_toy into ``folder`` (an SVD accurate to ~1e-6)."""
+def tiny_spectral_run(folder: Path, power_iters: int = 30, query_weight: float = 0.0) -> Path:
+    """Train a small ``spectral_distill`` run on music_toy into ``folder`` (an SVD accurate to ~1e-6);
+    ``query_weight`` > 0 trains query vectors against the item codes (the weighted mode's runs)."""
     cfg = RunConfig.from_dict(
         {
             "data": {"dataset": "music_toy", "valid_fraction": 0.0},
@@ -101,6 +102,7 @@ def tiny_spectral_run(folder: Path, power_iters: int = 30) -> Path:
                 "temperature": 2.0,
                 "refine_rounds": 1,
                 "positive_weight": 1.0,  # as the shipped codes configs
+                "query_weight": query_weight,
             },
             "train": {"epochs": 2, "seed": 3, "device": "cpu", "threads": 1},
             "eval": {"ks": [20], "candidates": 50},

@@ -145,8 +145,17 @@ def test_each_diagnostic_lifts_one_constraint_of_the_codes_and_serves_what_it_tr
     assert is_sign(items.item_codes) and not is_sign(items.user_codes)
     users = distill_codes(init_u, init_i, targets, train, ste="users-only", **kw)  # type: ignore[arg-type]
     assert is_sign(users.user_codes) and not is_sign(users.item_codes)
+    scaled = distill_codes(init_u, init_i, targets, train, ste="scaled-2", **kw)  # type: ignore[arg-type]
+    for side in (scaled.user_codes, scaled.item_codes):
+        halves = side.reshape(len(side), 2, bits // 2)
+        assert not is_sign(side)
+        # within a segment every entry has one magnitude, the segment's scale, and the sign of the code
+        np.testing.assert_allclose(np.abs(halves), np.abs(halves[:, :, :1]).repeat(bits // 2, axis=2), rtol=1e-6)
+        assert (np.abs(halves[:, 0, 0]) != np.abs(halves[:, 1, 0])).any()  # two scales, not one
     # each trained: its loss fell from the first epoch to the last
-    for res in (sphere, items, users):
+    for res in (sphere, items, users, scaled):
         assert res.history[-1]["loss"] < res.history[0]["loss"]
+    with pytest.raises(ConfigError, match="divisible"):
+        distill_codes(init_u, init_i, targets, train, ste="scaled-16", **kw)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="ste"):
         distill_codes(init_u, init_i, targets, train, ste="half", **kw)  # type: ignore[arg-type]

@@ -308,8 +308,11 @@ def test_query_vectors_learn_to_rank_the_targets_against_the_item_codes() -> Non
 
 
 def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, tmp_path: Path) -> None:
+    from hashgnn.codes.query_weights import dequantised, quantise_queries
+    from hashgnn.errors import HashgnnError
     from hashgnn.index import AsymmetricIndex
-    from hashgnn.index.recommend import Retriever, item_vectors_are_the_codes
+    from hashgnn.index.recommend import Retriever, item_vectors_are_the_codes, modes_of
+    from hashgnn.methods import ALL_MODES, MODES
     from hashgnn.serve.foldin import FoldInUnsupported, fold_in_for
 
     final = train_run(
@@ -342,3 +345,19 @@ def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, t
     np.testing.assert_allclose(2.0 * s1, s2, rtol=1e-6)
     with pytest.raises(FoldInUnsupported, match="query_weight"):
         fold_in_for(run)
+    # weighted mode: reported on test, and ranked as the quantised query's inner product, ties by
+    # the run's tie order (the float path over the dequantised query, with the same item order)
+    assert "weighted" in final["test"] and 0 <= final["test"]["weighted"]["recall@20"] <= 1
+    assert modes_of(c) == ALL_MODES
+    weighted = Retriever(c, "weighted", 50, 1)
+    deq = dataclasses.replace(c, user_z=dequantised(quantise_queries(c.user_z), 16))
+    float_path = Retriever(dataclasses.replace(deq, item_z=2.0 * c.item_z), "continuous", 50, 1)
+    sw, iw = weighted.search(all_users, 10, exclude=train)
+    sf, i_f = float_path.search(all_users, 10, exclude=train)
+    np.testing.assert_array_equal(iw, i_f)
+    np.testing.assert_allclose(2.0 * sw, sf, rtol=1e-6)
+    # a run without query vectors does not serve it, and says why
+    plain = dataclasses.replace(c, item_z=2.0 * c.item_z)
+    assert modes_of(plain) == MODES
+    with pytest.raises(HashgnnError, match="query_weight"):
+        Retriever(plain, "weighted", 50, 1)

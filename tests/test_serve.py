@@ -178,6 +178,33 @@ def test_new_users_of_a_spectral_distill_run_are_served(spectral_run: Path) -> N
             assert len(got) == 10 and not {1, 2, 3} & set(got)
 
 
+def test_a_run_with_query_vectors_serves_the_weighted_mode_as_its_retrieval_path(
+    tmp_path_factory: pytest.TempPathFactory, mirror: Path
+) -> None:
+    run = tiny_spectral_run(tmp_path_factory.mktemp("serve-query") / "run", query_weight=1.0)
+    rec = Recommender(run, "weighted")
+    users = np.array([0, 7, 40])
+    want = rec.topk(users, 10)
+    with TestClient(create_app(run)) as c:
+        for _ in range(600):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert c.get("/v1/info").json()["modes"] == ["hamming", "hierarchical", "continuous", "weighted"]
+        for j, u in enumerate(users):
+            uid = rec.codes.user_ids[u].item() if rec.codes.user_ids is not None else int(u)
+            r = c.get(f"/v1/users/{uid}/recommendations", params={"k": 10, "mode": "weighted"})
+            assert r.status_code == 200, r.text
+            exp = want.items[j][want.items[j] >= 0]
+            exp_ids = [want.item_ids[i].item() if want.item_ids is not None else int(i) for i in exp]
+            assert [x["item"] for x in r.json()["items"]] == exp_ids
+            np.testing.assert_allclose([x["score"] for x in r.json()["items"]], want.scores[j][: len(exp)])
+            # the allow-list path ranks its sub-index the same way
+            allow = [str(i) for i in exp_ids[::2]]
+            r = c.get(f"/v1/users/{uid}/recommendations", params={"k": 3, "mode": "weighted", "allow": allow})
+            assert [str(x["item"]) for x in r.json()["items"]] == allow[:3]
+
+
 # ----------------------------------------------------------------------------- answers
 @pytest.mark.parametrize("mode", MODES)
 def test_answers_are_the_retrieval_paths_by_original_id(client: TestClient, runs: dict[str, Path], mode: str) -> None:
@@ -323,6 +350,8 @@ def test_one_id_is_looked_up_as_a_list_of_ids(runs: dict[str, Path]) -> None:
         ("get", "/v1/users/3/recommendations", {"k": 101}, None, 422, "k"),
         ("get", "/v1/users/3/recommendations", {"k": "ten"}, None, 422, "k"),
         ("get", "/v1/users/3/recommendations", {"mode": "cosine"}, None, 422, "mode"),
+        ("get", "/v1/users/3/recommendations", {"mode": "weighted"}, None, 422, "query_weight"),
+        ("post", "/v1/recommendations/new-user", {}, {"items": [1], "mode": "weighted"}, 422, "query_weight"),
         ("get", "/v1/users/3/recommendations", {"exclude_seen": "maybe"}, None, 422, "exclude_seen"),
         ("get", "/v1/users/3/recommendations", {"allow": [str(i) for i in range(51)]}, None, 413, "allow"),
         ("post", "/v1/recommendations/new-user", {}, {"items": []}, 422, "items"),

@@ -32,7 +32,7 @@ from hashgnn.config import EvalConfig
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.eval.metrics import METRICS, check_ks
 from hashgnn.eval.popular import evaluate_baseline
-from hashgnn.methods import MODES
+from hashgnn.methods import ALL_MODES
 
 _DEFAULTS = EvalConfig()  # the library defaults, shown as the options' defaults
 
@@ -72,7 +72,9 @@ DatasetOpt = Annotated[
 ]
 ModelOpt = Annotated[str, typer.Option(help="Baseline to evaluate on --dataset: popular (Most-Popular).")]
 RunOpt = Annotated[Optional[str], typer.Option(help="A training run folder to evaluate (instead of --dataset).")]
-ModeOpt = Annotated[str, typer.Option(help="With --run: " + " | ".join(MODES) + " retrieval.")]
+ModeOpt = Annotated[
+    str, typer.Option(help="With --run: " + " | ".join(ALL_MODES) + " retrieval (weighted: runs with query vectors).")
+]
 CandidatesOpt = Annotated[int, typer.Option(help="With --run --mode hierarchical: Hamming candidates re-ranked.")]
 KOpt = Annotated[list[int], typer.Option("--k", "-k", help="Cut-offs K, several allowed: --k 20 50 100.")]
 LegacyDepthOpt = Annotated[
@@ -121,8 +123,8 @@ def evaluate_cmd(
     if run is not None:
         if legacy_depth is not None:
             raise ConfigError("--legacy-depth applies to --dataset evaluation only (a run uses its own lists)")
-        if mode not in MODES:
-            raise ConfigError(f"unknown --mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode not in ALL_MODES:
+            raise ConfigError(f"unknown --mode {mode!r}; choose one of {', '.join(ALL_MODES)}")
         try:
             from hashgnn.train.run import evaluate_run
         except ImportError as e:

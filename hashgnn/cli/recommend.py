@@ -38,7 +38,8 @@ def recommend(
     mode: Annotated[
         str,
         typer.Option(
-            help="hamming (codes) | hierarchical (Hamming top-C re-ranked by vectors) | continuous (vectors)."
+            help="hamming (codes) | hierarchical (Hamming top-C re-ranked by vectors) | continuous (vectors) | "
+            "weighted (runs with query vectors: weighted Hamming by the query's quantised magnitudes)."
         ),
     ] = "hamming",
     candidates: Annotated[
@@ -67,7 +68,8 @@ def recommend(
     """Recommend items for users of a trained run; seen items are excluded.
 
     Scores: K - 2 x Hamming distance (the codes' inner product) in hamming mode, the inner product of
-    the continuous vectors in hierarchical and continuous modes. Ties go to the lower item index.
+    the continuous vectors in hierarchical and continuous modes, the quantised query's inner product with
+    the item's +-1 code in weighted mode. Ties go to the run's tie order (the lower item index without one).
 
     Examples: `hashgnn recommend --run runs/g --users 0 5 17 --k 20 --mode hierarchical`;
     `hashgnn recommend --run runs/g --all --out top20.parquet`.

@@ -89,8 +89,21 @@ STE_KINDS = ("identity", "clip", "gauss")
 # Diagnostics, not methods: what the served score would reach without one of the constraints that
 # codes impose. "none": no quantisation (a real ``bits``-wide inner product); "sphere": no
 # quantisation, but every row scaled to length sqrt(bits), as every +-1 code is (equal item norms,
-# nothing discrete); "items-only" / "users-only": one side quantised (identity STE), the other real.
-DIAGNOSTIC_STE = ("none", "sphere", "items-only", "users-only")
+# nothing discrete); "items-only" / "users-only": one side quantised (identity STE), the other real;
+# "scaled-S": both sides +-1, but each of S equal segments of a row scaled by its mean |x| (BiGeaR's
+# per-node scalers, Chen et al., WWW 2022, on segments of one vector instead of GNN layers), so the
+# score is sum_s a_u^s a_i^s <b_u^s, b_i^s>: what S scalers per item and per user buy.
+DIAGNOSTIC_STE = (
+    "none",
+    "sphere",
+    "items-only",
+    "users-only",
+    "scaled-1",
+    "scaled-2",
+    "scaled-4",
+    "scaled-8",
+    "scaled-16",
+)
 
 
 def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -110,10 +123,23 @@ def _ste(x: torch.Tensor, kind: str) -> torch.Tensor:
     raise ConfigError(f"distill.ste must be one of {', '.join(STE_KINDS)}, got {kind!r}")
 
 
+def _scaled_segments(x: torch.Tensor, segments: int) -> torch.Tensor:
+    """Rows as ``segments`` equal parts, each its signs (identity STE) times its mean |x| (BiGeaR's
+    scaler, which takes gradient too)."""
+    n, k = x.shape
+    if k % segments:
+        raise ConfigError(f"distill.ste=scaled-{segments} needs a code length divisible by {segments}, got {k}")
+    parts = x.reshape(n, segments, k // segments)
+    scale = parts.abs().mean(dim=2, keepdim=True)
+    return (scale * _ste(parts, "identity")).reshape(n, k)
+
+
 def _served(x: torch.Tensor, kind: str, side: str) -> torch.Tensor:
     """The ``side`` ("user" or "item") rows as the score sees them under ``kind`` (forward and backward)."""
     if kind in ("items-only", "users-only"):
         return _ste(x, "identity") if kind.startswith(side) else x
+    if kind.startswith("scaled-"):
+        return _scaled_segments(x, int(kind.removeprefix("scaled-")))
     return _ste(x, kind)
 
 
@@ -223,7 +249,8 @@ def distill_codes(
     ``ste`` values of ``DIAGNOSTIC_STE`` are diagnostics, not methods: ``"none"`` quantises nothing,
     and the "codes" returned (and validated) are the real vectors, i.e. the best a ``bits``-wide
     inner-product model reaches with this objective; ``"sphere"`` returns them scaled to the length
-    of a code; ``"items-only"`` / ``"users-only"`` return one side as signs, the other real.
+    of a code; ``"items-only"`` / ``"users-only"`` return one side as signs, the other real;
+    ``"scaled-S"`` returns both sides as signs times one scale per segment (S segments per row).
     ``query_weight`` > 0 trains a third matrix beside the two codes, one real query vector per user
     (started from ``user_init``), by the same listwise loss on the asymmetric score ``<q_u, b_i>``
     against the item codes' straight-through signs, with that weight; it is returned as

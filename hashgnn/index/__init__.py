@@ -5,6 +5,8 @@
 - :class:`FloatIndex`: real vectors, exact top-k by inner product (faiss ``IndexFlatIP`` or torch).
 - :class:`HierarchicalIndex`: Hamming top-C, re-ranked by inner product.
 - :class:`AsymmetricIndex`: real queries against packed binary item codes, exact top-k by ``<q, +-1 code>``.
+- :class:`WeightedHammingIndex`: packed binary item codes, exact top-k by a weighted Hamming distance
+  (a code and small integer weights per query: the asymmetric score, quantised, at near Hamming speed).
 - :class:`MultiIndexHashing`: exact Hamming top-k that probes substring hash tables instead of
   scanning every code (large corpora, near neighbours).
 - :class:`MilvusIndex`: the same search against a Milvus collection (optional extra ``milvus``).
@@ -25,8 +27,17 @@ if TYPE_CHECKING:
     from hashgnn.index.hierarchical import HierarchicalIndex
     from hashgnn.index.mih import MultiIndexHashing
     from hashgnn.index.milvus import MilvusIndex
+    from hashgnn.index.weighted import WeightedHammingIndex
 
-__all__ = ["AsymmetricIndex", "FloatIndex", "HammingIndex", "HierarchicalIndex", "MilvusIndex", "MultiIndexHashing"]
+__all__ = [
+    "AsymmetricIndex",
+    "FloatIndex",
+    "HammingIndex",
+    "HierarchicalIndex",
+    "MilvusIndex",
+    "MultiIndexHashing",
+    "WeightedHammingIndex",
+]
 
 _WHERE = {
     "AsymmetricIndex": "hashgnn.index.asymmetric",
@@ -35,6 +46,7 @@ _WHERE = {
     "HierarchicalIndex": "hashgnn.index.hierarchical",
     "MultiIndexHashing": "hashgnn.index.mih",
     "MilvusIndex": "hashgnn.index.milvus",
+    "WeightedHammingIndex": "hashgnn.index.weighted",
 }
 
 

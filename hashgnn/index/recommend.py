@@ -1,4 +1,4 @@
-"""Top-k recommendations for the users of a finished run, in any of the three retrieval modes.
+"""Top-k recommendations for the users of a finished run, in any of its retrieval modes.
 
 A run folder holds the codes and vectors of every user and item (:mod:`hashgnn.codes.artifacts`) and
 its ``config.yaml``; the items a user already interacted with come from the full train split of the
@@ -9,6 +9,9 @@ Modes and their ``score``:
 - ``hamming``: items by Hamming distance of codes; score ``<h_u, h_i> = K - 2 * Hamming``.
 - ``hierarchical``: the top-C by Hamming, re-ranked by ``<z_u, z_i>``; score the inner product.
 - ``continuous``: exact inner product of the continuous vectors ``<z_u, z_i>``.
+- ``weighted`` (runs with query vectors against their item codes, ``distill.query_weight``): items
+  by a weighted Hamming distance from the query's signs, weighted by its quantised magnitudes; score
+  ``sum_d w_d - 2 * distance``, the quantised query's inner product with the item's +-1 code.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from hashgnn.codes.artifacts import RunCodes
+from hashgnn.codes.query_weights import DEFAULT_PLANES, DEFAULT_STEP, quantise_queries
 from hashgnn.errors import HashgnnError
 from hashgnn.io import WriteError
-from hashgnn.methods import MODES
+from hashgnn.methods import ALL_MODES, MODES, QUERY_MODES
 from hashgnn.run import Run
 
 COLUMNS = ("user", "rank", "item", "score")
@@ -73,7 +77,7 @@ class Recommender:
 
     Args:
         run_dir: the run folder (or a :class:`hashgnn.run.Run`).
-        mode: ``hamming`` | ``hierarchical`` | ``continuous``.
+        mode: ``hamming`` | ``hierarchical`` | ``continuous`` | ``weighted`` (runs with query vectors).
         candidates: C of hierarchical search (default: the run's ``eval.candidates``).
         exclude_seen: drop each user's training items (needs the run's data set).
         threads: search threads (None: the libraries' default).
@@ -92,8 +96,8 @@ class Recommender:
         mirror: str | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode not in ALL_MODES:
+            raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(ALL_MODES)}")
         if isinstance(run_dir, Run):
             run = run_dir
         elif (Path(run_dir) / Run.CONFIG).exists():  # validated; the data comes from this machine's mirror
@@ -171,18 +175,41 @@ class Recommender:
                 bar.update(len(users))
 
 
-def build_index(codes: RunCodes, mode: str, candidates: int = 500, threads: int | None = None) -> Any:
-    """The index of the items of ``codes`` in ``mode``: HammingIndex, HierarchicalIndex, FloatIndex, or
-    AsymmetricIndex for continuous mode when the item vectors are the codes themselves."""
+def modes_of(codes: RunCodes) -> tuple[str, ...]:
+    """The retrieval modes ``codes`` can serve: :data:`~hashgnn.methods.MODES`, and the query modes
+    (weighted) when the run trained query vectors against its item codes."""
+    return ALL_MODES if item_vectors_are_the_codes(codes) else MODES
+
+
+def build_index(
+    codes: RunCodes,
+    mode: str,
+    candidates: int = 500,
+    threads: int | None = None,
+    planes: int = DEFAULT_PLANES,
+) -> Any:
+    """The index of the items of ``codes`` in ``mode``: HammingIndex, HierarchicalIndex, FloatIndex,
+    AsymmetricIndex for continuous mode when the item vectors are the codes themselves, or
+    WeightedHammingIndex (``planes`` bits per weight) for weighted mode."""
     from hashgnn.index.float_index import FloatIndex
     from hashgnn.index.hamming import HammingIndex
     from hashgnn.index.hierarchical import HierarchicalIndex
 
-    if mode not in MODES:
-        raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in ALL_MODES:
+        raise HashgnnError(f"unknown mode {mode!r}; choose one of {', '.join(ALL_MODES)}")
     c = codes
     index: Any
-    if mode == "hamming":
+    if mode in QUERY_MODES:
+        if not item_vectors_are_the_codes(c):
+            raise HashgnnError(
+                f"{mode} mode needs a run whose continuous vectors are query vectors against its item codes "
+                f"(trained with distill.query_weight > 0); this run serves {', '.join(MODES)}"
+            )
+        from hashgnn.index.weighted import WeightedHammingIndex
+
+        index = WeightedHammingIndex(c.bits, planes, threads=threads)
+        index.add(c.item_codes)
+    elif mode == "hamming":
         index = HammingIndex(c.bits, threads=threads)
         index.add(c.item_codes)
     elif mode == "hierarchical":
@@ -219,18 +246,28 @@ class Retriever:
     users' codes / vectors. Recommendations and every evaluation metric come from :meth:`search`.
 
     Scores: ``<h_u, h_i> = K - 2 * Hamming`` (hamming), the inner product of the vectors
-    (hierarchical, continuous). Order: score descending, ties in the run's tie order
-    (``codes.item_order``: the more popular item first in runs trained since it exists) or, without
-    one, to the lower item index.
+    (hierarchical, continuous), the inner product of the quantised query with the item's +-1 code,
+    ``sum_d w_d - 2 * weighted Hamming`` (weighted; ``planes`` and ``step`` of
+    :func:`hashgnn.codes.query_weights.quantise_queries`). Order: score descending, ties in the
+    run's tie order (``codes.item_order``: the more popular item first in runs trained since it
+    exists) or, without one, to the lower item index.
     """
 
     def __init__(
-        self, codes: RunCodes, mode: str = "hamming", candidates: int = 500, threads: int | None = None
+        self,
+        codes: RunCodes,
+        mode: str = "hamming",
+        candidates: int = 500,
+        threads: int | None = None,
+        *,
+        planes: int = DEFAULT_PLANES,
+        step: float = DEFAULT_STEP,
     ) -> None:
         self.codes, self.mode, self.candidates = codes, mode, int(candidates)
+        self.planes, self.step = planes, step
         self.order = codes.item_order
         if self.order is None:
-            self.index = build_index(codes, mode, self.candidates, threads)
+            self.index = build_index(codes, mode, self.candidates, threads, planes)
         else:
             # Index position p holds item order[p], so the indexes' "ties to the lower position" is
             # the run's tie rule; positions are mapped back to items on the way out.
@@ -239,7 +276,7 @@ class Retriever:
             placed = dataclasses.replace(
                 codes, item_codes=codes.item_codes[self.order], item_z=codes.item_z[self.order]
             )
-            self.index = build_index(placed, mode, self.candidates, threads)
+            self.index = build_index(placed, mode, self.candidates, threads, planes)
 
     def search(self, users: np.ndarray, k: int, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float32, items int64)`` of shape (len(users), k) for user indices ``users``;
@@ -265,6 +302,11 @@ class Retriever:
             scores = np.where(items >= 0, c.bits - 2 * d.astype(np.float32), -np.inf).astype(np.float32)
         elif self.mode == "hierarchical":
             scores, items = self.index.search(codes, vectors, k, exclude=exclude)
+        elif self.mode == "weighted":
+            wq = quantise_queries(vectors, self.planes, self.step)
+            d, items = self.index.search(wq.codes, wq.weights, k, exclude=exclude)
+            total = wq.weights.sum(axis=1, dtype=np.float32)[:, None]
+            scores = np.where(items >= 0, total - 2 * d.astype(np.float32), -np.inf).astype(np.float32)
         else:
             scores, items = self.index.search(vectors, k, exclude=exclude)
         if self.order is not None:

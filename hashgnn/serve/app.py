@@ -38,12 +38,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from hashgnn.errors import HashgnnError
-from hashgnn.methods import MODES
+from hashgnn.methods import ALL_MODES
 from hashgnn.serve.batching import MicroBatcher
 from hashgnn.serve.metrics import Metrics
 from hashgnn.serve.service import BadField, NotFound, ServedRun, ServeSettings, TooLarge
 
-Mode = Literal["hamming", "hierarchical", "continuous"]
+Mode = Literal["hamming", "hierarchical", "continuous", "weighted"]
 API = "/v1"
 ENV_RUN, ENV_SETTINGS = "HASHGNN_SERVE_RUN", "HASHGNN_SERVE_SETTINGS"
 
@@ -100,7 +100,7 @@ class _Serving:
                 s.batch_wait_ms,
                 metrics.batch.labels(m).observe,
             )
-            for m in MODES
+            for m in served.modes
         }
 
     async def close(self) -> None:
@@ -166,7 +166,7 @@ class _Observe:
             self.metrics.observe(endpoint, mode, status, time.perf_counter() - t0)
 
 
-_MODES_B = {m.encode(): m for m in MODES}
+_MODES_B = {m.encode(): m for m in ALL_MODES}
 _USERS, _RECS = f"{API}/users/", "/recommendations"
 
 
@@ -374,6 +374,7 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
     ) -> bytes:
         """The JSON body of a recommendation (the ``Recommendations`` schema)."""
         sv = sv_.served
+        sv.check_mode(mode)
         if allow is not None:
             scores, items = await asyncio.to_thread(sv.search_allowed, mode, code, vector, k, allow, exclude)
             scores, items = scores[0], items[0]
@@ -434,7 +435,9 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
         request: Request,
         user: str,
         k: Annotated[int, Query(ge=1, description="results to return (at most the run's items and max_k)")] = 20,
-        mode: Annotated[Mode, Query(description="hamming | hierarchical | continuous")] = "hamming",
+        mode: Annotated[
+            Mode, Query(description="hamming | hierarchical | continuous | weighted (runs with query vectors)")
+        ] = "hamming",
         exclude_seen: Annotated[bool, Query(description="leave out the user's training items")] = True,
         allow: Annotated[list[str] | None, Query(description="rank only these item ids (repeat the parameter)")] = None,
         deny: Annotated[
@@ -484,7 +487,9 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
         request: Request,
         item: str,
         k: Annotated[int, Query(ge=1, description="results to return")] = 20,
-        mode: Annotated[Mode, Query(description="hamming | hierarchical | continuous")] = "hamming",
+        mode: Annotated[
+            Mode, Query(description="hamming | hierarchical | continuous | weighted (runs with query vectors)")
+        ] = "hamming",
     ) -> Response:
         t0 = time.perf_counter()
         request.state.mode = mode

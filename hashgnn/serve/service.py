@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hashgnn.errors import HashgnnError
-from hashgnn.methods import MODES
+from hashgnn.methods import QUERY_MODES
 
 
 class NotFound(HashgnnError):
@@ -140,7 +140,7 @@ class ServedRun:
     """
 
     def __init__(self, path: str | Path, settings: ServeSettings | None = None) -> None:
-        from hashgnn.index.recommend import Retriever
+        from hashgnn.index.recommend import Retriever, modes_of
         from hashgnn.run import Run
 
         t0 = time.perf_counter()
@@ -164,7 +164,8 @@ class ServedRun:
         candidates = s.candidates or (run.config.eval.candidates if has_cfg else 500)
         self.candidates = int(min(candidates, c.n_items))
         self.threads = s.threads
-        self.retrievers = {m: Retriever(c, m, self.candidates, self.threads) for m in MODES}
+        self.modes = modes_of(c)  # weighted too where the run has query vectors against its item codes
+        self.retrievers = {m: Retriever(c, m, self.candidates, self.threads) for m in self.modes}
         self.fold_in_error: str | None = None
         self.folder: Any = None
         if not has_cfg:
@@ -185,7 +186,7 @@ class ServedRun:
     def _warm(self) -> None:
         # the first search compiles (or loads) the numba kernels: pay it before the run is served
         c = self.codes
-        for m in MODES:
+        for m in self.modes:
             self.search(m, c.item_codes[:1], c.item_z[:1], 1, [np.zeros(0, np.int64)])
 
     # --------------------------------------------------------------------------- info
@@ -199,7 +200,7 @@ class ServedRun:
             "bits": int(c.bits),
             "n_users": c.n_users,
             "n_items": c.n_items,
-            "modes": list(MODES),
+            "modes": list(self.modes),
             "candidates": self.candidates,
             "fold_in": self.folder is not None,
             "fold_in_unavailable": self.fold_in_error,
@@ -212,6 +213,13 @@ class ServedRun:
         }
 
     # --------------------------------------------------------------------------- request parts
+    def check_mode(self, mode: str) -> str:
+        """``mode`` if this run serves it (a query mode needs query vectors), else a 422 naming the field."""
+        if mode not in self.modes:
+            why = " (weighted needs a run trained with distill.query_weight > 0)" if mode in QUERY_MODES else ""
+            raise BadField("mode", f"this run serves the modes {', '.join(self.modes)}, not {mode!r}{why}")
+        return mode
+
     def check_k(self, k: int) -> int:
         if not 1 <= k <= min(self.settings.max_k, self.codes.n_items):
             raise BadField(

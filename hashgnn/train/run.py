@@ -27,7 +27,7 @@ from hashgnn.config import RunConfig
 from hashgnn.data import Interactions, absolute_dataset, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.io import WriteError, write_safetensors, write_text
-from hashgnn.methods import MODES, get_method, serving_mode
+from hashgnn.methods import ALL_MODES, QUERY_MODES, get_method, serving_mode
 from hashgnn.run import EXPORT_SALT, VALID_SALT, Run
 from hashgnn.train import distributed
 from hashgnn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -115,19 +115,23 @@ def evaluate_codes(
     from hashgnn.eval.evaluator import evaluate_ranking
     from hashgnn.index.recommend import Retriever
 
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in ALL_MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(ALL_MODES)}")
     check_cutoffs(ks, codes.n_items, candidates if mode == "hierarchical" else None)
     retriever = Retriever(codes, mode, candidates, threads)
     return evaluate_ranking(retriever.topk, train, test, ks, batch_users=batch_users, progress=progress)
 
 
 def report_on_test(codes: RunCodes, data: Interactions, cfg: RunConfig, progress: bool = False) -> dict[str, Any]:
-    """The test half of final_metrics.json: every configured mode of ``codes``, and Most-Popular.
+    """The test half of final_metrics.json: every configured mode of ``codes`` (and the query modes,
+    weighted, of a run with query vectors), and Most-Popular.
 
     One function for the trained and the fitted methods, so every run's report is made the same way.
     """
     from hashgnn.eval import PopularScorer, evaluate
+    from hashgnn.index.recommend import modes_of
+
+    modes = [*cfg.eval.modes, *(m for m in QUERY_MODES if m in modes_of(codes))]
 
     test = {
         mode: evaluate_codes(
@@ -141,7 +145,7 @@ def report_on_test(codes: RunCodes, data: Interactions, cfg: RunConfig, progress
             progress=progress,
             threads=cfg.train.threads,
         )
-        for mode in cfg.eval.modes
+        for mode in modes
     }
     popular = evaluate(
         PopularScorer(data.train), data.train, data.test, cfg.eval.ks, batch_users=cfg.eval.batch_users, progress=False
