@@ -361,3 +361,8 @@ def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, t
     assert modes_of(plain) == MODES
     with pytest.raises(HashgnnError, match="query_weight"):
         Retriever(plain, "weighted", 50, 1)
+    # and its speed is measured beside the other modes'
+    from hashgnn.experiment.qps import measure_qps
+
+    q = measure_qps(tmp_path / "run", k=10, threads=1, repeats=1, budget_s=0.1)
+    assert q["weighted_qps"] > 0 and q["weighted_qps_excluding_train"] > 0 and q["hamming_qps"] > 0

@@ -26,7 +26,7 @@ import numpy as np
 
 from hashgnn.experiment.results import read_json, run_dir, stale_diff, suite_dir, write_json
 from hashgnn.experiment.suite import Suite
-from hashgnn.methods import MODES as INDEX_MODES
+from hashgnn.methods import ALL_MODES
 from hashgnn.run import Run
 
 
@@ -50,9 +50,10 @@ def measure_qps(
     threads: int | None = None,
     repeats: int = 3,
     budget_s: float = 5.0,
-    modes: tuple[str, ...] = INDEX_MODES,
+    modes: tuple[str, ...] = ALL_MODES,
 ) -> dict[str, Any]:
-    """Queries per second of each retrieval mode on the run's saved codes and vectors.
+    """Queries per second of each retrieval mode on the run's saved codes and vectors (weighted only
+    for a run with query vectors against its item codes; the others skip it).
 
     Returns ``{"queries": n, "items": m, "k": k, "candidates": C, "threads": t, "<mode>_qps": ...,
     "<mode>_qps_excluding_train": ..., "continuous_backend": "faiss" | "torch"}``.
@@ -66,6 +67,7 @@ def measure_qps(
     from hashgnn.config import RunConfig
     from hashgnn.data import load_interactions
     from hashgnn.index import FloatIndex, HammingIndex, HierarchicalIndex
+    from hashgnn.index.recommend import item_vectors_are_the_codes
 
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / Run.CONFIG)
@@ -119,6 +121,16 @@ def measure_qps(
                 best = (plain, excl, backend)
         assert best is not None
         out["continuous_qps"], out["continuous_qps_excluding_train"], out["continuous_backend"] = best
+    if "weighted" in modes and item_vectors_are_the_codes(codes):
+        from hashgnn.codes.query_weights import quantise_queries
+        from hashgnn.index.weighted import WeightedHammingIndex
+
+        w = WeightedHammingIndex(codes.bits, threads=threads)
+        w.add(codes.item_codes)
+        wq = quantise_queries(uz, w.planes)
+        out["weighted_qps"], out["weighted_qps_excluding_train"] = timed(
+            lambda s, ex: w.search(wq.codes[s], wq.weights[s], k, exclude=ex)
+        )
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hashgnn.codes.query_weights import DEFAULT_PLANES
 from hashgnn.errors import HashgnnError
 from hashgnn.index._common import (
     Exclude,
@@ -58,18 +59,19 @@ class WeightedHammingIndex(SizedIndex):
 
     Args:
         bits: code length K (codes are ``ceil(K/8)`` bytes, pad bits ignored).
-        planes: bits per weight P: weights are integers in ``0 .. 2^P - 1`` (1 to 4).
+        planes: bits per weight P: weights are integers in ``0 .. 2^P - 1`` (1 to 4; default 3, as
+            :func:`~hashgnn.codes.query_weights.quantise_queries`).
         threads: numba threads for a search (None: numba's current setting).
 
     Example::
 
-        index = WeightedHammingIndex(64, planes=2)
+        index = WeightedHammingIndex(64)                        # 3 planes: weights 0..7
         index.add(item_codes)                                   # uint8 (n_items, 8), as HammingIndex.add
-        wq = quantise_queries(user_vectors, planes=2)           # signs + integer weights 0..3 per user
+        wq = quantise_queries(user_vectors)                     # signs + integer weights 0..7 per user
         dist, ids = index.search(wq.codes, wq.weights, k=20, exclude=train_csr)
     """
 
-    def __init__(self, bits: int, planes: int = 2, *, threads: int | None = None) -> None:
+    def __init__(self, bits: int, planes: int = DEFAULT_PLANES, *, threads: int | None = None) -> None:
         self.bits = check_bits(bits)
         if isinstance(planes, bool) or not isinstance(planes, (int, np.integer)) or not 1 <= planes <= MAX_PLANES:
             raise HashgnnError(f"planes must be an integer from 1 to {MAX_PLANES}, got {planes!r}")
