@@ -366,3 +366,4 @@ def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, t
 
     q = measure_qps(tmp_path / "run", k=10, threads=1, repeats=1, budget_s=0.1)
     assert q["weighted_qps"] > 0 and q["weighted_qps_excluding_train"] > 0 and q["hamming_qps"] > 0
+    assert q["continuous_backend"] == "asymmetric" and q["continuous_qps"] > 0
