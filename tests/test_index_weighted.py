@@ -137,3 +137,36 @@ def test_a_bit_with_weight_zero_is_ignored_and_weights_scale_a_mismatch() -> Non
     w0 = np.array([[0, 1, 0, 0, 0, 0, 0, 0]], np.uint8)  # bit 0 ignored: item 0 matches everywhere it counts
     d, ids = index.search(q, w0, 2)
     assert ids.tolist() == [[0, 1]] and d.tolist() == [[0, 1]]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+def test_items_that_keep_getting_closer_overflow_the_kernels_buffer_and_still_rank_exactly(k: int) -> None:
+    # every item is closer than all before it (each level twice, so ties sit at the threshold), so the
+    # kernel accepts every item and must compact its buffer of 4k + 64 several times
+    bits, levels = 130, 131
+    query = np.zeros((1, bits), bool)
+    rows = [np.arange(bits) < (levels - 1 - lvl) for lvl in range(levels) for _ in range(2)]
+    cbits = np.array(rows)
+    w = np.full((1, bits), 7, np.uint8)
+    index = WeightedHammingIndex(bits, planes=3)
+    index.add(np.packbits(cbits, axis=1))
+    ex = sp.csr_matrix((np.ones(3), ([0, 0, 0], [len(rows) - 1, len(rows) - 4, 5])), shape=(1, len(rows)))
+    exclude = [set(ex.indices.tolist())]
+    ids = np.arange(len(rows), dtype=np.int64)
+    got_d, got_i = index.search(np.packbits(query, axis=1), w, k, exclude=ex)
+    ref_d, ref_i = brute_force(query, w, cbits, ids, k, exclude)
+    np.testing.assert_array_equal(got_d, ref_d)
+    np.testing.assert_array_equal(got_i, ref_i)
+
+
+def test_items_accepted_before_the_buffer_is_compacted_stay_in_the_answer() -> None:
+    # k = 3, buffer 4k + 64 = 76: items 0..75 each closer than the last (distance 2 * (120 - j)) fill
+    # it; item 76 (distance 93) lands between items 74 and 73, so the answer mixes items from before
+    # the compaction (75, 74) with one from after it (76); the rest are far
+    bits, k = 256, 3
+    mism = [2 * (120 - j) for j in range(76)] + [93] + [200] * 30
+    cbits = np.array([np.arange(bits) < m for m in mism])
+    index = WeightedHammingIndex(bits, planes=1)
+    index.add(np.packbits(cbits, axis=1))
+    d, ids = index.search(np.packbits(np.zeros((1, bits), bool), axis=1), np.ones((1, bits), np.uint8), k)
+    assert ids.tolist() == [[75, 74, 76]] and d.tolist() == [[90, 92, 93]]

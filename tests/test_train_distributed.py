@@ -64,6 +64,42 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit, os, sys
+    import torch, torch.distributed as dist
+
+    def record():  # registered first, so it runs after every handler registered later (LIFO)
+        with open(os.path.join(sys.argv[1], "rank" + os.environ["RANK"]), "w") as f:
+            f.write("initialized" if dist.is_initialized() else "destroyed")
+
+    atexit.register(record)
+    from hashgnn.train.distributed import context
+
+    ctx = context(torch.device("cpu"))
+    out = [torch.empty(1) for _ in range(ctx.world)]
+    dist.all_gather(out, torch.tensor([float(ctx.rank)]))
+    """
+)
+
+
+def test_the_process_group_is_destroyed_before_the_interpreter_exits(tmp_path: Path) -> None:
+    # Left to the interpreter's teardown, gloo's threads can abort a rank at exit ("terminate called
+    # without an active exception", exit -6), and torchrun then kills the others: 2 of 26 bare
+    # 2-process runs here, and one CI run of 2026-12-06
+    (tmp_path / "exit.py").write_text(EXIT_SCRIPT)
+    res = subprocess.run(
+        _torchrun(2, str(tmp_path / "exit.py"), str(tmp_path)),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["destroyed", "destroyed"]
+
+
 GRAD_SCRIPT = textwrap.dedent(
     """
     import os, sys

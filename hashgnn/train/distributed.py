@@ -22,6 +22,7 @@ What each rank does:
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -78,6 +79,11 @@ def context(device: torch.device) -> DistContext:
         # default 30 minutes.
         minutes = float(os.environ.get("HASHGNN_DIST_TIMEOUT_MINUTES", "180"))
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=minutes))
+        # Leaving the group to the interpreter's teardown lets gloo's worker threads outlive it and
+        # abort the process ("terminate called without an active exception", exit -6): one such rank
+        # made torchrun kill rank 0 before it had printed its result (CI, 2026-12-06; pytorch issue
+        # 190489). Destroy it while the interpreter is whole.
+        atexit.register(_destroy_group)
     elif dist.get_backend() != backend:
         raise HashgnnError(f"the process group uses {dist.get_backend()}, but this run's device needs {backend}")
     return DistContext(
@@ -86,6 +92,14 @@ def context(device: torch.device) -> DistContext:
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         backend=backend,
     )
+
+
+def _destroy_group() -> None:
+    """Destroy the default process group at exit, if it is still there (a no-op otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(device: torch.device, ctx: DistContext) -> torch.device:
