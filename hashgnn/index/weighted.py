@@ -5,8 +5,9 @@ bytes, ``numpy.packbits`` order). A query is a code plus one small integer weigh
 distance ``sum_d w_d [q_d != c_d]`` ranks the items. With the weights of a real query vector (its
 magnitudes, quantised: :func:`hashgnn.codes.query_weights.quantise_queries`) this ranks as the inner
 product of that vector with the items' +-1 codes, ``<q, b> = sum_d w_d - 2 * distance``, at the cost
-of ``planes`` popcounts per word: the asymmetric score of :class:`~hashgnn.index.AsymmetricIndex` at
-nearly Hamming speed. Query-adaptive bit weights for binary codes are not new (Zhang et al., "Binary
+of ``planes`` popcounts per word: the asymmetric score of :class:`~hashgnn.index.AsymmetricIndex`,
+quantised, at 2-6x its speed and about a third of the Hamming scan's (docs/RESULTS.md, on a CPU
+without a vector popcount). Query-adaptive bit weights for binary codes are not new (Zhang et al., "Binary
 code ranking with weighted Hamming distance", CVPR 2013); here they come from the query vectors a run
 trains against its item codes (``distill.query_weight``, docs/MODEL.md).
 
