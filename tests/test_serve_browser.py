@@ -1,5 +1,5 @@
 """The web page in a real headless browser (Debian's chromium driven by Playwright) against the real server:
-the page loads, a user's recommendations appear in the three modes, an unknown id shows a readable
+the page loads, a user's recommendations appear in every mode the run serves, an unknown id shows a readable
 message, and a new user typed as item ids is folded in."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra (pip install 'hashgnn[serve]') is not installed")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
-from serve_helpers import Server, tiny_run  # noqa: E402
+from serve_helpers import Server, tiny_run, tiny_spectral_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +85,27 @@ def test_the_page_shows_three_modes_and_readable_errors(server: Server, tmp_path
         finally:
             browser.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_the_page_shows_the_modes_its_run_serves(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> None:
+    # a run with query vectors serves a fourth mode, weighted: the page takes its columns from /v1/info
+    run = tiny_spectral_run(tmp_path_factory.mktemp("serve-browser-query") / "run", query_weight=1.0)
+    server = Server(run, "--log-level", "warning")
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(server.url + "/")
+                page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+                page.click("#examples a >> nth=1")
+                page.wait_for_selector("#overlap-table", timeout=30_000)
+                cols = page.query_selector_all("#results .col")
+                modes = [c.get_attribute("data-mode") for c in cols]
+                assert modes == ["hamming", "hierarchical", "continuous", "weighted"]
+                assert all(len(c.query_selector_all("li")) == 10 for c in cols)
+                assert "all 4 lists" in page.inner_text("#overlap")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
