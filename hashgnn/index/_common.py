@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -274,3 +274,35 @@ class SizedIndex:
 
     def __len__(self) -> int:
         return self.ntotal
+
+
+class PackedItems(SizedIndex):
+    """Packed item codes in id order with their id map: the storage of an index that searches binary
+    item codes with queries of its own kind (:class:`~hashgnn.index.AsymmetricIndex`,
+    :class:`~hashgnn.index.WeightedHammingIndex`). ``_derived`` caches what a search builds from the
+    codes; :meth:`add` drops it."""
+
+    def _init_items(self, bits: int) -> None:
+        self.bits = check_bits(bits)
+        self.code_size = code_bytes(self.bits)
+        self._codes = np.zeros((0, self.code_size), np.uint8)
+        self._idmap = IdMap()
+        self._derived: Any = None
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The items' packed codes, (ntotal, code_size) ``uint8``, in id order."""
+        return self._codes
+
+    @property
+    def bytes_per_item(self) -> int:
+        """Bytes of code per item (as a HammingIndex's codes before padding)."""
+        return self.code_size
+
+    def add(self, codes: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Append packed codes, (n, ceil(bits/8)) ``uint8``; ``ids`` optional unique non-negative ints."""
+        rows = check_codes(codes, self.bits, f"{type(self).__name__}.add")
+        order = self._idmap.merge(len(rows), ids)
+        allc = np.concatenate([self._codes, rows])
+        self._codes = np.ascontiguousarray(allc[order] if order is not None else allc)
+        self._derived = None

@@ -20,13 +20,9 @@ import torch
 
 from hashgnn.index._common import (
     Exclude,
-    IdMap,
-    SizedIndex,
-    check_bits,
-    check_codes,
+    PackedItems,
     check_k,
     check_vectors,
-    code_bytes,
     exclusion_csr,
     no_results,
     pad_columns,
@@ -36,7 +32,7 @@ from hashgnn.index.float_index import exact_topk_desc
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # numpy.packbits is big-endian within a byte
 
 
-class AsymmetricIndex(SizedIndex):
+class AsymmetricIndex(PackedItems):
     """Exact maximum inner product of real queries and +-1 item codes, codes stored packed.
 
     Args:
@@ -52,36 +48,14 @@ class AsymmetricIndex(SizedIndex):
     """
 
     def __init__(self, bits: int, *, device: str = "cpu", threads: int | None = None) -> None:
-        self.bits = check_bits(bits)
-        self.code_size = code_bytes(self.bits)
+        self._init_items(bits)
         self.device = torch.device(device)
         self.threads = threads
-        self._codes = np.zeros((0, self.code_size), np.uint8)
-        self._idmap = IdMap()
-        self._derived: torch.Tensor | None = None
-
-    @property
-    def codes(self) -> np.ndarray:
-        """The items' packed codes, (ntotal, code_size) ``uint8``, in id order."""
-        return self._codes
 
     @property
     def ids(self) -> np.ndarray:
         """The items' ids in position order (ascending)."""
         return self._idmap.ids if self._idmap.ids is not None else np.arange(self.ntotal, dtype=np.int64)
-
-    @property
-    def bytes_per_item(self) -> int:
-        """Bytes of code per item (as a HammingIndex's codes before padding)."""
-        return self.code_size
-
-    def add(self, codes: np.ndarray, ids: np.ndarray | None = None) -> None:
-        """Append packed codes, (n, ceil(bits/8)) ``uint8``; ``ids`` optional unique non-negative ints."""
-        rows = check_codes(codes, self.bits, "AsymmetricIndex.add")
-        order = self._idmap.merge(len(rows), ids)
-        allc = np.concatenate([self._codes, rows])
-        self._codes = np.ascontiguousarray(allc[order] if order is not None else allc)
-        self._derived = None
 
     def _signs(self, i0: int, i1: int) -> torch.Tensor:
         """Items i0..i1 as +-1 float32 (i1 - i0, bits)."""

@@ -22,12 +22,9 @@ from hashgnn.codes.query_weights import DEFAULT_PLANES
 from hashgnn.errors import HashgnnError
 from hashgnn.index._common import (
     Exclude,
-    IdMap,
-    SizedIndex,
-    check_bits,
+    PackedItems,
     check_codes,
     check_k,
-    code_bytes,
     exclusion_csr,
     no_results,
     numba_threads,
@@ -55,7 +52,7 @@ def weight_planes(weights: np.ndarray, planes: int) -> np.ndarray:
     return _words(out.reshape(n * p, nbytes)).reshape(n, p, -1)
 
 
-class WeightedHammingIndex(SizedIndex):
+class WeightedHammingIndex(PackedItems):
     """Exact top-k of codes by a per-query weighted Hamming distance; codes stored packed.
 
     Args:
@@ -73,38 +70,16 @@ class WeightedHammingIndex(SizedIndex):
     """
 
     def __init__(self, bits: int, planes: int = DEFAULT_PLANES, *, threads: int | None = None) -> None:
-        self.bits = check_bits(bits)
+        self._init_items(bits)
         if isinstance(planes, bool) or not isinstance(planes, (int, np.integer)) or not 1 <= planes <= MAX_PLANES:
             raise HashgnnError(f"planes must be an integer from 1 to {MAX_PLANES}, got {planes!r}")
         self.planes = int(planes)
-        self.code_size = code_bytes(self.bits)
         self.threads = threads
-        self._codes = np.zeros((0, self.code_size), np.uint8)
-        self._idmap = IdMap()
-        self._words: np.ndarray | None = None
-
-    @property
-    def codes(self) -> np.ndarray:
-        """The items' packed codes, (ntotal, code_size) ``uint8``, in id order."""
-        return self._codes
-
-    @property
-    def bytes_per_item(self) -> int:
-        """Bytes of code per item (as a HammingIndex's codes before padding)."""
-        return self.code_size
 
     @property
     def max_weight(self) -> int:
         """The largest weight a query may give a bit, ``2^planes - 1``."""
         return (1 << self.planes) - 1
-
-    def add(self, codes: np.ndarray, ids: np.ndarray | None = None) -> None:
-        """Append packed codes, (n, ceil(bits/8)) ``uint8``; ``ids`` optional unique non-negative ints."""
-        rows = check_codes(codes, self.bits, "WeightedHammingIndex.add")
-        order = self._idmap.merge(len(rows), ids)
-        allc = np.concatenate([self._codes, rows])
-        self._codes = np.ascontiguousarray(allc[order] if order is not None else allc)
-        self._words = None
 
     def _check_weights(self, weights: object, n: int) -> np.ndarray:
         if not isinstance(weights, np.ndarray) or weights.shape != (n, self.bits):
@@ -138,8 +113,8 @@ class WeightedHammingIndex(SizedIndex):
         kk = min(k, n)
         if n == 0 or len(q) == 0:
             return no_results(len(q), k, -1, np.int32)
-        if self._words is None:
-            self._words = np.ascontiguousarray(_words(self._codes).T)  # word-major: one stream per word
+        if self._derived is None:
+            self._derived = np.ascontiguousarray(_words(self._codes).T)  # word-major: one stream per word
         empty = np.zeros(0, np.int64)
         indptr, indices = ex if ex is not None else (empty, empty)
         out_d = np.empty((len(q), kk), np.int32)
@@ -150,7 +125,7 @@ class WeightedHammingIndex(SizedIndex):
 
             chunks = min(len(q), 4 * numba.get_num_threads())  # a few per thread: even loads
             planes = weight_planes(w, self.planes)
-            weighted_topk(self._words, _words(q), planes, kk, indptr, indices, maxd, chunks, out_d, out_i)
+            weighted_topk(self._derived, _words(q), planes, kk, indptr, indices, maxd, chunks, out_d, out_i)
         d, pos = pad_columns(out_d, out_i, k, -1)
         return d, self._idmap.to_ids(pos)
 
