@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hashgnn.arrays import unique_ints
 from hashgnn.data.dataset import Interactions, interactions_matrix
 from hashgnn.errors import DataError, DataWarning
 
@@ -59,8 +60,8 @@ def assemble(
     meta["n_test_raw"] = len(te_u)
     n_unseen = int(unseen.sum())
     if n_unseen:
-        bad_users = np.unique(te_u[~user_seen[te_u]])
-        bad_items = np.unique(te_i[~item_seen[te_i]])
+        bad_users = unique_ints(te_u[~user_seen[te_u]])
+        bad_items = unique_ints(te_i[~item_seen[te_i]])
         counts = (
             f"{n_unseen} test interaction(s) whose user or item never occurs in train "
             f"({len(bad_users)} user(s), {len(bad_items)} item(s))"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hashgnn.arrays import unique_ints
 from hashgnn.data.table import table_kind
 from hashgnn.errors import ConfigError
 
@@ -74,7 +75,7 @@ def synth_graph(
         i = item_of_rank[np.minimum(np.searchsorted(icdf, rng.random(draw)), n_items - 1)]
         u *= n_items
         u += i
-        keys = np.unique(np.concatenate([keys, u]))
+        keys = unique_ints(np.concatenate([keys, u]))
         del u, i
     else:
         keys = _fill_uniform(keys, n_users * n_items, n_edges, rng)
@@ -93,7 +94,7 @@ def _fill_uniform(keys: np.ndarray, n_pairs: int, n_edges: int, rng: np.random.G
     while len(keys) < n_edges:
         need = n_edges - len(keys)
         extra = rng.integers(0, n_pairs, size=need * 2 + 16, dtype=np.int64)
-        keys = np.unique(np.concatenate([keys, extra]))
+        keys = unique_ints(np.concatenate([keys, extra]))
     return keys
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hashgnn.arrays import unique_ints
 from hashgnn.data.files import read_bytes
 from hashgnn.errors import DataError
 
@@ -111,7 +112,7 @@ def _check_id_space(path: Path, ids: np.ndarray, lines: np.ndarray, kind: str) -
     top = int(ids.max())
     if top < _SMALL_ID_SPACE:
         return
-    distinct = len(np.unique(ids))
+    distinct = len(unique_ints(ids))
     limit = min(MAX_ID_SPACE, max(_SMALL_ID_SPACE, _SPARSE_FACTOR * distinct))
     if top >= limit:
         k = int(np.flatnonzero(ids >= limit)[0])

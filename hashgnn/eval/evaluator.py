@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from hashgnn.arrays import unique_ints
 from hashgnn.errors import HashgnnError
 from hashgnn.eval.metrics import check_ks, metric_keys, per_user_metrics
 from hashgnn.index.topk import mask_, topk_desc
@@ -197,7 +198,7 @@ def evaluate_ranking(
             "beyond that only pads the lists"
         )
 
-    candidates = np.arange(test.shape[0], dtype=np.int64) if users is None else np.unique(np.asarray(users, np.int64))
+    candidates = np.arange(test.shape[0], dtype=np.int64) if users is None else unique_ints(np.asarray(users, np.int64))
     if len(candidates) and (candidates[0] < 0 or candidates[-1] >= test.shape[0]):
         raise HashgnnError(f"user indices must lie in [0, {test.shape[0]}), got {candidates[0]}..{candidates[-1]}")
     eval_users = candidates[np.diff(test.indptr)[candidates] > 0]

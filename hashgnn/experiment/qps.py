@@ -8,8 +8,9 @@ warmed up (numba compiles, faiss allocates) and then timed on all queries, best 
 
 Two timings per mode: ``<mode>_qps`` is the search alone, ``<mode>_qps_excluding_train`` also removes
 each user's training items from the results (as the evaluation and ``hashgnn recommend`` do). The
-exclusion has its own cost, which on dense data (ml-1m users have up to ~1,900 training items) can
-dominate; the search alone is what the paper's speed claim is about.
+exclusion has its own cost, largest on dense data (ml-1m users have 132 training items on average
+against 20 results; docs/BENCHMARKS.md, "Exclusions"); the search alone is what the paper's speed
+claim is about.
 """
 
 from __future__ import annotations

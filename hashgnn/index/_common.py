@@ -9,6 +9,7 @@ from typing import Any, Union
 import numpy as np
 import scipy.sparse as sp
 
+from hashgnn.arrays import unique_ints
 from hashgnn.errors import HashgnnError
 
 Exclude = Union[sp.spmatrix, sp.sparray, Sequence[np.ndarray], None]
@@ -164,7 +165,7 @@ def exclusion_csr(exclude: Exclude, n_queries: int, idmap: IdMap) -> tuple[np.nd
     keep = pos >= 0
     rows, pos = rows[keep], pos[keep]
     n = max(idmap.n, 1)
-    keys = np.unique(rows * n + pos)  # sorted by (query, position), duplicates gone
+    keys = unique_ints(rows * n + pos)  # sorted by (query, position), duplicates gone
     rows = keys // n
     indptr = np.zeros(n_queries + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=n_queries), out=indptr[1:])

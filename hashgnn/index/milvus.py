@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hashgnn.arrays import unique_ints
 from hashgnn.errors import HashgnnError
 from hashgnn.index._common import Exclude, IdMap, check_bits, check_codes, check_k, code_bytes, exclusion_csr
 
@@ -178,7 +179,7 @@ class MilvusIndex:
             raise HashgnnError(
                 f"ids must be a 1-D integer array with one id per code ({n}), got {ids.dtype} {ids.shape}"
             )
-        if len(np.unique(ids)) != n:
+        if len(unique_ints(ids)) != n:
             raise HashgnnError("ids must be unique (Milvus would keep both entities under one primary key)")
         if self._col is None:
             self._create(names is not None)

@@ -37,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from hashgnn.arrays import unique_ints
 from hashgnn.errors import HashgnnError
 from hashgnn.methods import ALL_MODES
 from hashgnn.serve.batching import MicroBatcher
@@ -421,7 +422,7 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
         if deny_i is None:  # the training items are sorted and unique already (ServedRun.history)
             exclude = sv.history(u) if exclude_seen else np.zeros(0, np.int64)
         else:
-            exclude = np.unique(np.concatenate([sv.history(u), deny_i] if exclude_seen else [deny_i]))
+            exclude = unique_ints(np.concatenate([sv.history(u), deny_i] if exclude_seen else [deny_i]))
         code, vector = sv.user_query(u)
         return await _answer(sv_, t0, sv.users.original(np.array([u]))[0], code, vector, k, mode, exclude, allow_i)
 
@@ -474,7 +475,7 @@ def create_app(run: str | Path | None, settings: ServeSettings | None = None, *,
         parts = [given] if body.exclude_seen else []
         if deny_i is not None:
             parts.append(deny_i)
-        exclude = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        exclude = unique_ints(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         return _json(await _answer(sv_, t0, None, code, vector, k, body.mode, exclude, allow_i))
 
     @app.get(

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from hashgnn.arrays import unique_ints
 from hashgnn.errors import HashgnnError
 
 
@@ -104,7 +105,7 @@ class FoldIn:
 
         ``ego`` replaces the new user's layer-0 embedding (tests pass a trained user's own to check
         that its exported vector comes back)."""
-        items_t = torch.as_tensor(np.unique(np.asarray(items, dtype=np.int64)), device=self.model.graph.device)
+        items_t = torch.as_tensor(unique_ints(np.asarray(items, dtype=np.int64)), device=self.model.graph.device)
         if items_t.numel() == 0:
             raise HashgnnError("a new user needs at least one item to be folded in")
         with self._lock, torch.no_grad():
@@ -251,7 +252,7 @@ class SpectralFoldIn:
         from hashgnn.codes.packing import pack_codes, sign
         from hashgnn.codes.refine import Objective, refine_users
 
-        items = np.unique(np.asarray(items, dtype=np.int64))
+        items = unique_ints(np.asarray(items, dtype=np.int64))
         if items.size == 0:
             raise HashgnnError("a new user needs at least one item to be folded in")
         z = self.vector(items)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hashgnn.arrays import unique_ints
 from hashgnn.errors import HashgnnError
 from hashgnn.methods import QUERY_MODES
 
@@ -276,7 +277,8 @@ class ServedRun:
         from hashgnn.index.recommend import Retriever
 
         c = self.codes
-        allowed = np.setdiff1d(np.unique(allowed), exclude)
+        allowed = unique_ints(allowed)
+        allowed = allowed[~np.isin(allowed, exclude)]
         r0 = self.retrievers[mode]
         if r0.order is not None:  # the sub-index in the run's tie order, so ties follow the run's rule
             allowed = allowed[np.argsort(r0.position[allowed], kind="stable")]
