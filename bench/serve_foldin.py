@@ -54,8 +54,7 @@ def main() -> None:
 
     from hashgnn.data import load_interactions
     from hashgnn.eval import evaluate_ranking
-    from hashgnn.index.recommend import Retriever
-    from hashgnn.methods import MODES
+    from hashgnn.index.recommend import Retriever, modes_of
     from hashgnn.run import Run
     from hashgnn.serve.foldin import fold_in_for
     from hashgnn.train.run import train_run
@@ -112,7 +111,7 @@ def main() -> None:
 
     others = np.setdiff1d(np.flatnonzero(np.diff(test.indptr) > 0), held)
     table = {}
-    for mode in MODES:
+    for mode in modes_of(full.codes):  # weighted too for a run with query vectors
         folded_r = Retriever(with_folded, mode, base.eval.candidates).topk
         trained_r = Retriever(full.codes, mode, base.eval.candidates).topk
         table[mode] = {

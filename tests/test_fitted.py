@@ -313,7 +313,7 @@ def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, t
     from hashgnn.index import AsymmetricIndex
     from hashgnn.index.recommend import Retriever, item_vectors_are_the_codes, modes_of
     from hashgnn.methods import ALL_MODES, MODES
-    from hashgnn.serve.foldin import FoldInUnsupported, fold_in_for
+    from hashgnn.serve.foldin import fold_in_for
 
     final = train_run(
         config("spectral_distill", epochs=3, temperature=2.0, query_weight=1.0), tmp_path / "run", progress=False
@@ -343,8 +343,7 @@ def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, t
     s2, i2 = doubled.search(all_users, 10, exclude=train)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(2.0 * s1, s2, rtol=1e-6)
-    with pytest.raises(FoldInUnsupported, match="query_weight"):
-        fold_in_for(run)
+    assert fold_in_for(run).query_steps == final["epochs_run"]  # folds in a query (tests/test_serve.py)
     # weighted mode: reported on test, and ranked as the quantised query's inner product, ties by
     # the run's tie order (the float path over the dequantised query, with the same item order)
     assert "weighted" in final["test"] and 0 <= final["test"]["weighted"]["recall@20"] <= 1

@@ -178,10 +178,13 @@ def test_new_users_of_a_spectral_distill_run_are_served(spectral_run: Path) -> N
             assert len(got) == 10 and not {1, 2, 3} & set(got)
 
 
-def test_a_run_with_query_vectors_serves_the_weighted_mode_as_its_retrieval_path(
-    tmp_path_factory: pytest.TempPathFactory, mirror: Path
-) -> None:
-    run = tiny_spectral_run(tmp_path_factory.mktemp("serve-query") / "run", query_weight=1.0)
+@pytest.fixture(scope="module")
+def query_run(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
+    return tiny_spectral_run(tmp_path_factory.mktemp("serve-query") / "run", query_weight=1.0)
+
+
+def test_a_run_with_query_vectors_serves_the_weighted_mode_as_its_retrieval_path(query_run: Path) -> None:
+    run = query_run
     rec = Recommender(run, "weighted")
     users = np.array([0, 7, 40])
     want = rec.topk(users, 10)
@@ -203,6 +206,136 @@ def test_a_run_with_query_vectors_serves_the_weighted_mode_as_its_retrieval_path
             allow = [str(i) for i in exp_ids[::2]]
             r = c.get(f"/v1/users/{uid}/recommendations", params={"k": 3, "mode": "weighted", "allow": allow})
             assert [str(x["item"]) for x in r.json()["items"]] == allow[:3]
+
+
+def test_a_query_run_folds_in_the_teachers_targets_and_a_query_trained_as_in_training(query_run: Path) -> None:
+    from hashgnn.codes.distill import listwise_loss, teacher_top_r
+    from hashgnn.codes.itq import hash_vectors
+    from hashgnn.codes.packing import unpack_codes
+    from hashgnn.model.spectral import embed_factors, spectral_factors
+
+    run = Run.load(query_run)
+    cfg, c = run.config, run.codes
+    f = fold_in_for(run)
+    assert isinstance(f, SpectralFoldIn) and f.query_steps == run.metrics["epochs_run"] > 0
+    # the folder holds no teacher vector, so the fold-in refits the seeded teacher: the same one
+    tr = run.data().train.tocsr()
+    ones = sp.csr_matrix((np.ones_like(tr.data, dtype=np.float32), tr.indices, tr.indptr), shape=tr.shape)
+    s = cfg.spectral
+    fac = spectral_factors(ones, s.triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
+    teacher_u, teacher_i = embed_factors(fac, s.dim, beta=s.beta, gamma=s.gamma, power=s.power)
+    np.testing.assert_allclose(f.item_z, teacher_i, rtol=1e-6)
+    starts, _ = hash_vectors(  # the trained queries' starts (hashgnn/train/fitted.py)
+        teacher_u, teacher_i, fac.item_degree, c.bits, s.code_dim, s.popularity_bits, s.itq_iters, cfg.train.seed
+    )
+    item = torch.from_numpy(unpack_codes(c.item_codes, c.bits))
+    queries = c.user_z / np.linalg.norm(c.user_z, axis=1, keepdims=True)
+    users = [u for u in range(0, c.n_users, 10) if tr.indptr[u + 1] > tr.indptr[u]]
+    farther, vector_err = [], []
+    for u in users:
+        items = tr.indices[tr.indptr[u] : tr.indptr[u + 1]]
+        code, q = f.fold_in(items)
+        again = f.fold_in(np.concatenate([items[::-1], items[:1]]))  # order and repeats do not matter
+        np.testing.assert_array_equal(code, again[0])
+        np.testing.assert_array_equal(q, again[1])
+        assert q.shape == (c.bits,) and q.dtype == np.float32
+        z = f.vector(items)
+        vector_err.append(np.linalg.norm(z - teacher_u[u]) / np.linalg.norm(teacher_u[u]))
+        # the query starts where a trained user's did (the teacher vector's PCA + ITQ projection) and
+        # lowers from there the loss it is trained on
+        seen = sp.csr_matrix((np.ones(len(items)), np.sort(items), [0, len(items)]), shape=(1, c.n_items))
+        t = torch.from_numpy(teacher_top_r(z[None], f.item_z, seen, f.top_r))
+        w = torch.where(t >= 0, torch.exp(-torch.arange(t.shape[1], dtype=torch.float32) / f.decay), 0.0)
+        w = w / w.sum()
+
+        def loss(x: np.ndarray, t: torch.Tensor = t, w: torch.Tensor = w, seen: sp.csr_matrix = seen) -> float:
+            raw = torch.from_numpy(x[None]) @ item.T / f.temperature
+            return float(listwise_loss(raw, seen, t, t >= 0, w, f.positive_weight))
+
+        assert f.projection is not None
+        start = f.projection.user_start(z[None])[0]
+        np.testing.assert_allclose(start, starts[u], rtol=1e-3, atol=1e-3)  # to the SVD's accuracy
+        assert loss(q) < loss(start)
+        sim = queries @ (q / np.linalg.norm(q))
+        farther.append((sim < sim[u]).mean())  # share of trained users' queries farther than u's own
+    assert np.median(vector_err) < 1e-4, np.median(vector_err)
+    # by chance about 0.5: a folded-in user's query lands nearer its trained query than most
+    assert len(farther) > 100 and np.mean(farther) > 0.8, np.mean(farther)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    n_seen=st.integers(0, 12),
+    n_targets=st.integers(0, 10),
+    ema=st.sampled_from([0.0, 0.9]),
+    positive_weight=st.sampled_from([0.0, 1.0]),
+)
+def test_fold_in_query_is_adam_on_the_listwise_loss(
+    seed: int, n_seen: int, n_targets: int, ema: float, positive_weight: float
+) -> None:
+    """The written-out gradient and Adam step against autograd and torch.optim.Adam (the reference)."""
+    from hashgnn.codes.distill import listwise_loss
+    from hashgnn.serve.foldin import fold_in_query
+
+    rng = np.random.default_rng(seed)
+    n, bits, steps, temperature, decay, lr = 40, 8, 7, 2.0, 5.0, 0.05
+    items = np.where(rng.random((n, bits)) < 0.5, -1.0, 1.0).astype(np.float32)
+    perm = rng.permutation(n)
+    seen = np.sort(perm[:n_seen])
+    targets = np.full(12, -1, np.int64)
+    targets[:n_targets] = perm[n_seen : n_seen + n_targets]
+    start = rng.standard_normal(bits).astype(np.float32)
+    got = fold_in_query(
+        start, items, targets, seen, steps=steps, temperature=temperature, decay=decay, lr=lr, ema=ema,
+        positive_weight=positive_weight,
+    )  # fmt: skip
+    # reference: the loss of distill_codes, autograd, torch's Adam, the same moving average
+    x = torch.nn.Parameter(torch.from_numpy(start)[None])
+    avg = x.detach().clone()
+    opt = torch.optim.Adam([x], lr=lr)
+    t = torch.from_numpy(targets)[None]
+    w = torch.where(t >= 0, torch.exp(-torch.arange(12, dtype=torch.float32) / decay), 0.0)
+    w = w / w.sum().clamp(min=1e-12)
+    row = sp.csr_matrix((np.ones(len(seen)), seen, [0, len(seen)]), shape=(1, n))
+    it = torch.from_numpy(items)
+    for _ in range(steps):
+        loss = listwise_loss(x @ it.T / temperature, row, t, t >= 0, w, positive_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            avg.mul_(ema).add_(x, alpha=1.0 - ema)
+    want = (avg if ema > 0 else x.detach())[0].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_new_users_of_a_query_run_are_served_in_all_four_modes(query_run: Path) -> None:
+    from hashgnn.index.recommend import Retriever
+
+    served = ServedRun(query_run)
+    c = served.codes
+    ids = [1, 2, 3]
+    index = (
+        np.array([int(np.flatnonzero(c.item_ids == i)[0]) for i in ids]) if c.item_ids is not None else np.array(ids)
+    )
+    code, q = served.fold_in(index)
+    s_w, i_w = Retriever(c, "weighted", 50, 1).query(code[None], q[None], 10, [index])
+    want = [c.item_ids[i].item() if c.item_ids is not None else int(i) for i in i_w[0]]
+    with TestClient(create_app(query_run)) as client:
+        for _ in range(600):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert client.get("/v1/info").json()["fold_in"] is True
+        for mode in ("hamming", "hierarchical", "continuous", "weighted"):
+            r = client.post("/v1/recommendations/new-user", json={"items": ids, "k": 10, "mode": mode})
+            assert r.status_code == 200, r.text
+            got = [x["item"] for x in r.json()["items"]]
+            assert len(got) == 10 and not set(ids) & set(got)
+            if mode == "weighted":
+                assert got == want
+                np.testing.assert_allclose([x["score"] for x in r.json()["items"]], s_w[0])
 
 
 # ----------------------------------------------------------------------------- answers

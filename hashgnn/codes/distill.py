@@ -189,7 +189,7 @@ class DistillResult:
     user_query: np.ndarray | None = None
 
 
-def _listwise(
+def listwise_loss(
     raw: torch.Tensor, rows: sp.csr_matrix, tb: torch.Tensor, vb: torch.Tensor, wb: torch.Tensor, positive_weight: float
 ) -> torch.Tensor:
     """The distillation loss of one block of users: rank-weighted log-likelihood of their targets
@@ -349,11 +349,11 @@ def distill_codes(
             wb = torch.where(vb, w, 0.0)
             wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
             raw = (_served(xu[b], ste, "user") @ item_b.T) / temperature
-            loss = _listwise(raw, rows, tb, vb, wb, positive_weight)
+            loss = listwise_loss(raw, rows, tb, vb, wb, positive_weight)
             if xq is not None:
                 # the query's length is free, so the temperature only sets where it starts
                 raw_q = (xq[b] @ item_b.T) / temperature
-                loss = loss + query_weight * _listwise(raw_q, rows, tb, vb, wb, positive_weight)
+                loss = loss + query_weight * listwise_loss(raw_q, rows, tb, vb, wb, positive_weight)
             if balance_weight > 0 or decorrelation_weight > 0:
                 loss = loss + bit_penalty(item_b, balance_weight, decorrelation_weight)
             opt.zero_grad()

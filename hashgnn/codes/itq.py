@@ -19,6 +19,8 @@ between the augmented vectors orders items as the inner product does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from hashgnn.errors import ConfigError
@@ -182,24 +184,58 @@ def hash_vectors(
     signs are exactly the training-free codes and the values can start a trained student
     (hashgnn/codes/distill.py).
     """
-    if not 0 <= popularity < bits:
-        raise ConfigError(f"popularity bits must be in [0, bits) = [0, {bits}), got {popularity}")
-    cu = np.asarray(user, np.float64)
-    ci = np.asarray(item, np.float64)
-    if code_dim is not None:
-        if not 1 <= code_dim <= cu.shape[1]:
-            raise ConfigError(f"code_dim must be in [1, {cu.shape[1]}] (the vectors' width), got {code_dim}")
-        cu, ci = cu[:, :code_dim], ci[:, :code_dim]
-    _, _, full = itq_codes(cu, ci, bits - popularity, iters=iters, seed=seed)
-
-    def unit(a: np.ndarray) -> np.ndarray:
-        n = np.linalg.norm(a, axis=1, keepdims=True)
-        return a / np.where(n > 0, n, 1.0)
-
-    ux, ix = unit(cu) @ full, unit(ci) @ full
-    scale = max(float(np.vstack([ux, ix]).std()), 1e-12)
-    ux, ix = ux / scale, ix / scale
+    projection = HashProjection.fit(user, item, bits, code_dim, popularity, iters, seed)
+    ux, ix = projection.rows(user), projection.rows(item)
     if popularity:
         pu, pi = popularity_bits(item_degree, len(ux), popularity)
         ux, ix = np.hstack([ux, pu]), np.hstack([ix, pi])
     return ux.astype(np.float32), ix.astype(np.float32)
+
+
+@dataclass
+class HashProjection:
+    """The map of :func:`hash_vectors` from a continuous vector to its real pre-sign code (ITQ part):
+    the leading ``code_dim`` dims, scaled to unit length, times ``matrix`` (PCA + ITQ rotation),
+    divided by ``scale``. Kept so that a user folded in later gets the start every trained user got."""
+
+    matrix: np.ndarray  # (code_dim, bits - popularity)
+    scale: float
+    code_dim: int | None
+    popularity: int
+
+    @classmethod
+    def fit(
+        cls,
+        user: np.ndarray,
+        item: np.ndarray,
+        bits: int,
+        code_dim: int | None = None,
+        popularity: int = 0,
+        iters: int = 50,
+        seed: int = 0,
+    ) -> HashProjection:
+        """PCA + ITQ of the stacked users and items (:func:`itq_codes`), scaled to unit standard deviation."""
+        if not 0 <= popularity < bits:
+            raise ConfigError(f"popularity bits must be in [0, bits) = [0, {bits}), got {popularity}")
+        cu, ci = np.asarray(user, np.float64), np.asarray(item, np.float64)
+        if code_dim is not None:
+            if not 1 <= code_dim <= cu.shape[1]:
+                raise ConfigError(f"code_dim must be in [1, {cu.shape[1]}] (the vectors' width), got {code_dim}")
+            cu, ci = cu[:, :code_dim], ci[:, :code_dim]
+        _, _, full = itq_codes(cu, ci, bits - popularity, iters=iters, seed=seed)
+        out = cls(full, 1.0, code_dim, popularity)
+        out.scale = max(float(np.vstack([out.rows(user), out.rows(item)]).std()), 1e-12)
+        return out
+
+    def rows(self, vectors: np.ndarray) -> np.ndarray:
+        """The ITQ part (float64, (n, bits - popularity)) of the pre-sign codes of ``vectors``."""
+        a = np.asarray(vectors, np.float64)
+        if self.code_dim is not None:
+            a = a[:, : self.code_dim]
+        n = np.linalg.norm(a, axis=1, keepdims=True)
+        return (a / np.where(n > 0, n, 1.0)) @ self.matrix / self.scale
+
+    def user_start(self, vectors: np.ndarray) -> np.ndarray:
+        """Users' real pre-sign codes, float32 (n, bits): the ITQ part, then +1 in every popularity bit."""
+        x = self.rows(vectors)
+        return np.hstack([x, np.ones((len(x), self.popularity))]).astype(np.float32)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,6 +36,9 @@ import torch
 
 from hashgnn.arrays import unique_ints
 from hashgnn.errors import HashgnnError
+
+if TYPE_CHECKING:
+    from hashgnn.codes.itq import HashProjection
 
 
 class FoldInUnsupported(HashgnnError):
@@ -189,6 +192,16 @@ class SpectralFoldIn:
       targets' rank-weighted sum of codes (plus the user's own items' with ``distill.positive_weight``:
       the maximiser of the loss's target terms) and takes greedy
       bit flips that lower the loss until none does (:func:`hashgnn.codes.refine.refine_users`).
+    - **Query runs** (``distill.query_weight`` > 0), whose continuous vectors are query vectors against
+      the item codes: the teacher's vectors are not in the folder, so the seeded teacher fit is
+      repeated on the training split (as for ``bspm``) for the targets; the code is folded in as
+      above, and the query vector is trained as ``distill_codes`` trains every user's: from the
+      teacher vector's PCA + ITQ projection (:class:`hashgnn.codes.itq.HashProjection`, refit), with
+      ``epochs_run`` Adam steps (``distill.lr``; one per epoch, the gradient steps a user's row gets
+      in training) on the same listwise loss against the frozen item codes, averaged with
+      ``distill.ema`` when set (:func:`fold_in_query`). Training's steps also move a row between its
+      own batches (Adam's momentum) and against item codes that were still changing, so a trained
+      user's own query is not given back exactly.
     """
 
     def __init__(self, run: Any) -> None:
@@ -197,25 +210,33 @@ class SpectralFoldIn:
 
         cfg = run.config
         s, d, c = cfg.spectral, cfg.distill, run.codes
-        if d.query_weight > 0:
-            raise FoldInUnsupported(
-                "its continuous vectors are query vectors against the item codes (distill.query_weight > 0), "
-                "not the spectral teacher's, which fold-in needs; retrain with distill.query_weight=0 to fold in users"
-            )
         ones = sp.csr_matrix(run.data().train, dtype=np.float32)
         ones.data[:] = 1.0
+        # A query run keeps query vectors and +-1 item codes, not the teacher's vectors: refit it.
+        self.query_steps = int(run.metrics.get("epochs_run", 0)) if d.query_weight > 0 else 0
+        self.lr, self.ema = d.lr, d.ema
         self.item_z = c.item_z
         self.item_codes = torch.from_numpy(unpack_codes(c.item_codes, c.bits))
         self.top_r, self.temperature, self.decay = int(min(d.top_r, c.n_items)), d.temperature, d.decay
         self.positive_weight = d.positive_weight
+        self.projection: HashProjection | None = None
         if s.filter == "bspm":
-            self._bspm_map(run, ones)
+            teacher_users, teacher_items, degree = self._bspm_map(run, ones)
+            if d.query_weight > 0:
+                self._query_start(run, teacher_users, teacher_items, degree)
             return
+        user_z, item_z = c.user_z, c.item_z
+        if d.query_weight > 0:
+            from hashgnn.model.spectral import embed_factors, spectral_factors
+
+            f = spectral_factors(ones, s.triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
+            user_z, item_z = embed_factors(f, s.dim, beta=s.beta, gamma=s.gamma, power=s.power)
+            self._query_start(run, user_z, item_z, f.item_degree)
         degree = np.asarray(ones.sum(axis=0)).ravel()
-        vw = c.item_z / np.power(np.maximum(degree, 1.0), s.gamma)[:, None].astype(np.float32)  # V w
+        vw = item_z / np.power(np.maximum(degree, 1.0), s.gamma)[:, None].astype(np.float32)  # V w
         a = normalized_matrix(ones, s.alpha).astype(np.float32) @ vw  # U diag(s) w
-        den = np.einsum("uk,uk->k", c.user_z, c.user_z, dtype=np.float64)
-        sing = np.einsum("uk,uk->k", a, c.user_z, dtype=np.float64) / np.where(den > 0, den, 1.0)
+        den = np.einsum("uk,uk->k", user_z, user_z, dtype=np.float64)
+        sing = np.einsum("uk,uk->k", a, user_z, dtype=np.float64) / np.where(den > 0, den, 1.0)
         inv_s = np.where(sing > 0, 1.0 / np.where(sing > 0, sing, 1.0), 0.0)  # w_k = 0: the column stays 0
         di = degree + s.alpha
         col = np.where(di > 0, 1.0 / np.sqrt(np.where(di > 0, di, 1.0)), 0.0)
@@ -223,23 +244,36 @@ class SpectralFoldIn:
         self.singular_values = sing
         self.alpha: float | None = float(s.alpha)
 
-    def _bspm_map(self, run: Any, ones: sp.csr_matrix) -> None:
+    def _query_start(self, run: Any, user_z: np.ndarray, item_z: np.ndarray, degree: np.ndarray) -> None:
+        """A query run's refit teacher: its item vectors rank the targets, and the PCA + ITQ map of
+        its vectors gives a new user's query the start every trained user's query had."""
+        from hashgnn.codes.itq import HashProjection
+
+        s, bits = run.config.spectral, run.codes.bits
+        self.item_z = item_z
+        self.projection = HashProjection.fit(
+            user_z, item_z, bits, s.code_dim, s.popularity_bits, s.itq_iters, run.config.train.seed
+        )
+
+    def _bspm_map(self, run: Any, ones: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``bspm`` filter's map: its vectors are linear in the user's row, ``p = r M T_u``.
 
         ``M`` (:func:`hashgnn.model.spectral.bspm_user_map`) and the balancing ``T_u``
         (:func:`hashgnn.model.spectral.bspm_vectors`) cannot be read back from the saved vectors, so
         the seeded fit is repeated on the run's training split (the same SVD: seconds on Last.fm and
-        ml-1m, minutes on gowalla, once at start-up).
+        ml-1m, minutes on gowalla, once at start-up). Returns the refit teacher's user and item
+        vectors and the items' training degrees.
         """
         from hashgnn.model.spectral import bspm_user_map, bspm_vectors, spectral_factors
 
         cfg = run.config
         s = cfg.spectral
         f = spectral_factors(ones, s.triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
-        _, _, tu = bspm_vectors(ones, f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim, s.out_dim)
+        users, items, tu = bspm_vectors(ones, f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim, s.out_dim)
         self.map = (bspm_user_map(f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim) @ tu).astype(np.float32)
         self.singular_values = f.s
         self.alpha = None  # no per-user normalisation
+        return users, items, f.item_degree
 
     def vector(self, items: np.ndarray) -> np.ndarray:
         """The teacher's vector (float32 (D,)) of a user with item indices ``items`` (unique)."""
@@ -247,7 +281,8 @@ class SpectralFoldIn:
         return (total if self.alpha is None else total / np.sqrt(len(items) + self.alpha)).astype(np.float32)
 
     def fold_in(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(code, z)`` of a new user from its item indices: packed uint8 (ceil(K/8),) and float32 (D,)."""
+        """``(code, z)`` of a new user from its item indices: packed uint8 (ceil(K/8),) and float32 (D,)
+        (for a query run, ``z`` is the query vector against the item codes, (K,))."""
         from hashgnn.codes.distill import teacher_top_r
         from hashgnn.codes.packing import pack_codes, sign
         from hashgnn.codes.refine import Objective, refine_users
@@ -262,7 +297,81 @@ class SpectralFoldIn:
         code = sign(obj.query(self.item_codes, 0, 1).float())
         if bool((targets[0] >= 0).any()):  # a user who has every item has nothing left to rank
             refine_users(code, self.item_codes, obj)
+        if self.projection is not None:
+            z = fold_in_query(
+                self.projection.user_start(z[None])[0],
+                self.item_codes.numpy(),
+                targets[0],
+                items,
+                steps=self.query_steps,
+                temperature=self.temperature,
+                decay=self.decay,
+                lr=self.lr,
+                ema=self.ema,
+                positive_weight=self.positive_weight,
+            )
         return pack_codes(code)[0], z
+
+
+def fold_in_query(
+    start: np.ndarray,
+    item_codes: np.ndarray,
+    targets: np.ndarray,
+    seen: np.ndarray,
+    *,
+    steps: int,
+    temperature: float,
+    decay: float,
+    lr: float,
+    ema: float = 0.0,
+    positive_weight: float = 0.0,
+) -> np.ndarray:
+    """One user's query vector against frozen +-1 ``item_codes`` (n_items, K), trained as
+    :func:`hashgnn.codes.distill.distill_codes` trains the query vectors (``query_weight`` > 0): from
+    ``start`` (K,), ``steps`` Adam steps at ``lr`` (torch's defaults otherwise) of
+    :func:`hashgnn.codes.distill.listwise_loss` for the user's ``targets`` (the teacher's items best
+    first, -1 padded; weights exp(-rank / decay)) and own items ``seen`` (sorted indices, with
+    ``positive_weight``), served as the ``ema`` average when ``ema`` > 0. Returns float32 (K,).
+
+    The loss's gradient is written out (softmax minus target weights) instead of taken by autograd:
+    one user against a few thousand items is so small that autograd's overhead was 30x the work.
+    ``tests/test_serve.py`` checks the result against autograd and ``torch.optim.Adam``.
+    """
+    items = np.asarray(item_codes, np.float32)  # no copy of the folder's codes per user
+    x = np.asarray(start, np.float32).reshape(-1).copy()
+    avg = x.copy()
+    t = np.asarray(targets, np.int64).reshape(-1)
+    valid = t >= 0
+    w = np.where(valid, np.exp(-np.arange(len(t), dtype=np.float32) / np.float32(decay)), np.float32(0.0))
+    w = w / max(float(w.sum()), 1e-12)
+    own = np.asarray(seen, np.int64)
+    unseen = np.ones(len(items), bool)
+    unseen[own] = False
+    # d(loss)/d(raw) = sum(w) softmax_unseen(raw) - w at the targets
+    #                  + positive_weight (softmax(raw) - 1/|own| at the own items)
+    hit = np.zeros(len(items), np.float32)
+    np.add.at(hit, t[valid], w[valid])
+    if len(own) and positive_weight > 0:
+        hit[own] += positive_weight / len(own)
+    target_mass = float(w.sum()) if unseen.any() else 0.0
+    m, v = np.zeros_like(x), np.zeros_like(x)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for step in range(1, steps + 1):
+        raw = items @ x / temperature
+        g_raw = -hit
+        if target_mass > 0:
+            e = np.where(unseen, np.exp(raw - raw[unseen].max()), 0.0)
+            g_raw = g_raw + target_mass * e / e.sum()
+        if len(own) and positive_weight > 0:
+            e = np.exp(raw - raw.max())
+            g_raw = g_raw + positive_weight * e / e.sum()
+        g = items.T @ g_raw / temperature
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        x = x - (lr / (1 - b1**step)) * m / (np.sqrt(v) / np.sqrt(1 - b2**step) + eps)
+        if ema > 0:
+            avg = ema * avg + (1.0 - ema) * x
+    return (avg if ema > 0 else x).astype(np.float32)
 
 
 def fold_in_for(run: Any) -> FoldIn | SpectralFoldIn:
