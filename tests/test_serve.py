@@ -37,14 +37,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> dict[str, Pa
     }
 
 
+def _wait_ready(c: TestClient) -> None:
+    """Wait (up to a minute) until the app has loaded its run: /readyz answers 200."""
+    for _ in range(600):
+        if c.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def client(runs: dict[str, Path]) -> TestClient:
     app = create_app(runs["lightgcn"], ServeSettings(max_list=50, max_k=100))
     with TestClient(app) as c:
-        for _ in range(600):
-            if c.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
+        _wait_ready(c)
         yield c
 
 
@@ -166,10 +171,7 @@ def test_spectral_fold_in_code_is_a_local_minimum_of_the_distillation_loss(spect
 
 def test_new_users_of_a_spectral_distill_run_are_served(spectral_run: Path) -> None:
     with TestClient(create_app(spectral_run)) as c:
-        for _ in range(600):
-            if c.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
+        _wait_ready(c)
         assert c.get("/v1/info").json()["fold_in"] is True
         for mode in MODES:
             r = c.post("/v1/recommendations/new-user", json={"items": [1, 2, 3], "k": 10, "mode": mode})
@@ -189,10 +191,7 @@ def test_a_run_with_query_vectors_serves_the_weighted_mode_as_its_retrieval_path
     users = np.array([0, 7, 40])
     want = rec.topk(users, 10)
     with TestClient(create_app(run)) as c:
-        for _ in range(600):
-            if c.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
+        _wait_ready(c)
         assert c.get("/v1/info").json()["modes"] == ["hamming", "hierarchical", "continuous", "weighted"]
         for j, u in enumerate(users):
             uid = rec.codes.user_ids[u].item() if rec.codes.user_ids is not None else int(u)
@@ -323,10 +322,7 @@ def test_new_users_of_a_query_run_are_served_in_all_four_modes(query_run: Path) 
     s_w, i_w = Retriever(c, "weighted", 50, 1).query(code[None], q[None], 10, [index])
     want = [c.item_ids[i].item() if c.item_ids is not None else int(i) for i in i_w[0]]
     with TestClient(create_app(query_run)) as client:
-        for _ in range(600):
-            if client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
+        _wait_ready(client)
         assert client.get("/v1/info").json()["fold_in"] is True
         for mode in ("hamming", "hierarchical", "continuous", "weighted"):
             r = client.post("/v1/recommendations/new-user", json={"items": ids, "k": 10, "mode": mode})
@@ -515,10 +511,7 @@ def test_oversized_and_malformed_bodies(client: TestClient) -> None:
 def test_fold_in_unavailable_is_501_with_the_reason(runs: dict[str, Path]) -> None:
     app = create_app(runs["mf"])
     with TestClient(app) as c:
-        for _ in range(600):
-            if c.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
+        _wait_ready(c)
         r = c.post("/v1/recommendations/new-user", json={"items": [1, 2]})
         assert r.status_code == 501 and "mf" in r.json()["detail"]
         assert c.get("/v1/users/1/recommendations").status_code == 200
@@ -543,10 +536,7 @@ def test_a_loaded_run_is_moved_out_of_the_collectors_reach(runs: dict[str, Path]
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
     with TestClient(create_app(runs["lightgcn"])) as c:
-        for _ in range(600):
-            if c.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
+        _wait_ready(c)
         frozen = gc.get_freeze_count()
         assert frozen > 10_000  # the run, torch and the app: long-lived, never walked by a collection again
         assert c.get("/v1/users/0/recommendations", params={"k": 5}).status_code == 200
