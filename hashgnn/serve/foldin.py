@@ -201,7 +201,8 @@ class SpectralFoldIn:
       in training) on the same listwise loss against the frozen item codes, averaged with
       ``distill.ema`` when set (:func:`fold_in_query`). Training's steps also move a row between its
       own batches (Adam's momentum) and against item codes that were still changing, so a trained
-      user's own query is not given back exactly.
+      user's own query is not given back exactly (nor its start, for a run trained with
+      ``distill.student_epochs`` > 0, which starts the codes from a continuous student).
     """
 
     def __init__(self, run: Any) -> None:
@@ -221,9 +222,9 @@ class SpectralFoldIn:
         self.positive_weight = d.positive_weight
         self.projection: HashProjection | None = None
         if s.filter == "bspm":
-            teacher_users, teacher_items, degree = self._bspm_map(run, ones)
+            teacher_users, teacher_items = self._bspm_map(run, ones)
             if d.query_weight > 0:
-                self._query_start(run, teacher_users, teacher_items, degree)
+                self._query_start(run, teacher_users, teacher_items)
             return
         user_z, item_z = c.user_z, c.item_z
         if d.query_weight > 0:
@@ -231,7 +232,7 @@ class SpectralFoldIn:
 
             f = spectral_factors(ones, s.triplets, alpha=s.alpha, power_iters=s.power_iters, seed=cfg.train.seed)
             user_z, item_z = embed_factors(f, s.dim, beta=s.beta, gamma=s.gamma, power=s.power)
-            self._query_start(run, user_z, item_z, f.item_degree)
+            self._query_start(run, user_z, item_z)
         degree = np.asarray(ones.sum(axis=0)).ravel()
         vw = item_z / np.power(np.maximum(degree, 1.0), s.gamma)[:, None].astype(np.float32)  # V w
         a = normalized_matrix(ones, s.alpha).astype(np.float32) @ vw  # U diag(s) w
@@ -244,7 +245,7 @@ class SpectralFoldIn:
         self.singular_values = sing
         self.alpha: float | None = float(s.alpha)
 
-    def _query_start(self, run: Any, user_z: np.ndarray, item_z: np.ndarray, degree: np.ndarray) -> None:
+    def _query_start(self, run: Any, user_z: np.ndarray, item_z: np.ndarray) -> None:
         """A query run's refit teacher: its item vectors rank the targets, and the PCA + ITQ map of
         its vectors gives a new user's query the start every trained user's query had."""
         from hashgnn.codes.itq import HashProjection
@@ -255,14 +256,14 @@ class SpectralFoldIn:
             user_z, item_z, bits, s.code_dim, s.popularity_bits, s.itq_iters, run.config.train.seed
         )
 
-    def _bspm_map(self, run: Any, ones: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _bspm_map(self, run: Any, ones: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """The ``bspm`` filter's map: its vectors are linear in the user's row, ``p = r M T_u``.
 
         ``M`` (:func:`hashgnn.model.spectral.bspm_user_map`) and the balancing ``T_u``
         (:func:`hashgnn.model.spectral.bspm_vectors`) cannot be read back from the saved vectors, so
         the seeded fit is repeated on the run's training split (the same SVD: seconds on Last.fm and
         ml-1m, minutes on gowalla, once at start-up). Returns the refit teacher's user and item
-        vectors and the items' training degrees.
+        vectors.
         """
         from hashgnn.model.spectral import bspm_user_map, bspm_vectors, spectral_factors
 
@@ -273,7 +274,7 @@ class SpectralFoldIn:
         self.map = (bspm_user_map(f, s.dim, s.sharpen, s.ideal_weight, s.ideal_dim) @ tu).astype(np.float32)
         self.singular_values = f.s
         self.alpha = None  # no per-user normalisation
-        return users, items, f.item_degree
+        return users, items
 
     def vector(self, items: np.ndarray) -> np.ndarray:
         """The teacher's vector (float32 (D,)) of a user with item indices ``items`` (unique)."""
