@@ -88,6 +88,34 @@ def _torch_sparse_times(w: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
     return csr @ dense.double()
 
 
+def _level_slots(raw: torch.Tensor, seen: sp.csr_matrix, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pair's slot in a per-user (b, 2, 2 bits + 1) table (its row; seen or not; its score's
+    level) as int64 (b, I), and the table's counts (float64): the histogram of every user's scores.
+
+    ``raw`` holds the scores of ±1 codes, integers in ``[-bits, bits]``; it is not changed."""
+    b, dev, levels = raw.shape[0], raw.device, 2 * bits + 1
+    idx = raw.long()  # exact: the scores are integers
+    idx += (torch.arange(b, device=dev) * (2 * levels) + bits).unsqueeze(1)
+    counts = np.diff(seen.indptr)
+    if seen.nnz:
+        row = torch.from_numpy(np.repeat(np.arange(b), counts)).to(dev)
+        idx[row, torch.from_numpy(seen.indices.astype(np.int64)).to(dev)] += levels
+    hist = torch.bincount(idx.view(-1), minlength=2 * levels * b).view(b, 2, levels).double()
+    return idx, hist
+
+
+def _level_exp(bits: int, temperature: float, device: torch.device) -> torch.Tensor:
+    """``exp((v - bits) / T)`` for the scores v = -bits..bits: shifted by the largest, so nothing
+    overflows, and nothing underflows while 2 bits / T < 700."""
+    return torch.exp((torch.arange(2 * bits + 1, dtype=torch.float64, device=device) - 2 * bits) / temperature)
+
+
+def _normalisers(hist: torch.Tensor, e_lv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's softmax normaliser (shifted as :func:`_level_exp`) over the unseen items and over all."""
+    z_un = hist[:, 0] @ e_lv
+    return z_un, z_un + hist[:, 1] @ e_lv
+
+
 @dataclass(frozen=True)
 class Term:
     """One listwise term of the loss: target weights per user ((U, I), sparse) against a softmax over
@@ -177,11 +205,24 @@ class Objective:
         return out
 
     def loss(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        """Per-user loss of ±1 codes ((U,), float64)."""
-        out = torch.empty(user.shape[0], dtype=torch.float64, device=user.device)
+        """Per-user loss of ±1 codes ((U,), float64), from each user's histogram of scores
+        (:func:`_level_slots`): ``log Z_u`` needs only how many items sit at each of the 2 bits + 1
+        scores, and the target terms are sparse."""
+        bits, dev = item.shape[1], user.device
+        e_lv = _level_exp(bits, self.temperature, dev)
+        out = torch.empty(user.shape[0], dtype=torch.float64, device=dev)
         for s in self.batches(user.shape[0]):
             e = min(user.shape[0], s + self.batch_users)
-            out[s:e] = self.rows_loss(self.scores(user, item, s, e), s, e)
+            raw = user[s:e] @ item.T
+            rows = torch.zeros(e - s, dtype=torch.float64, device=dev)
+            for t in self.terms:
+                rows -= _rows_dot(t.rows(s, e)[0], raw) / self.temperature
+            z_un, z_all = _normalisers(_level_slots(raw, self.train[s:e], bits)[1], e_lv)
+            for t in self.terms:
+                z = z_un if t.masked else z_all
+                # a user with every item seen has z_un = 0 and no targets (share 0)
+                rows += t.rows(s, e, dev)[1][:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / self.temperature)
+            out[s:e] = rows
         return out
 
 
@@ -255,33 +296,57 @@ def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
 
 def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> tuple[torch.Tensor, float]:
     """Exact loss change (summed over users) of flipping each bit of each item alone ((I, bits),
-    float64), and the total loss now (from the same pass over the users)."""
+    float64), and the total loss now (from the same pass over the users).
+
+    The score of ±1 codes is an integer in ``[-bits, bits]``, so every function of it that the gains
+    need (its softmax probability, and the two ``log1p`` terms of the flip) takes one of ``2 bits + 1``
+    values per user and side (seen or unseen item): they are tabulated per user from a histogram of the
+    user's scores and gathered, instead of computed for each (user, item) pair. The target weights'
+    share of the gains is sparse and added once, outside the pass over users.
+    """
     n_items, bits = item.shape
     dev = item.device
+    temperature = obj.temperature
+    levels = 2 * bits + 1
+    e_lv = _level_exp(bits, temperature, dev)
+    up, down = np.exp(2.0 / temperature) - 1.0, np.exp(-2.0 / temperature) - 1.0
     g_plus = torch.zeros(n_items, dtype=torch.float64, device=dev)
     d_sum = torch.zeros(n_items, dtype=torch.float64, device=dev)
     d_u = torch.zeros(n_items, bits, dtype=torch.float64, device=dev)
-    temperature = obj.temperature
-    up, down = np.exp(2.0 / temperature) - 1.0, np.exp(-2.0 / temperature) - 1.0
     total = 0.0
     for s in obj.batches(user.shape[0]):
         e = min(user.shape[0], s + obj.batch_users)
-        scores = obj.scores(user, item, s, e)
-        g_down = torch.zeros(e - s, n_items, dtype=torch.float64, device=dev)
-        g_up = torch.zeros(e - s, n_items, dtype=torch.float64, device=dev)
+        b = e - s
+        raw = user[s:e] @ item.T  # integers in [-bits, bits], exact in float32
         for term in obj.terms:
-            logp = torch.log_softmax(scores[term.masked].double() / temperature, dim=1)
-            w_rows, share = term.rows(s, e, dev)
-            total -= float(_rows_dot(w_rows, logp).sum())
-            p = logp.exp()
-            w = torch.from_numpy(w_rows.toarray()).to(dev)
-            # per (user, item): the change when the score falls by 2 (user agrees on the bit) or rises by 2
-            g_down += 2.0 * w / temperature + share * torch.log1p(p * down)
-            g_up += -2.0 * w / temperature + share * torch.log1p(p * up)
-        g_plus += g_up.sum(0)
-        diff = g_down - g_up
+            w_rows, _ = term.rows(s, e, dev)
+            total -= float(_rows_dot(w_rows, raw).sum()) / temperature
+        idx, hist = _level_slots(raw, obj.train[s:e], bits)
+        del raw
+        z_un, z_all = _normalisers(hist, e_lv)
+        diff_tab = torch.zeros(b, 2, levels, dtype=torch.float64, device=dev)
+        up_tab = torch.zeros(b, 2, levels, dtype=torch.float64, device=dev)
+        for term in obj.terms:
+            _, share = term.rows(s, e, dev)
+            z = z_un if term.masked else z_all
+            total += float((share[:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / temperature)).sum())
+            inv = torch.where(z > 0, 1.0 / z.clamp(min=1e-300), 0.0)  # z = 0: no items on that side
+            p = e_lv.unsqueeze(0) * inv.unsqueeze(1)  # (b, levels): the probability of an item at each score
+            t_down, t_up = torch.log1p(p * down), torch.log1p(p * up)
+            sides = [0] if term.masked else [0, 1]  # a masked term has no mass on seen items
+            for side in sides:
+                diff_tab[:, side] += share * (t_down - t_up)
+                up_tab[:, side] += share * t_up
+        diff = diff_tab.view(-1).take(idx)  # (b, I): the change when the score falls by 2 minus when it rises
+        g_plus += up_tab.view(-1).take(idx).sum(0)
         d_sum += diff.sum(0)
         d_u += diff.T @ user[s:e].double()
+    # the target weights' part: -2 w / T when the score rises, +2 w / T when it falls
+    w_all = sum((t.weights for t in obj.terms[1:]), obj.terms[0].weights).tocsr()
+    w_col = torch.from_numpy(np.asarray(w_all.sum(axis=0), np.float64).ravel()).to(dev)
+    g_plus -= 2.0 * w_col / temperature
+    d_sum += 4.0 * w_col / temperature
+    d_u += 4.0 * _sparse_times(w_all.T.tocsr(), user).to(dev) / temperature
     # agree indicator (1 + b_uk b_ik) / 2 summed against diff
     return g_plus[:, None] + d_sum[:, None] / 2 + item.double() * d_u / 2, total
 
