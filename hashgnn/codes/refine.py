@@ -270,6 +270,7 @@ def _user_flip_gains(
 def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
     """Greedy bit flips of every user's code in place (item codes fixed); returns the flips made."""
     bits, flips = user.shape[1], 0
+    item64 = item.double()  # the gains' product with the items is float64; convert once, not per round
     for s in obj.batches(user.shape[0]):
         e = min(user.shape[0], s + obj.batch_users)
         u = user[s:e].clone()
@@ -278,8 +279,11 @@ def refine_users(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> int:
         scores = obj.scores(user, item, s, e)
         active = torch.arange(e - s, device=user.device)
         for _ in range(bits):  # each round flips at most one bit per user
-            view = {m: sc[active] for m, sc in scores.items()}
-            gain = _user_flip_gains(u[active], item, view, q[active], [x[active] for x in c], obj)
+            if len(active) == e - s:  # every user of the batch: no copy of their score rows
+                gain = _user_flip_gains(u, item64, scores, q, c, obj)
+            else:
+                view = {m: sc[active] for m, sc in scores.items()}
+                gain = _user_flip_gains(u[active], item64, view, q[active], [x[active] for x in c], obj)
             best = gain.argmin(1)
             take = gain.gather(1, best[:, None])[:, 0] < -1e-9
             if not bool(take.any()):
