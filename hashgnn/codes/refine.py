@@ -196,14 +196,6 @@ class Objective:
     def unmasked(self) -> bool:
         return any(not t.masked for t in self.terms)
 
-    def rows_loss(self, scores: dict[bool, torch.Tensor], s: int, e: int) -> torch.Tensor:
-        """Per-user loss of users ``s:e`` from :meth:`scores` ((e - s,), float64)."""
-        out = torch.zeros(e - s, dtype=torch.float64, device=scores[True].device)
-        for t in self.terms:
-            w, _ = t.rows(s, e)
-            out -= _rows_dot(w, torch.log_softmax(scores[t.masked].double() / self.temperature, dim=1))
-        return out
-
     def loss(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """Per-user loss of ±1 codes ((U,), float64), from each user's histogram of scores
         (:func:`_level_slots`): ``log Z_u`` needs only how many items sit at each of the 2 bits + 1
