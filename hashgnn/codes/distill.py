@@ -212,9 +212,9 @@ class _ListwiseBlock(torch.autograd.Function):
     one (N, I) buffer that is reused for every step: the scores, then their exponentials, then the
     gradient. Autograd through ``listwise_loss`` writes about ten (N, I) tensors per loss (clone, mask,
     two log-softmaxes, their backward, the temperature's division); this writes one, and with fused
-    Adam makes a gowalla epoch 1.7-1.9x as fast (docs/RESULTS.md). The buffer becomes the gradient,
-    so the graph can be run backward once only (no ``retain_graph``). Per row u, with ``p_un`` the softmax over its unseen items and
-    ``p_all`` over all items::
+    Adam makes a gowalla epoch 1.6-1.8x as fast (docs/RESULTS.md). The buffer becomes the gradient,
+    so the graph can be run backward once only (no ``retain_graph``). Per row u, with ``p_un`` the
+    softmax over its unseen items and ``p_all`` over all items::
 
         d loss / d raw_u = scale_u (a_u p_un + c_u p_all - w_u at the targets - own_u at the seen items)
 
@@ -297,11 +297,10 @@ def fused_listwise_loss(
     """``sum_k weight_k * listwise_loss(raw_k, rows, tb, tb >= 0, wb, positive_weight)`` for ``blocks``
     of (raw rows (B, K) before the item product, weight), with ``raw_k = rows_k @ items.T``: every
     block in one fused pass (:class:`_ListwiseBlock`). ``wb`` must be 0 where ``tb`` is -1."""
-    b = rows.shape[0]
-    users = torch.cat([u for u, _ in blocks]) if len(blocks) > 1 else blocks[0][0]
-    seen_row, seen_col, share = _seen_pairs(rows, len(blocks), items.device)
+    b, k = rows.shape[0], len(blocks)
+    users = torch.cat([u for u, _ in blocks]) if k > 1 else blocks[0][0]
+    seen_row, seen_col, share = _seen_pairs(rows, k, items.device)
     scale = torch.cat([torch.full((b,), wk / b, dtype=items.dtype, device=items.device) for _, wk in blocks])
-    k = len(blocks)
     targets = tb.clamp(min=0).repeat(k, 1)
     out: torch.Tensor = _ListwiseBlock.apply(
         users, items, targets, wb.repeat(k, 1), seen_row, seen_col, share.to(items.dtype) * positive_weight, scale

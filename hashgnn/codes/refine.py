@@ -206,14 +206,14 @@ class Objective:
         for s in self.batches(user.shape[0]):
             e = min(user.shape[0], s + self.batch_users)
             raw = user[s:e] @ item.T
+            z_un, z_all = _normalisers(_level_slots(raw, self.train[s:e], bits)[1], e_lv)
             rows = torch.zeros(e - s, dtype=torch.float64, device=dev)
             for t in self.terms:
-                rows -= _rows_dot(t.rows(s, e)[0], raw) / self.temperature
-            z_un, z_all = _normalisers(_level_slots(raw, self.train[s:e], bits)[1], e_lv)
-            for t in self.terms:
+                w, share = t.rows(s, e, dev)
                 z = z_un if t.masked else z_all
                 # a user with every item seen has z_un = 0 and no targets (share 0)
-                rows += t.rows(s, e, dev)[1][:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / self.temperature)
+                rows += share[:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / self.temperature)
+                rows -= _rows_dot(w, raw) / self.temperature
             out[s:e] = rows
         return out
 
@@ -314,16 +314,13 @@ def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> 
         e = min(user.shape[0], s + obj.batch_users)
         b = e - s
         raw = user[s:e] @ item.T  # integers in [-bits, bits], exact in float32
-        for term in obj.terms:
-            w_rows, _ = term.rows(s, e, dev)
-            total -= float(_rows_dot(w_rows, raw).sum()) / temperature
         idx, hist = _level_slots(raw, obj.train[s:e], bits)
-        del raw
         z_un, z_all = _normalisers(hist, e_lv)
         diff_tab = torch.zeros(b, 2, levels, dtype=torch.float64, device=dev)
         up_tab = torch.zeros(b, 2, levels, dtype=torch.float64, device=dev)
         for term in obj.terms:
-            _, share = term.rows(s, e, dev)
+            w_rows, share = term.rows(s, e, dev)
+            total -= float(_rows_dot(w_rows, raw).sum()) / temperature
             z = z_un if term.masked else z_all
             total += float((share[:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / temperature)).sum())
             inv = torch.where(z > 0, 1.0 / z.clamp(min=1e-300), 0.0)  # z = 0: no items on that side
