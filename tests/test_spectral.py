@@ -20,6 +20,7 @@ from hashgnn.eval import HammingScorer, InnerProductScorer, topk_items
 from hashgnn.eval.ties import TieBreakScorer, popularity_ranks
 from hashgnn.model.spectral import (
     balance_embeddings,
+    balance_transform,
     bspm_embeddings,
     embed_factors,
     normalized_matrix,
@@ -195,6 +196,32 @@ def test_balance_embeddings_keeps_the_scores_and_truncates_optimally(
     assert err == pytest.approx(np.sqrt((sv[d:] ** 2).sum()), abs=1e-3 * max(1.0, sv[0]))
     with pytest.raises(ConfigError):
         balance_embeddings(user, item, top + 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_balance_transform_of_rank_deficient_vectors(seed: int) -> None:
+    """Tall vectors of lower rank than their width (R singular: the least-squares path) keep the
+    scores, in full and truncated to the rank, like full-rank ones (the triangular path), through a
+    bounded transform."""
+    from hashgnn.model.spectral import _qr, _solve_r
+
+    rng = np.random.default_rng(seed)
+    item = rng.standard_normal((40, 8))
+    low, full = rng.standard_normal((30, 3)) @ rng.standard_normal((3, 8)), rng.standard_normal((30, 8))
+    for user, dims in ((low, (None, 3)), (full, (None,))):
+        scores = user @ item.T
+        for d in dims:
+            bu, bi = balance_embeddings(user, item, d)
+            got = bu.astype(np.float64) @ bi.T.astype(np.float64)
+            np.testing.assert_allclose(got, scores, atol=1e-5 * np.abs(scores).max())
+        # bounded: a new user's row outside the trained span goes through T_u too (the fold-in)
+        tu, ti = balance_transform(user, item)
+        assert np.abs(tu).max() < 1e3 and np.abs(ti).max() < 1e3
+    # the triangular solve is the pseudo-inverse where R is regular
+    r = _qr(rng.standard_normal((50, 6)))[1]
+    b = rng.standard_normal((6, 4))
+    np.testing.assert_allclose(_solve_r(r, b), np.linalg.lstsq(r, b, rcond=None)[0], atol=1e-10)
+    assert np.allclose(np.tril(r, -1), 0.0)
 
 
 def test_spectral_errors() -> None:

@@ -65,26 +65,44 @@ def normalized_matrix(train: sp.spmatrix, alpha: float = 0.0) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(inv_u) @ r @ sp.diags(inv_i))
 
 
-def _orthonormalize(x: np.ndarray) -> np.ndarray:
-    """An orthonormal basis of the columns of ``x`` (n, w), n >> w: Cholesky QR, twice.
+def _qr(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Q, R)`` with ``x = Q R``, Q's columns orthonormal, for ``x`` (n, w): Cholesky QR, twice.
 
     Two passes of Q = X L^-T (X^T X = L L^T) are as accurate as Householder QR for the
     well-conditioned blocks a range finder produces, and about 3x faster here (a Gram product and
-    a triangular solve are BLAS-3). Householder QR where the Gram matrix is singular (Cholesky
-    fails) or ``x`` has fewer rows than columns.
+    a triangular solve are BLAS-3); R is the product of the two passes' factors (square, upper
+    triangular). Householder QR where the Gram matrix is singular (Cholesky fails) or ``x`` has
+    fewer rows than columns (then R is (n, w)).
     """
     q = np.asarray(x, np.float64)
     if q.shape[0] < q.shape[1]:
         # wider than tall: the Gram matrix is singular, and Cholesky can still succeed on its
         # round-off and return more columns than the rank (a hypothesis case found it)
-        return np.linalg.qr(q)[0]
+        return np.linalg.qr(q)
+    r = np.eye(q.shape[1])
     try:
         for _ in range(2):
             chol = np.linalg.cholesky(q.T @ q)
             q = sla.solve_triangular(chol, q.T, lower=True).T
+            r = chol.T @ r
     except np.linalg.LinAlgError:
-        q, _ = np.linalg.qr(np.asarray(x, np.float64))
-    return q
+        return np.linalg.qr(np.asarray(x, np.float64))
+    return q, r
+
+
+def _orthonormalize(x: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the columns of ``x`` (n, w), n >> w: the Q of :func:`_qr`."""
+    return _qr(x)[0]
+
+
+def _solve_r(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``R^+ b`` for a factor R of :func:`_qr`: a triangular solve where R is square and not
+    numerically singular, least squares otherwise (rank-deficient or wide inputs)."""
+    if r.shape[0] == r.shape[1]:
+        d = np.abs(np.diagonal(r))
+        if d.size and d.min() > 1e-10 * d.max():
+            return sla.solve_triangular(r, b, lower=False)
+    return np.linalg.lstsq(r, b, rcond=None)[0]
 
 
 def randomized_svd(
@@ -297,16 +315,17 @@ def balance_transform(user: np.ndarray, item: np.ndarray, dim: int | None = None
     it = np.asarray(item, np.float64)
     if u.shape[1] != it.shape[1]:
         raise ConfigError(f"user and item vectors differ in width: {u.shape[1]} and {it.shape[1]}")
-    qu, qi = _orthonormalize(u), _orthonormalize(it)
-    top = min(qu.shape[1], qi.shape[1])
+    # Only the R factors are needed (Q_u = u R_u^+ is never formed); from the QR itself, R is
+    # triangular, so the pseudo-inverses are triangular solves instead of least squares.
+    ru, ri = _qr(u)[1], _qr(it)[1]
+    top = min(ru.shape[0], ri.shape[0])
     d = top if dim is None else int(dim)
     if not 1 <= d <= top:
         raise ConfigError(f"the balanced width must be in [1, {top}] (the rank bound of the vectors), got {dim}")
-    ru, ri = qu.T @ u, qi.T @ it
     a, c, bt = np.linalg.svd(ru @ ri.T)
     root = np.sqrt(c[:d])
-    tu = np.linalg.lstsq(ru, a[:, :d] * root, rcond=None)[0]
-    ti = np.linalg.lstsq(ri, bt[:d].T * root, rcond=None)[0]
+    tu = _solve_r(ru, a[:, :d] * root)
+    ti = _solve_r(ri, bt[:d].T * root)
     flip = np.where((it @ ti).sum(axis=0) < 0, -1.0, 1.0)  # the sign convention of randomized_svd
     return tu * flip, ti * flip
 
