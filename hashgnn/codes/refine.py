@@ -116,6 +116,15 @@ def _normalisers(hist: torch.Tensor, e_lv: torch.Tensor) -> tuple[torch.Tensor, 
     return z_un, z_un + hist[:, 1] @ e_lv
 
 
+def _term_rows_loss(
+    w: sp.csr_matrix, share: torch.Tensor, raw: torch.Tensor, z: torch.Tensor, bits: int, temperature: float
+) -> torch.Tensor:
+    """One term's per-user loss ((b,), float64) from the scores ``raw`` and the shifted normaliser
+    ``z`` of its softmax: ``share_u log Z_u - <w_u, raw_u> / T``."""
+    # a user with every item seen has z_un = 0 and no targets (share 0)
+    return share[:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / temperature) - _rows_dot(w, raw) / temperature
+
+
 @dataclass(frozen=True)
 class Term:
     """One listwise term of the loss: target weights per user ((U, I), sparse) against a softmax over
@@ -210,10 +219,7 @@ class Objective:
             rows = torch.zeros(e - s, dtype=torch.float64, device=dev)
             for t in self.terms:
                 w, share = t.rows(s, e, dev)
-                z = z_un if t.masked else z_all
-                # a user with every item seen has z_un = 0 and no targets (share 0)
-                rows += share[:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / self.temperature)
-                rows -= _rows_dot(w, raw) / self.temperature
+                rows += _term_rows_loss(w, share, raw, z_un if t.masked else z_all, bits, self.temperature)
             out[s:e] = rows
         return out
 
@@ -320,9 +326,8 @@ def _item_flip_gains(user: torch.Tensor, item: torch.Tensor, obj: Objective) -> 
         up_tab = torch.zeros(b, 2, levels, dtype=torch.float64, device=dev)
         for term in obj.terms:
             w_rows, share = term.rows(s, e, dev)
-            total -= float(_rows_dot(w_rows, raw).sum()) / temperature
             z = z_un if term.masked else z_all
-            total += float((share[:, 0] * (torch.log(z.clamp(min=1e-300)) + bits / temperature)).sum())
+            total += float(_term_rows_loss(w_rows, share, raw, z, bits, temperature).sum())
             inv = torch.where(z > 0, 1.0 / z.clamp(min=1e-300), 0.0)  # z = 0: no items on that side
             p = e_lv.unsqueeze(0) * inv.unsqueeze(1)  # (b, levels): the probability of an item at each score
             t_down, t_up = torch.log1p(p * down), torch.log1p(p * up)
