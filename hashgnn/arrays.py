@@ -22,3 +22,13 @@ def unique_ints(values: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(s[1:], s[:-1], out=keep[1:])
     return s[keep]
+
+
+def repeat_rows(counts: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+    """The row of every entry when row r holds ``counts[r]`` entries, in order: ``[0]*c0 + [1]*c1 + ...``.
+
+    With ``counts = np.diff(m.indptr)`` these are the row indices of a CSR matrix's stored entries,
+    aligned with ``m.indices`` and ``m.data`` (the vectorised form of a loop over rows).
+    """
+    counts = np.asarray(counts)
+    return np.repeat(np.arange(len(counts), dtype=dtype), counts)

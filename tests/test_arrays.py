@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hashgnn.arrays import unique_ints
+from hashgnn.arrays import repeat_rows, unique_ints
 
 INT_TYPES = st.sampled_from([np.int32, np.int64, np.uint8, np.uint32])
 
@@ -35,3 +35,23 @@ def test_unique_ints_never_returns_the_callers_array() -> None:
 def test_unique_ints_flattens_like_numpy() -> None:
     a = np.array([[3, 1], [3, 2]], dtype=np.int64)
     np.testing.assert_array_equal(unique_ints(a), [1, 2, 3])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=30))
+def test_repeat_rows_matches_a_loop_over_rows(counts: list[int]) -> None:
+    expected = [r for r, c in enumerate(counts) for _ in range(c)]
+    out = repeat_rows(np.array(counts, dtype=np.int64))
+    assert out.dtype == np.int64
+    assert out.tolist() == expected
+
+
+def test_repeat_rows_gives_a_csr_matrix_row_of_every_entry() -> None:
+    import scipy.sparse as sp
+
+    m = sp.random(40, 30, density=0.2, format="csr", random_state=0)
+    coo = m.tocoo()
+    rows = repeat_rows(np.diff(m.indptr), np.int32)
+    assert rows.dtype == np.int32
+    np.testing.assert_array_equal(rows, coo.row)
+    np.testing.assert_array_equal(m.indices, coo.col)

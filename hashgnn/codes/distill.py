@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.errors import ConfigError
 
 
@@ -168,7 +169,7 @@ def _own_items_loss(logits: torch.Tensor, rows: sp.csr_matrix) -> torch.Tensor:
     without training items adds 0): the ``own`` term of :class:`hashgnn.codes.refine.Objective`."""
     dev = logits.device
     counts = np.diff(rows.indptr)
-    user = torch.from_numpy(np.repeat(np.arange(rows.shape[0]), counts)).to(dev)
+    user = torch.from_numpy(repeat_rows(counts)).to(dev)
     item = torch.from_numpy(rows.indices.astype(np.int64)).to(dev)
     share = torch.from_numpy(np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)).to(dev)
     logp = torch.log_softmax(logits, dim=1)[user, item]
@@ -274,7 +275,7 @@ def _seen_pairs(
     """(row, item) of every nonzero of ``rows`` stacked ``copies`` times (row offset by the block
     height), and each pair's share 1 / n_u of its user."""
     counts = np.diff(rows.indptr)
-    row = np.repeat(np.arange(rows.shape[0]), counts)
+    row = repeat_rows(counts)
     share = np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)
     b = rows.shape[0]
     r = np.concatenate([row + k * b for k in range(copies)])

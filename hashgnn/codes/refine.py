@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.index.topk import mask_
 
 
@@ -63,7 +64,7 @@ def _rows_dot(w: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
     """``sum_i w[u, i] dense[u, i]`` for every row u of the sparse ``w`` ((b,), float64, on ``dense``'s device)."""
     dev = dense.device
     counts = np.diff(w.indptr)
-    row = torch.from_numpy(np.repeat(np.arange(w.shape[0]), counts)).to(dev)
+    row = torch.from_numpy(repeat_rows(counts)).to(dev)
     col = torch.from_numpy(w.indices.astype(np.int64)).to(dev)
     val = dense[row, col].double() * torch.from_numpy(w.data).to(dev)
     return torch.zeros(w.shape[0], dtype=torch.float64, device=dev).index_add_(0, row, val)
@@ -98,7 +99,7 @@ def _level_slots(raw: torch.Tensor, seen: sp.csr_matrix, bits: int) -> tuple[tor
     idx += (torch.arange(b, device=dev) * (2 * levels) + bits).unsqueeze(1)
     counts = np.diff(seen.indptr)
     if seen.nnz:
-        row = torch.from_numpy(np.repeat(np.arange(b), counts)).to(dev)
+        row = torch.from_numpy(repeat_rows(counts)).to(dev)
         idx[row, torch.from_numpy(seen.indices.astype(np.int64)).to(dev)] += levels
     hist = torch.bincount(idx.view(-1), minlength=2 * levels * b).view(b, 2, levels).double()
     return idx, hist
@@ -172,7 +173,7 @@ class Objective:
         n_users, n_items = train.shape
         w = _weights(t, decay).double().numpy()
         keep = t.numpy() >= 0
-        rows = np.repeat(np.arange(n_users), keep.sum(1))
+        rows = repeat_rows(keep.sum(1))
         distill = sp.csr_matrix((w[keep], (rows, t.numpy()[keep])), shape=(n_users, n_items))
         terms = [Term(distill, masked=True)]
         if positive_weight > 0:

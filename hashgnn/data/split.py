@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.data.dataset import Interactions, interactions_matrix
 from hashgnn.errors import ConfigError
 
@@ -108,7 +109,7 @@ def carve_validation(data: Interactions, fraction: float, seed: int = 2020) -> I
         raise ConfigError(f"{data.name} already has a validation split; carve it only once")
     train = data.train.tocsr()
     counts = np.diff(train.indptr)
-    users = np.repeat(np.arange(data.n_users, dtype=np.int64), counts)
+    users = repeat_rows(counts)
     to_valid = split_per_user(users, data.n_users, "random", fraction, seed)
     items = train.indices.astype(np.int64)
     new_train = interactions_matrix(users[~to_valid], items[~to_valid], data.n_users, data.n_items)

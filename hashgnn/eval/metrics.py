@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.errors import ConfigError
 
 METRICS: tuple[str, ...] = ("recall", "ndcg", "ndcg_legacy", "precision", "hit")
@@ -59,7 +60,7 @@ def hit_matrix(top: np.ndarray, test_rows: sp.csr_matrix) -> np.ndarray:
         raise ValueError(f"top has shape {top.shape}, expected ({b}, L)")
     # One integer key per (row, item) pair turns the membership test into a single np.isin.
     lengths = np.diff(test_rows.indptr)
-    test_keys = np.repeat(np.arange(b, dtype=np.int64), lengths) * n_items + test_rows.indices
+    test_keys = repeat_rows(lengths) * n_items + test_rows.indices
     top_keys = np.arange(b, dtype=np.int64)[:, None] * n_items + top
     return np.isin(top_keys, test_keys) & (top >= 0)
 

@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.errors import HashgnnError
 
 
@@ -63,7 +64,7 @@ class BipartiteGraph:
         def t(a: np.ndarray, dtype: type = np.int64) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(device)
 
-        edge_users = np.repeat(np.arange(n_users, dtype=idx), np.diff(r.indptr))
+        edge_users = repeat_rows(np.diff(r.indptr), idx)
         user_indptr, user_indices = t(r.indptr), t(r.indices, idx)
         del r  # a big graph's copies go as soon as their tensors exist
         item_indptr, item_indices = t(c.indptr), t(c.indices, idx)

@@ -9,7 +9,7 @@ from typing import Any, Union
 import numpy as np
 import scipy.sparse as sp
 
-from hashgnn.arrays import unique_ints
+from hashgnn.arrays import repeat_rows, unique_ints
 from hashgnn.errors import HashgnnError
 
 Exclude = Union[sp.spmatrix, sp.sparray, Sequence[np.ndarray], None]
@@ -160,7 +160,7 @@ def exclusion_csr(exclude: Exclude, n_queries: int, idmap: IdMap) -> tuple[np.nd
         arrs = [np.asarray(a).reshape(-1) for a in seq]
         lengths = np.fromiter(map(len, arrs), dtype=np.int64, count=len(arrs))
         cols = np.concatenate(arrs).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
-    rows = np.repeat(np.arange(n_queries, dtype=np.int64), lengths)
+    rows = repeat_rows(lengths)
     pos = idmap.to_positions(cols)
     keep = pos >= 0
     rows, pos = rows[keep], pos[keep]
@@ -183,7 +183,7 @@ def filter_excluded(
     indptr, indices = ex
     nq = pos.shape[0]
     n = max(n_items, 1)
-    ex_rows = np.repeat(np.arange(nq, dtype=np.int64), np.diff(indptr))
+    ex_rows = repeat_rows(np.diff(indptr))
     ex_keys = ex_rows * n + indices
     keys = np.arange(nq, dtype=np.int64)[:, None] * n + pos
     hit = np.zeros(pos.shape, bool)

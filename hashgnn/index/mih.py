@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.errors import HashgnnError
 from hashgnn.index._common import (
     Exclude,
@@ -91,7 +92,7 @@ def correlated_bit_order(codes: np.ndarray, bits: int, lengths: np.ndarray, samp
     corr[np.ix_(live, live)] = cov[np.ix_(live, live)] / np.outer(sd[live], sd[live])
     w = corr**2
     np.fill_diagonal(w, 0.0)
-    group = np.repeat(np.arange(len(lengths)), lengths)
+    group = repeat_rows(lengths)
     onehot = np.zeros((bits, len(lengths)))
     onehot[np.arange(bits), group] = 1.0
     g = w @ onehot  # g[b, t]: b's weight to the bits of substring t

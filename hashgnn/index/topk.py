@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.errors import HashgnnError
 
 
@@ -34,7 +35,7 @@ def mask_(scores: torch.Tensor, exclude_rows: sp.csr_matrix) -> torch.Tensor:
     """Set ``scores[b, i] = -inf`` in place for every item i in CSR row b of ``exclude_rows``."""
     if exclude_rows.nnz:
         lengths = np.diff(exclude_rows.indptr)
-        rows = torch.from_numpy(np.repeat(np.arange(len(lengths), dtype=np.int64), lengths))
+        rows = torch.from_numpy(repeat_rows(lengths))
         cols = torch.from_numpy(exclude_rows.indices.astype(np.int64))
         scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
     return scores

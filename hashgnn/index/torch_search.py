@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from hashgnn.arrays import repeat_rows
 from hashgnn.codes.packing import unpack_codes
 
 
@@ -37,7 +38,7 @@ def _exclusion_mask_rows(
         return None
     indptr, indices = ex
     lo, hi = int(indptr[q0]), int(indptr[q1])
-    rows = np.repeat(np.arange(q1 - q0, dtype=np.int64), np.diff(indptr[q0 : q1 + 1]))
+    rows = repeat_rows(np.diff(indptr[q0 : q1 + 1]))
     return rows, indices[lo:hi]
 
 
