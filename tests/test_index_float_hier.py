@@ -34,7 +34,7 @@ def int_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     nq=st.integers(1, 8),
     dim=st.sampled_from([1, 3, 16, 64]),
     k_extra=st.integers(-3, 10),
-    density=st.sampled_from([0.0, 0.3, 1.0]),
+    density=st.sampled_from([0.0, 0.3, 1.0, -1.0]),  # -1: a density of its own per query
     form=st.sampled_from(["none", "csr", "list"]),
     backend=st.sampled_from(["faiss", "torch"]),
     seed=st.integers(0, 2**32 - 1),
@@ -44,7 +44,8 @@ def test_float_index_matches_numpy(n, nq, dim, k_extra, density, form, backend, 
     items = int_vectors(rng, n, dim)
     queries = rng.integers(-3, 4, (nq, dim)).astype(np.float32)
     k = max(1, min(n, 20) + k_extra)
-    excluded = rng.random((nq, n)) < density
+    # per-query densities: faiss over-fetches by each query's own exclusions, in groups
+    excluded = rng.random((nq, n)) < (rng.random((nq, 1)) if density < 0 else density)
     exclude = (
         None
         if form == "none"
@@ -187,3 +188,42 @@ def test_rerank_keys_order_scores_then_positions():
     order = np.argsort(keys)
     want = np.lexsort((p, -x.astype(np.float64)))
     np.testing.assert_array_equal(p[order], p[want])
+
+
+def test_over_fetch_follows_each_querys_own_exclusions():
+    """One heavy query must not make every query fetch k + its exclusions; results stay exact."""
+    from hashgnn.index._common import search_over_fetched
+
+    rng = np.random.default_rng(3)
+    n, nq, dim, k = 600, 40, 8, 10
+    items = int_vectors(rng, n, dim)
+    queries = rng.integers(-3, 4, (nq, dim)).astype(np.float32)
+    lengths = np.where(np.arange(nq) == 7, 500, rng.integers(0, 12, nq))  # one heavy user
+    excluded = np.zeros((nq, n), bool)
+    for q, m in enumerate(lengths):
+        excluded[q, rng.choice(n, m, replace=False)] = True
+    ex = sp.csr_matrix(excluded)
+    ex.sort_indices()
+    fetched: list[tuple[int, int]] = []
+    full = queries.astype(np.float64) @ items.astype(np.float64).T
+
+    def search(qq: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+        fetched.append((len(qq), f))
+        s = qq.astype(np.float64) @ items.astype(np.float64).T
+        pos = np.argsort(-s, axis=1, kind="stable")[:, :f]
+        return np.take_along_axis(s, pos, 1).astype(np.float32), pos
+
+    csr = (ex.indptr.astype(np.int64), ex.indices.astype(np.int64))
+    s, pos = search_over_fetched(search, queries, k, csr, n, -np.inf)
+    want_s, _ = brute_ip_from_scores(np.where(excluded, NEG, full), k)
+    np.testing.assert_array_equal(s, want_s.astype(np.float32))
+    assert not excluded[np.arange(nq)[:, None], pos].any()
+    assert sum(c for c, _ in fetched) == nq
+    # only the heavy query's group fetches k + 500 (512: powers of two); the others k + 11 at most
+    assert [(c, f) for c, f in fetched if f >= k + 500] == [(1, 512)]
+    assert max(f for _, f in fetched if f < 512) <= 32
+    fetched.clear()  # ungrouped: one search, every query fetching k + the most exclusions
+    s2, pos2 = search_over_fetched(search, queries, k, csr, n, -np.inf, grouped=False)
+    assert fetched == [(nq, k + 500)]
+    np.testing.assert_array_equal(s2, s)
+    np.testing.assert_array_equal(pos2, pos)

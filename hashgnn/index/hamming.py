@@ -38,11 +38,10 @@ from hashgnn.index._common import (
     code_bytes,
     exclusion_csr,
     faiss_threads,
-    filter_excluded,
-    max_row_length,
     no_results,
     numba_threads,
     pad_columns,
+    search_over_fetched,
 )
 from hashgnn.io import read_npy, write_json, write_npy
 
@@ -243,14 +242,15 @@ class HammingIndex(SizedIndex):
         self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
     ) -> tuple[np.ndarray, np.ndarray]:
         index = self._faiss_index()
-        fetch = min(self.ntotal, k + max_row_length(ex))  # over-fetch so that k survive the exclusions
-        with faiss_threads(self.threads):
-            d, pos = index.search(q, fetch)
-        d = d.astype(np.int32)
-        d[pos < 0] = -1
-        if ex is not None:
-            d, pos = filter_excluded(d, pos, ex, self.ntotal, k, -1)
-        return d[:, :k], pos[:, :k]
+
+        def search(qq: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+            with faiss_threads(self.threads):
+                d, pos = index.search(qq, fetch)
+            d = d.astype(np.int32)
+            d[pos < 0] = -1
+            return d, pos
+
+        return search_over_fetched(search, q, k, ex, self.ntotal, -1)
 
     def _search_torch(
         self, q: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None
