@@ -157,6 +157,10 @@ class DistillConfig:
     # item codes as the items' (continuous mode = asymmetric scan, hierarchical = Hamming candidates
     # re-ranked by it; the teacher's vectors are not kept). 0: off
     query_weight: float = 0.0
+    # > 0 (with query_weight): epochs of training the query vectors alone, by the same loss, against
+    # the final item codes (after the refinement, whose flipped bits the queries were not trained
+    # against; hashgnn.codes.distill.refit_queries). 0: off, the queries as trained
+    query_refit_epochs: int = 0
 
 
 @dataclass

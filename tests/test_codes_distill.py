@@ -23,6 +23,7 @@ from hashgnn.codes.distill import (
     distill_codes,
     fused_listwise_loss,
     listwise_loss,
+    refit_queries,
     teacher_top_r,
 )
 from hashgnn.codes.itq import hash_vectors
@@ -238,3 +239,40 @@ def test_the_fused_step_trains_as_the_autograd_reference_does(query_weight: floa
         np.testing.assert_allclose(got.user_query, ref.user_query, rtol=1e-3, atol=1e-4)
     else:
         assert got.user_query is None
+
+
+def _query_loss(
+    q: np.ndarray, items: np.ndarray, targets: np.ndarray, train: sp.csr_matrix, t: float, pw: float
+) -> float:
+    """The query term's loss over all users at once (listwise_loss, the autograd reference)."""
+    tb = torch.from_numpy(targets)
+    vb = tb >= 0
+    w = torch.exp(-torch.arange(targets.shape[1], dtype=torch.float32) / 20.0)
+    wb = torch.where(vb, w, 0.0)
+    wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
+    raw = torch.from_numpy(q).float() @ torch.from_numpy(items).float().T / t
+    return float(listwise_loss(raw, train, tb, vb, wb, pw))
+
+
+def test_refit_queries_follows_flipped_item_bits_and_lowers_the_loss() -> None:
+    rng = np.random.default_rng(13)
+    n_users, n_items, bits = 70, 90, 12
+    train = sp.csr_matrix((rng.random((n_users, n_items)) < 0.12).astype(np.float32))
+    targets = teacher_top_r(rng.standard_normal((n_users, 6)), rng.standard_normal((n_items, 6)), train, 10)
+    init_u, init_i = rng.standard_normal((n_users, bits)), rng.standard_normal((n_items, bits))
+    kw = {"temperature": 2.0, "lr": 0.02, "batch_users": 16, "positive_weight": 0.5, "seed": 3}
+    got = distill_codes(init_u, init_i, targets, train, epochs=8, query_weight=1.0, **kw)  # type: ignore[arg-type]
+    assert got.user_query is not None
+    # a refinement flipped some item bits the queries were trained against
+    items = got.item_codes * np.where(rng.random(got.item_codes.shape) < 0.15, -1.0, 1.0)
+    before = _query_loss(got.user_query, items, targets, train, 2.0, 0.5)
+    same = refit_queries(got.user_query, items, targets, train, epochs=0, **kw)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(same, got.user_query)
+    refit = refit_queries(got.user_query, items, targets, train, epochs=10, **kw)  # type: ignore[arg-type]
+    assert refit.shape == got.user_query.shape and refit.dtype == np.float32
+    assert _query_loss(refit, items, targets, train, 2.0, 0.5) < before - 0.01
+    # the same seed, the same refit
+    again = refit_queries(got.user_query, items, targets, train, epochs=10, **kw)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(again, refit)
+    with pytest.raises(ConfigError, match="query_refit_epochs"):
+        refit_queries(got.user_query, items, targets, train, epochs=-1)

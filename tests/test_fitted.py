@@ -366,3 +366,39 @@ def test_a_run_with_query_vectors_keeps_them_as_its_continuous_vectors(mirror, t
     q = measure_qps(tmp_path / "run", k=10, threads=1, repeats=1, budget_s=0.1)
     assert q["weighted_qps"] > 0 and q["weighted_qps_excluding_train"] > 0 and q["hamming_qps"] > 0
     assert q["continuous_backend"] == "asymmetric" and q["continuous_qps"] > 0
+
+
+def test_query_vectors_are_refit_to_the_refined_item_codes() -> None:
+    """query_refit_epochs trains the queries again against the item codes the refinement flipped:
+    the codes stay as refined, the queries move and fit those codes better (the query term's loss)."""
+    from hashgnn.codes.distill import teacher_top_r
+    from hashgnn.train.fitted import fit_spectral_distill
+
+    train = random_interactions(21, n_users=80, n_items=60)
+    plain_cfg = config("spectral_distill", epochs=4, temperature=2.0, query_weight=1.0, refine_rounds=3)
+    refit_cfg = config(
+        "spectral_distill", epochs=4, temperature=2.0, query_weight=1.0, refine_rounds=3, query_refit_epochs=6
+    )
+    plain = fit_spectral_distill(plain_cfg, train, None, None, False)
+    refit = fit_spectral_distill(refit_cfg, train, None, None, False)
+    assert plain.refine is not None and plain.refine["item_flips"] > 0  # something for the queries to follow
+    np.testing.assert_array_equal(refit.item_codes, plain.item_codes)
+    np.testing.assert_array_equal(refit.user_codes, plain.user_codes)
+    assert "query_refit" in refit.seconds and "refit to them for 6 epochs" in refit.code_source
+    assert not np.allclose(refit.user_z, plain.user_z)
+    teacher = fit_spectral_distill(config("spectral", epochs=1), train, None, None, False)
+    targets = teacher_top_r(teacher.user_z, teacher.item_z, train, 20)
+
+    def loss(q: np.ndarray) -> float:
+        import torch
+
+        from hashgnn.codes.distill import listwise_loss
+
+        tb = torch.from_numpy(targets)
+        w = torch.exp(-torch.arange(targets.shape[1], dtype=torch.float32) / plain_cfg.distill.decay)
+        wb = torch.where(tb >= 0, w, 0.0)
+        wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
+        raw = torch.from_numpy(q).float() @ torch.from_numpy(plain.item_codes).float().T / 2.0
+        return float(listwise_loss(raw, train, tb, tb >= 0, wb, plain_cfg.distill.positive_weight))
+
+    assert loss(refit.user_z) < loss(plain.user_z)

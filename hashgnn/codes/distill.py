@@ -513,6 +513,62 @@ def distill_codes(
     return DistillResult(best_u, best_i, best_epoch, best_score, history, initial, best_q)
 
 
+def refit_queries(
+    user_query: np.ndarray,
+    item_codes: np.ndarray,
+    targets: np.ndarray,
+    train: sp.csr_matrix,
+    *,
+    epochs: int,
+    temperature: float = 4.0,
+    decay: float = 20.0,
+    lr: float = 0.01,
+    batch_users: int = 1024,
+    positive_weight: float = 0.0,
+    seed: int = 0,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """The real query vectors trained again, alone, against fixed ±1 ``item_codes``: (U, bits) float32.
+
+    The loss is :func:`distill_codes`'s query term (the listwise loss of ``<q_u, b_i> / temperature``
+    on the teacher's ``targets``, plus ``positive_weight`` times the user's own items), so a refit
+    starts where training left the queries and follows the items' bits after a refinement flipped
+    some of them. Each user's loss is convex in their query, and users do not interact.
+    """
+    if epochs < 0:
+        raise ConfigError(f"distill.query_refit_epochs must be >= 0, got {epochs}")
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    xq = torch.nn.Parameter(torch.tensor(user_query, dtype=torch.float32, device=dev))
+    items = torch.tensor(np.asarray(item_codes), dtype=torch.float32, device=dev)
+    opt = torch.optim.Adam([xq], lr=lr, fused=dev.type in ("cpu", "cuda"))
+    t = torch.from_numpy(np.asarray(targets, np.int64)).to(dev)
+    w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32, device=dev) / decay)
+    train = sp.csr_matrix(train)
+    n_users = train.shape[0]
+    from hashgnn.progress import progress_bar
+
+    for epoch in range(epochs):
+        perm = torch.randperm(n_users, generator=gen)
+        bar = progress_bar(-(-n_users // batch_users), f"query refit epoch {epoch}", "batch", progress)
+        for s in range(0, n_users, batch_users):
+            b_cpu = perm[s : s + batch_users]
+            b = b_cpu.to(dev)
+            tb = t[b]
+            wb = torch.where(tb >= 0, w, 0.0)
+            wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
+            loss = fused_listwise_loss(
+                [(xq[b] / temperature, 1.0)], items, train[b_cpu.numpy()], tb, wb, positive_weight
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.update(1)
+        bar.close()
+    return xq.detach().cpu().numpy().copy()
+
+
 def continuous_start(
     user_init: np.ndarray,
     item_init: np.ndarray,

@@ -182,8 +182,30 @@ def fit_spectral_distill(
             refine["valid_recall@20_after"] = best_score
     if result.user_query is not None:
         # The run keeps the asymmetric model as its continuous one: query vectors against the served
-        # item codes (after the refinement, which the queries were not trained against).
-        uz, iz = result.user_query, np.asarray(item_codes, np.float32)
+        # item codes, refitted to the final codes (query_refit_epochs): trained jointly, the queries
+        # followed codes that kept moving, and the refinement flips bits after them.
+        user_query = result.user_query
+        if d.query_refit_epochs > 0:
+            from hashgnn.codes.distill import refit_queries
+
+            t2 = time.perf_counter()
+            user_query = refit_queries(
+                user_query,
+                item_codes,
+                targets,
+                train,
+                epochs=d.query_refit_epochs,
+                temperature=d.temperature,
+                decay=d.decay,
+                lr=d.lr,
+                batch_users=d.batch_users,
+                positive_weight=d.positive_weight,
+                seed=cfg.train.seed,
+                progress=progress,
+                device=device,
+            )
+            seconds["query_refit"] = time.perf_counter() - t2
+        uz, iz = user_query, np.asarray(item_codes, np.float32)
     return Fitted(
         user_codes,
         item_codes,
@@ -192,7 +214,8 @@ def fit_spectral_distill(
         "rank-distilled from the spectral teacher"
         + (f", started from a {d.student_epochs}-epoch continuous student" if d.student_epochs > 0 else "")
         + (", refined by bit flips" if refine else "")
-        + ("; continuous vectors: user query vectors against the item codes" if result.user_query is not None else ""),
+        + ("; continuous vectors: user query vectors against the item codes" if result.user_query is not None else "")
+        + (f", refit to them for {d.query_refit_epochs} epochs" if "query_refit" in seconds else ""),
         refine=refine,
         best_epoch=result.best_epoch,
         best_score=best_score,
