@@ -113,7 +113,7 @@ class FloatIndex(SizedIndex):
 
         # IndexFlatIP's cost is its matrix product, per query cheaper in big batches, and grows with
         # the fetch only when the fetch is a good part of the corpus: grouping queries by their
-        # exclusions measured 4.3x faster on ml-1m (k + 1,851 of 3,952 items) and 0.65x on gowalla
+        # exclusions measured 4.5x as fast on ml-1m (k + 1,851 of 3,952 items) and 0.6-0.9x on gowalla
         # (k + 381 of 40,981); bench/faiss_exclusions.py, docs/BENCHMARKS.md.
         longest = int(np.diff(ex[0]).max()) if ex is not None and len(ex[0]) > 1 else 0
         grouped = 8 * (k + longest) > self.ntotal
