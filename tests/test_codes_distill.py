@@ -23,6 +23,7 @@ from hashgnn.codes.distill import (
     distill_codes,
     fused_listwise_loss,
     listwise_loss,
+    rank_weights,
     refit_queries,
     teacher_top_r,
 )
@@ -246,12 +247,8 @@ def _query_loss(
 ) -> float:
     """The query term's loss over all users at once (listwise_loss, the autograd reference)."""
     tb = torch.from_numpy(targets)
-    vb = tb >= 0
-    w = torch.exp(-torch.arange(targets.shape[1], dtype=torch.float32) / 20.0)
-    wb = torch.where(vb, w, 0.0)
-    wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
     raw = torch.from_numpy(q).float() @ torch.from_numpy(items).float().T / t
-    return float(listwise_loss(raw, train, tb, vb, wb, pw))
+    return float(listwise_loss(raw, train, tb, tb >= 0, rank_weights(tb, 20.0), pw))
 
 
 def test_refit_queries_follows_flipped_item_bits_and_lowers_the_loss() -> None:

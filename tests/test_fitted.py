@@ -392,12 +392,10 @@ def test_query_vectors_are_refit_to_the_refined_item_codes() -> None:
     def loss(q: np.ndarray) -> float:
         import torch
 
-        from hashgnn.codes.distill import listwise_loss
+        from hashgnn.codes.distill import listwise_loss, rank_weights
 
         tb = torch.from_numpy(targets)
-        w = torch.exp(-torch.arange(targets.shape[1], dtype=torch.float32) / plain_cfg.distill.decay)
-        wb = torch.where(tb >= 0, w, 0.0)
-        wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
+        wb = rank_weights(tb, plain_cfg.distill.decay)
         raw = torch.from_numpy(q).float() @ torch.from_numpy(plain.item_codes).float().T / 2.0
         return float(listwise_loss(raw, train, tb, tb >= 0, wb, plain_cfg.distill.positive_weight))
 

@@ -190,6 +190,14 @@ class DistillResult:
     user_query: np.ndarray | None = None
 
 
+def rank_weights(targets: torch.Tensor, decay: float) -> torch.Tensor:
+    """Rank weights ``exp(-r / decay)`` of each user's targets ``(B, R)``, zero on missing ones (-1),
+    normalised per row: the weights of the distillation loss (and of the refinement's objective)."""
+    w = torch.exp(-torch.arange(targets.shape[1], dtype=torch.float32, device=targets.device) / decay)
+    w = torch.where(targets >= 0, w, 0.0)
+    return w / w.sum(1, keepdim=True).clamp(min=1e-12)
+
+
 def listwise_loss(
     raw: torch.Tensor, rows: sp.csr_matrix, tb: torch.Tensor, vb: torch.Tensor, wb: torch.Tensor, positive_weight: float
 ) -> torch.Tensor:
@@ -409,7 +417,6 @@ def distill_codes(
     opt = torch.optim.Adam(params, lr=lr, fused=fused and dev.type in ("cpu", "cuda"))
     t = torch.from_numpy(np.asarray(targets, np.int64)).to(dev)
     valid_t = t >= 0
-    w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32, device=dev) / decay)
     train = sp.csr_matrix(train)
 
     # The served codes are the signs of an exponential moving average of the parameters (ema > 0):
@@ -455,8 +462,7 @@ def distill_codes(
             item_b = _served(xi, ste, "item")
             rows = train[b_cpu.numpy()]
             tb, vb = t[b], valid_t[b]
-            wb = torch.where(vb, w, 0.0)
-            wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
+            wb = rank_weights(tb, decay)
             blocks = [(_served(xu[b], ste, "user") / temperature, 1.0)]
             if xq is not None:
                 # the query's length is free, so the temperature only sets where it starts
@@ -544,7 +550,6 @@ def refit_queries(
     items = torch.tensor(np.asarray(item_codes), dtype=torch.float32, device=dev)
     opt = torch.optim.Adam([xq], lr=lr, fused=dev.type in ("cpu", "cuda"))
     t = torch.from_numpy(np.asarray(targets, np.int64)).to(dev)
-    w = torch.exp(-torch.arange(t.shape[1], dtype=torch.float32, device=dev) / decay)
     train = sp.csr_matrix(train)
     n_users = train.shape[0]
     from hashgnn.progress import progress_bar
@@ -556,10 +561,8 @@ def refit_queries(
             b_cpu = perm[s : s + batch_users]
             b = b_cpu.to(dev)
             tb = t[b]
-            wb = torch.where(tb >= 0, w, 0.0)
-            wb = wb / wb.sum(1, keepdim=True).clamp(min=1e-12)
             loss = fused_listwise_loss(
-                [(xq[b] / temperature, 1.0)], items, train[b_cpu.numpy()], tb, wb, positive_weight
+                [(xq[b] / temperature, 1.0)], items, train[b_cpu.numpy()], tb, rank_weights(tb, decay), positive_weight
             )
             opt.zero_grad()
             loss.backward()

@@ -39,6 +39,7 @@ import scipy.sparse as sp
 import torch
 
 from hashgnn.arrays import repeat_rows
+from hashgnn.codes.distill import rank_weights
 from hashgnn.index.topk import mask_
 
 
@@ -51,13 +52,6 @@ class RefineStats:
     user_flips: int
     item_flips: int
     seconds: float
-
-
-def _weights(targets: torch.Tensor, decay: float) -> torch.Tensor:
-    """Rank weights ``exp(-r / decay)`` per user, zero on missing targets (-1), normalised per row."""
-    w = torch.exp(-torch.arange(targets.shape[1], dtype=torch.float32) / decay)
-    w = torch.where(targets >= 0, w, 0.0)
-    return w / w.sum(1, keepdim=True).clamp(min=1e-12)
 
 
 def _rows_dot(w: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
@@ -171,7 +165,7 @@ class Objective:
         t = torch.as_tensor(np.asarray(targets, np.int64))
         train = sp.csr_matrix(train)
         n_users, n_items = train.shape
-        w = _weights(t, decay).double().numpy()
+        w = rank_weights(t, decay).double().numpy()
         keep = t.numpy() >= 0
         rows = repeat_rows(keep.sum(1))
         distill = sp.csr_matrix((w[keep], (rows, t.numpy()[keep])), shape=(n_users, n_items))
