@@ -12,6 +12,11 @@ set's shape, k = 20) this times both for faiss's binary flat index and its flat 
 checks that they return the same results (float scores: to the last bits of a differently batched
 product), and prints one JSON row per measurement (appended to
 ``--out``). Best of ``--repeat`` calls after a warm-up.
+
+``--milvus`` adds ``MilvusIndex`` (BIN_FLAT on an embedded Milvus 2.3.5 server on loopback, started
+and stopped here) on the same binary codes and exclusions, checked against the own kernel's
+distances. It over-fetches the same way since 2026-12-06; to time the code before that, run this
+file from a checkout of an older commit (the row's ``hashgnn`` field says which code ran).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--milvus", action="store_true", help="also time MilvusIndex (BIN_FLAT) on the binary codes")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
@@ -107,11 +113,58 @@ def main(argv: list[str] | None = None) -> int:
                     row["rows_with_other_ids"] = int((results[True][1] != results[False][1]).any(1).sum())
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+    if args.milvus:
+        rows += milvus_rows(args)
     if args.out:
         with args.out.open("a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     return 0
+
+
+def milvus_rows(args: argparse.Namespace) -> list[dict]:
+    """``MilvusIndex.search`` with each data set's exclusions, on the codes the faiss rows use."""
+    import tempfile
+
+    import hashgnn as hg
+    from hashgnn.index import HammingIndex
+    from hashgnn.index.milvus import MilvusIndex, start_local_server
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hashgnn-exclusions-") as tmp, start_local_server(tmp) as uri:
+        for name in args.dataset:
+            ex_all = hg.load_dataset(name).train.tocsr()
+            rng = np.random.default_rng(args.seed)  # the draws of the faiss rows, in the same order
+            users = np.sort(rng.choice(ex_all.shape[0], min(args.queries, ex_all.shape[0]), replace=False))
+            ex_m = ex_all[users]
+            n = ex_all.shape[1]
+            items = np.packbits(rng.standard_normal((n, 64)).astype(np.float32) > 0, axis=1)
+            queries = np.packbits(rng.standard_normal((len(users), 64)).astype(np.float32) > 0, axis=1)
+            index = MilvusIndex(64, uri, f"exclusions_{name.replace('-', '_')}")
+            index.add(items)
+            own = HammingIndex(64)
+            own.add(items)
+            dt, (d, i) = best_time(partial(index.search, queries, args.k, exclude=ex_m), args.repeat)
+            want = own.search(queries, args.k, exclude=ex_m)
+            excluded = (np.asarray(ex_m[np.arange(len(users))[:, None], np.maximum(i, 0)].todense()) != 0) & (i >= 0)
+            lengths = np.diff(ex_m.indptr)
+            row = {
+                "dataset": name,
+                "index": "milvus BIN_FLAT",
+                "queries": len(users),
+                "k": args.k,
+                "exclusions_median_max": [float(np.median(lengths)), int(lengths.max())],
+                "qps": len(users) / dt,
+                "distances_equal": bool(np.array_equal(d, want[0])),
+                "excluded_returned": int(excluded.sum()),
+                "hashgnn": str(Path(hg.__file__).resolve().parent),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "cpu": platform.processor() or platform.machine(),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            index.drop()
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ server's threads), Milvus BIN_IVF_FLAT (nlist, nprobe; tie-aware recall against 
 kernel (HammingIndex) with 1 thread and with all cores, on the same queries, each timed ``--repeat``
 times after an untimed pass (queries/s: the best turn, and all turns). Milvus is timed through
 pymilvus, so its figures include the gRPC round trip and the conversion of results to numpy.
+For BIN_FLAT it also times ``--latency-turns`` searches of one query at each consistency level
+(``Session``, the default of ``MilvusIndex``, and ``Strong``, which waits for a time tick).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=3, help="timed turns of every search; qps is the best, qps_all all")
+    p.add_argument("--latency-turns", type=int, default=20, help="one-query searches per consistency level")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
@@ -145,6 +148,23 @@ def main(argv: list[str] | None = None) -> int:
                         "distances_equal": bool(np.array_equal(d, exact[0])),
                     }
                 )
+            if index_type == "BIN_FLAT":
+                for level in ("Session", "Strong"):
+                    index.consistency = level
+                    ms = [
+                        1e3 * len(queries[:1]) / q
+                        for q in timed(index.search, queries[:1], args.k, args.latency_turns)[1]
+                    ]
+                    emit(
+                        {
+                            "method": f"milvus-{index_type}",
+                            "phase": "one-query latency",
+                            "consistency": level,
+                            "ms_best": min(ms),
+                            "ms_median": float(np.median(ms)),
+                        }
+                    )
+                index.consistency = "Session"
             index.drop()
     if args.out:
         with args.out.open("a") as f:

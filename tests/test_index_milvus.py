@@ -78,11 +78,40 @@ def test_search_matches_own_kernel(milvus_uri, index_type):
                 assert not set(got[1][qi].tolist()) & set(ex[qi].tolist())
 
 
-def test_more_results_than_items_are_padded(milvus_uri):
+def test_each_query_fetches_for_its_own_exclusions(milvus_uri, monkeypatch):
+    from hashgnn.index.milvus import MilvusIndex
+
+    rng = np.random.default_rng(2)
+    items = pack_codes(np.where(rng.random((600, 16)) < 0.5, 1.0, -1.0))
+    queries = pack_codes(np.where(rng.random((6, 16)) < 0.5, 1.0, -1.0))
+    index = MilvusIndex(16, milvus_uri, "t_fetch")
+    index.add(items)
+    own = HammingIndex(16)
+    own.add(items)
+    # one heavy query (300 exclusions) among light ones (0-3)
+    exclude = [rng.choice(600, size=n, replace=False) for n in (0, 3, 300, 1, 2, 0)]
+    limits: list[tuple[int, int]] = []
+    search = index._col.search
+
+    def spy(*args, **kwargs):
+        limits.append((len(kwargs["data"]), kwargs["limit"]))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(index._col, "search", spy)
+    got = index.search(queries, 10, exclude=exclude)
+    assert_same_neighbours(got, own.search(queries, 10, exclude=exclude))
+    for qi, ex in enumerate(exclude):
+        assert not set(got[1][qi].tolist()) & set(ex.tolist())
+    # 10 + 300 -> 512 for the heavy query alone; the five others share 16 (10 + up to 3, next power of two)
+    assert sorted(limits) == [(1, 512), (5, 16)]
+
+
+@pytest.mark.parametrize("consistency", ["Session", "Strong"])
+def test_more_results_than_items_are_padded(milvus_uri, consistency):
     from hashgnn.index.milvus import MilvusIndex
 
     items = np.arange(10, dtype=np.uint8)[:, None]
-    index = MilvusIndex(8, milvus_uri, "t_small")
+    index = MilvusIndex(8, milvus_uri, f"t_small_{consistency.lower()}", consistency=consistency)
     index.add(items)
     d, i = index.search(items[:2], 15)
     assert (d[:, 10:] == -1).all() and (i[:, 10:] == -1).all()
@@ -133,6 +162,8 @@ def test_errors(milvus_uri):
         MilvusIndex(64, milvus_uri, "bad-name")
     with pytest.raises(HashgnnError, match="index type"):
         MilvusIndex(64, milvus_uri, "t_x", index_type="HNSW")
+    with pytest.raises(HashgnnError, match="consistency level 'strong'"):
+        MilvusIndex(64, milvus_uri, "t_x", consistency="strong")
     MilvusIndex(8, milvus_uri, "t_dims").add(np.arange(4, dtype=np.uint8)[:, None])
     with pytest.raises(HashgnnError, match="holds 8-bit vectors"):
         MilvusIndex(16, milvus_uri, "t_dims")
