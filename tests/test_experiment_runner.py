@@ -170,6 +170,36 @@ def test_interrupted_run_is_resumed(tmp_path: Path) -> None:
     assert next(o for o in res.outcomes if o.point.run_id == p.run_id).status == "resumed"
 
 
+def test_a_killed_attempt_counts_in_the_runs_wall_time(tmp_path: Path) -> None:
+    import os
+    import time
+
+    fake = FakeTrainer()
+    out = tmp_path / "out"
+    suite = load_suite(suite_file(tmp_path))
+    p = suite.points()[0]
+    folder = out / "s" / p.run_id
+    folder.mkdir(parents=True)
+    p.config.save(folder / "config.yaml")
+    # A first attempt that recorded 50 s and was then resumed, ran 600 s more and was killed outright:
+    # its last file was written 600 s after it started, and its record still says "running".
+    started = time.time() - 1000
+    (folder / "metrics.jsonl").write_text("{}\n")
+    os.utime(folder / "config.yaml", (started, started))
+    os.utime(folder / "metrics.jsonl", (started + 600, started + 600))
+    record = {"status": "running", "wall_seconds": 50.0, "attempt_started": started, "killed_attempts": 0}
+    (folder / "experiment.json").write_text(json.dumps(record))
+    t0 = time.perf_counter()
+    run(suite_file(tmp_path), out, fake)
+    this_attempt = time.perf_counter() - t0
+    info = json.loads((folder / "experiment.json").read_text())
+    assert info["status"] == "ok" and info["killed_attempts"] == 1
+    assert 650.0 <= info["wall_seconds"] <= 650.0 + this_attempt
+    # A run that finished in one attempt records no killed attempt.
+    other = json.loads((out / "s" / suite.points()[1].run_id / "experiment.json").read_text())
+    assert other["status"] == "ok" and "killed_attempts" not in other and other["wall_seconds"] < this_attempt
+
+
 def test_folder_of_another_config_is_never_reused_or_overwritten(tmp_path: Path) -> None:
     fake = FakeTrainer()
     out = tmp_path / "out"

@@ -327,11 +327,17 @@ def suite_report(
         *_protocol(suite),
     ]
     # wall time
-    run_wall = [
-        float((read_json(run_dir(out, suite, p) / RUN_INFO) or {}).get("wall_seconds") or 0.0)
-        for p in points
-        if p.run_id in ok_runs
-    ]
+    infos = {p.run_id: read_json(run_dir(out, suite, p) / RUN_INFO) or {} for p in points if p.run_id in ok_runs}
+    run_wall = [float(i.get("wall_seconds") or 0.0) for i in infos.values()]
+    killed = sum(1 for i in infos.values() if i.get("killed_attempts"))
+    # Records written before killed attempts were counted hold only the last attempt's time.
+    short = sum(
+        1
+        for r in rows
+        if r["status"] == "ok"
+        and r["setting"] == suite.settings[0].name
+        and float(r.get("train_seconds") or 0.0) > float(infos.get(r["run"], {}).get("wall_seconds") or 0.0) > 0
+    )
     reused = [
         p
         for p in points
@@ -345,10 +351,17 @@ def suite_report(
     inv_wall = sum(float(i.get("wall_seconds") or 0.0) for i in invocations)
     line = (
         f"- Wall time: {_hms(sum(run_wall))} for the {len(run_wall)} finished runs (training, validation and "
-        f"test evaluation; {_hms(sum(train_s))} of it in training epochs)"
+        f"test evaluation; training epochs: {_hms(sum(train_s))} in all)"
     )
     if reused:
         line += f", not counting {len(reused)} runs copied from identical runs of another suite"
+    if killed:
+        line += f"; {_n(killed, 'run')} resumed after a killed attempt, counted to the last file it wrote"
+    if short:
+        line += (
+            f"; for {_n(short, 'run')} the wall time is its last attempt's only (resumed after a killed "
+            "attempt before such attempts were counted), shorter than its training"
+        )
     line += f"; {len(invocations)} invocation(s) of `hashgnn experiment` took {_hms(inv_wall)} in all"
     if invocations:
         line += f" on {', '.join(sorted({i.get('host', '?') for i in invocations}))}"

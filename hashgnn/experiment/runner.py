@@ -218,9 +218,40 @@ def _copy_run(src: Path, dst: Path) -> None:
 def _record(folder: Path, status: str, error: str | None, wall: float, **extra: Any) -> None:
     prev = read_json(folder / RUN_INFO) or {}
     total = float(prev.get("wall_seconds") or 0.0) + wall if prev.get("status") != "ok" else wall
+    if prev.get("killed_attempts") and prev.get("status") != "ok":
+        extra = {"killed_attempts": prev["killed_attempts"], **extra}
     write_json(
         folder / RUN_INFO,
         {"status": status, "error": error, "wall_seconds": round(total, 3), "finished_at": _now(), **extra},
+    )
+
+
+def _begin_attempt(folder: Path) -> None:
+    """Record that an attempt at ``folder`` is running, and count a previous one that was killed.
+
+    A process killed outright (SIGKILL, the end of a machine's session) writes no record, so its
+    time would be lost to the run's wall time; its attempt is counted from its start to the last
+    file it wrote (a checkpoint or a metrics row: within an epoch of its end).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    prev = read_json(folder / RUN_INFO) or {}
+    total = float(prev.get("wall_seconds") or 0.0) if prev.get("status") != "ok" else 0.0
+    killed = int(prev.get("killed_attempts") or 0)
+    if prev.get("status") == "running" and prev.get("attempt_started") is not None:
+        started = float(prev["attempt_started"])
+        written = [f.stat().st_mtime for f in folder.rglob("*") if f.is_file() and f.name != RUN_INFO]
+        total += max(0.0, max(written, default=started) - started)
+        killed += 1
+    write_json(
+        folder / RUN_INFO,
+        {
+            "status": "running",
+            "error": None,
+            "wall_seconds": round(total, 3),
+            "attempt_started": time.time(),
+            "started_at": _now(),
+            "killed_attempts": killed,
+        },
     )
 
 
@@ -274,6 +305,7 @@ def run_point(
             if diff:
                 return RunOutcome(p, "error", stale_message(folder, diff))
             status = "resumed"
+            _begin_attempt(folder)
             # Where it runs comes from this invocation (the suite and its flags), not the folder.
             resume(
                 folder,
@@ -288,6 +320,7 @@ def run_point(
             _copy_run(src, folder)
             status, extra = "reused", {"reused_from": str(src)}
         else:
+            _begin_attempt(folder)
             train(cfg, folder, progress=progress)
     except KeyboardInterrupt:
         torch.set_num_threads(torch_threads)
