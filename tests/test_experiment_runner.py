@@ -198,6 +198,18 @@ def test_a_killed_attempt_counts_in_the_runs_wall_time(tmp_path: Path) -> None:
     # A run that finished in one attempt records no killed attempt.
     other = json.loads((out / "s" / suite.points()[1].run_id / "experiment.json").read_text())
     assert other["status"] == "ok" and "killed_attempts" not in other and other["wall_seconds"] < this_attempt
+    # A folder that another process is training (its lock held) is not taken for a killed attempt.
+    from hashgnn.train.lock import RunLock
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "experiment.json").write_text(json.dumps({**record, "attempt_started": time.time() - 100}))
+    before = (busy / "experiment.json").read_text()
+    with RunLock(busy):
+        runner._begin_attempt(busy)
+    assert (busy / "experiment.json").read_text() == before
+    runner._begin_attempt(busy)  # free now: the earlier attempt is counted as killed
+    assert json.loads((busy / "experiment.json").read_text())["killed_attempts"] == 1
 
 
 def test_folder_of_another_config_is_never_reused_or_overwritten(tmp_path: Path) -> None:

@@ -231,9 +231,17 @@ def _begin_attempt(folder: Path) -> None:
 
     A process killed outright (SIGKILL, the end of a machine's session) writes no record, so its
     time would be lost to the run's wall time; its attempt is counted from its start to the last
-    file it wrote (a checkpoint or a metrics row: within an epoch of its end).
+    file it wrote (a checkpoint or a metrics row: within an epoch of its end). A folder that another
+    process is training is left alone: the trainer refuses it, and that attempt is not killed.
     """
+    from hashgnn.train.lock import RunLock
+
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with RunLock(folder):
+            pass
+    except HashgnnError:
+        return
     prev = read_json(folder / RUN_INFO) or {}
     total = float(prev.get("wall_seconds") or 0.0) if prev.get("status") != "ok" else 0.0
     killed = int(prev.get("killed_attempts") or 0)
