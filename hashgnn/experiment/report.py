@@ -359,8 +359,8 @@ def suite_report(
         line += f"; {_n(killed, 'run')} resumed after a killed attempt, counted to the last file it wrote"
     if short:
         line += (
-            f"; for {_n(short, 'run')} the wall time is its last attempt's only (resumed after a killed "
-            "attempt before such attempts were counted), shorter than its training"
+            f"; for {_n(short, 'run')} the recorded wall time covers only the last attempt (resumed after a "
+            "killed attempt before such attempts were counted) and is shorter than the training"
         )
     line += f"; {len(invocations)} invocation(s) of `hashgnn experiment` took {_hms(inv_wall)} in all"
     if invocations:
