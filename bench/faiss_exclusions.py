@@ -44,6 +44,23 @@ def best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, out
 
 
+def draws(name: str, queries: int, seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(the drawn users' training items as a sorted CSR, item vectors, query vectors) of one data set.
+
+    Random 64-wide vectors of the data set's shape; every backend's rows use the same draws.
+    """
+    import hashgnn as hg
+
+    ex_all = hg.load_dataset(name).train.tocsr()
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.choice(ex_all.shape[0], min(queries, ex_all.shape[0]), replace=False))
+    ex_m = ex_all[users]
+    ex_m.sort_indices()
+    vec = rng.standard_normal((ex_all.shape[1], 64)).astype(np.float32)
+    q = rng.standard_normal((len(users), 64)).astype(np.float32)
+    return ex_m, vec, q
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", nargs="+", default=["gowalla"])
@@ -58,20 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import faiss
 
-    import hashgnn as hg
     from hashgnn.index._common import faiss_threads, search_over_fetched
 
     rows = []
     for name in args.dataset:
-        ex_all = hg.load_dataset(name).train.tocsr()
-        rng = np.random.default_rng(args.seed)
-        users = np.sort(rng.choice(ex_all.shape[0], min(args.queries, ex_all.shape[0]), replace=False))
-        ex_m = ex_all[users]
-        ex_m.sort_indices()
+        ex_m, vec, q = draws(name, args.queries, args.seed)
         ex = (ex_m.indptr.astype(np.int64), ex_m.indices.astype(np.int64))
-        n = ex_all.shape[1]
-        vec = rng.standard_normal((n, 64)).astype(np.float32)
-        q = rng.standard_normal((len(users), 64)).astype(np.float32)
+        n = len(vec)
         binary = faiss.IndexBinaryFlat(64)
         binary.add(np.packbits(vec > 0, axis=1))
         flat = faiss.IndexFlatIP(64)
@@ -93,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                     "dataset": name,
                     "index": kind,
                     "grouped": grouped,
-                    "queries": len(users),
+                    "queries": len(q),
                     "k": args.k,
                     "threads": args.threads,
                     "exclusions_median_max": [float(np.median(lengths)), int(lengths.max())],
-                    "qps": len(users) / dt,
+                    "qps": len(q) / dt,
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "cpu": platform.processor() or platform.machine(),
                 }
@@ -133,28 +143,23 @@ def milvus_rows(args: argparse.Namespace) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hashgnn-exclusions-") as tmp, start_local_server(tmp) as uri:
         for name in args.dataset:
-            ex_all = hg.load_dataset(name).train.tocsr()
-            rng = np.random.default_rng(args.seed)  # the draws of the faiss rows, in the same order
-            users = np.sort(rng.choice(ex_all.shape[0], min(args.queries, ex_all.shape[0]), replace=False))
-            ex_m = ex_all[users]
-            n = ex_all.shape[1]
-            items = np.packbits(rng.standard_normal((n, 64)).astype(np.float32) > 0, axis=1)
-            queries = np.packbits(rng.standard_normal((len(users), 64)).astype(np.float32) > 0, axis=1)
+            ex_m, vec, q = draws(name, args.queries, args.seed)
+            items, queries = np.packbits(vec > 0, axis=1), np.packbits(q > 0, axis=1)
             index = MilvusIndex(64, uri, f"exclusions_{name.replace('-', '_')}")
             index.add(items)
             own = HammingIndex(64)
             own.add(items)
             dt, (d, i) = best_time(partial(index.search, queries, args.k, exclude=ex_m), args.repeat)
             want = own.search(queries, args.k, exclude=ex_m)
-            excluded = (np.asarray(ex_m[np.arange(len(users))[:, None], np.maximum(i, 0)].todense()) != 0) & (i >= 0)
+            excluded = (np.asarray(ex_m[np.arange(len(queries))[:, None], np.maximum(i, 0)].todense()) != 0) & (i >= 0)
             lengths = np.diff(ex_m.indptr)
             row = {
                 "dataset": name,
                 "index": "milvus BIN_FLAT",
-                "queries": len(users),
+                "queries": len(queries),
                 "k": args.k,
                 "exclusions_median_max": [float(np.median(lengths)), int(lengths.max())],
-                "qps": len(users) / dt,
+                "qps": len(queries) / dt,
                 "distances_equal": bool(np.array_equal(d, want[0])),
                 "excluded_returned": int(excluded.sum()),
                 "hashgnn": str(Path(hg.__file__).resolve().parent),

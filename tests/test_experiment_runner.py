@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from hashgnn.eval.metrics import metric_keys
 from hashgnn.experiment import Selection, load_suite, run_suite, write_report
 from hashgnn.experiment.results import read_results
 from hashgnn.methods import MODES
+from hashgnn.train.lock import RunLock
 
 SUITE = """\
 name: {name}
@@ -157,30 +160,29 @@ def test_failed_and_unimplemented_methods_are_error_rows(tmp_path: Path, monkeyp
     assert {r["method"] for r in rows if r["status"] == "ok"} == {"hashgnn", "hash_ste"}
 
 
+def killed_run(tmp_path: Path) -> tuple[Any, Any, Path]:
+    """(suite, its first grid point, that point's folder) with what a killed train_run leaves behind."""
+    suite = load_suite(suite_file(tmp_path))
+    p = suite.points()[0]
+    folder = tmp_path / "out" / "s" / p.run_id
+    folder.mkdir(parents=True)
+    p.config.save(folder / "config.yaml")
+    return suite, p, folder
+
+
 def test_interrupted_run_is_resumed(tmp_path: Path) -> None:
     fake = FakeTrainer()
     out = tmp_path / "out"
-    suite = load_suite(suite_file(tmp_path))
-    p = suite.points()[0]
-    folder = out / "s" / p.run_id
-    folder.mkdir(parents=True)
-    p.config.save(folder / "config.yaml")  # what a killed train_run leaves behind
+    _, p, folder = killed_run(tmp_path)
     res = run(suite_file(tmp_path), out, fake)
     assert fake.resumed == [str(folder)] and len(fake.trained) == 7
     assert next(o for o in res.outcomes if o.point.run_id == p.run_id).status == "resumed"
 
 
 def test_a_killed_attempt_counts_in_the_runs_wall_time(tmp_path: Path) -> None:
-    import os
-    import time
-
     fake = FakeTrainer()
     out = tmp_path / "out"
-    suite = load_suite(suite_file(tmp_path))
-    p = suite.points()[0]
-    folder = out / "s" / p.run_id
-    folder.mkdir(parents=True)
-    p.config.save(folder / "config.yaml")
+    suite, _, folder = killed_run(tmp_path)
     # A first attempt that recorded 50 s and was then resumed, ran 600 s more and was killed outright:
     # its last file was written 600 s after it started, and its record still says "running".
     started = time.time() - 1000
@@ -199,8 +201,6 @@ def test_a_killed_attempt_counts_in_the_runs_wall_time(tmp_path: Path) -> None:
     other = json.loads((out / "s" / suite.points()[1].run_id / "experiment.json").read_text())
     assert other["status"] == "ok" and "killed_attempts" not in other and other["wall_seconds"] < this_attempt
     # A folder that another process is training (its lock held) is not taken for a killed attempt.
-    from hashgnn.train.lock import RunLock
-
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "experiment.json").write_text(json.dumps({**record, "attempt_started": time.time() - 100}))
