@@ -348,11 +348,17 @@ class Run:
             raise ArtifactError(p, "is not a list of records", fix)
         return records
 
-    def record_environment(self, event: str) -> None:
-        """Append this process's :func:`hashgnn.environment.provenance` record of ``event``."""
+    def record_environment(self, event: str, extended: dict[str, Any] | None = None) -> None:
+        """Append this process's :func:`hashgnn.environment.provenance` record of ``event``.
+
+        ``extended`` (a resume that raised the budget) is kept in the record: ``{"train.epochs": [old, new]}``.
+        """
         from hashgnn.environment import provenance
 
-        write_json(self.file(self.ENVIRONMENT), [*self.environment, provenance(event)])
+        record = provenance(event)
+        if extended:
+            record["extended"] = extended
+        write_json(self.file(self.ENVIRONMENT), [*self.environment, record])
 
     def save_metrics(self, final: dict[str, Any]) -> None:
         """Write ``final_metrics.json``."""

@@ -22,7 +22,7 @@ from hashgnn.errors import HashgnnError
 from hashgnn.methods import MODES
 from hashgnn.run import Run
 from hashgnn.train.checkpoint import latest_checkpoint
-from hashgnn.train.run import evaluate_run, train_run
+from hashgnn.train.run import evaluate_run, resume_run, train_run
 
 TINY = tiny("sage")
 
@@ -160,6 +160,85 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
         assert r["hashgnn"] and r["cpu"] and r["usable_cpus"] >= 1 and r["torch"].startswith("2.")
         assert r["commit"] is None or len(r["commit"]) == 40
     assert [r["event"] for r in Run(tmp_path / "full").environment] == ["train"]
+
+
+def test_a_finished_run_extended_matches_a_run_started_with_the_larger_budget(tmp_path: Path) -> None:
+    longer = train_run(tiny_config(train={"epochs": 5}), tmp_path / "longer", progress=False)
+    run = tmp_path / "run"
+    train_run(tiny_config(train={"epochs": 3}), run, progress=False)
+    with pytest.raises(HashgnnError, match="3 epochs are trained already; --epochs must be larger than 3"):
+        resume_run(run, progress=False, epochs=2)
+    # --threads 1 as the first run trained: another thread count sums floats in another order.
+    out = subprocess.run(
+        _hashgnn("train", "--resume", str(run), "--epochs", "5", "--threads", "1", "--quiet", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    # Every epoch is validated (eval_every 1), so the old last epoch's validation is one the
+    # longer run also made: the runs are the same run, bit for bit.
+    assert json.loads(out.stdout)["test"] == longer["test"]
+    np.testing.assert_array_equal(np.load(run / "item_z.npy"), np.load(tmp_path / "longer" / "item_z.npy"))
+    rows = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(5))
+    assert RunConfig.load(run / "config.yaml") == tiny_config(train={"epochs": 5}).portable()
+    records = Run(run).environment
+    assert [r["event"] for r in records] == ["train", "resume"]
+    assert records[1]["extended"] == {"train.epochs": [3, 5]} and "extended" not in records[0]
+
+
+def test_extensions_that_would_change_the_trained_epochs_are_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from hashgnn.train.run import _check_extension
+
+    # hash_gumbel anneals its temperature over the whole budget: epoch 1 would train differently.
+    gumbel = tiny_config(model={"method": "hash_gumbel"}, train={"epochs": 3})
+    run = tmp_path / "gumbel"
+    train_run(gumbel, run, progress=False)
+    with pytest.raises(HashgnnError, match="schedules its epochs over the whole budget"):
+        resume_run(run, progress=False, epochs=6)
+    assert RunConfig.load(run / "config.yaml").train.epochs == 3  # the folder is untouched
+    # A fitted method picks its epochs on validation and refits: a new run, not an extension.
+    fitted = tmp_path / "fitted"
+    fitted.mkdir()
+    tiny_config(model={"method": "spectral_distill"}).save(fitted / "config.yaml")
+    with pytest.raises(HashgnnError, match=r"is fitted .* cannot be extended"):
+        resume_run(fitted, progress=False, epochs=10)
+    # Stopped by patience: more epochs would not change the served weights.
+    cfg = tiny_config(train={"epochs": 6, "patience": 1})
+    stopped = SimpleNamespace(cfg=cfg, state={"stopped_early": True, "best_epoch": 1}, start_epoch=3)
+    with pytest.raises(HashgnnError, match=r"stopped early .* larger --patience"):
+        _check_extension(stopped, tiny_config(train={"epochs": 3, "patience": 1}).train, tmp_path)
+
+
+def test_a_run_stopped_by_its_time_budget_trains_on_with_a_larger_one(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = train_run(tiny_config(train={"epochs": 4, "max_minutes": 1e-6}), run, progress=False)
+    assert first["stopped_by_time"] and first["epochs_run"] == 1
+    with pytest.raises(HashgnnError, match=r"stopped at its time budget .* larger --max-minutes"):
+        resume_run(run, progress=False, epochs=6)
+    final = resume_run(run, progress=False, max_minutes=60.0)
+    assert not final["stopped_by_time"] and final["epochs_run"] == 4
+    assert RunConfig.load(run / "config.yaml").train.max_minutes == 60.0
+    assert Run(run).environment[-1]["extended"] == {"train.max_minutes": [1e-6, 60.0]}
+
+
+def test_resume_refuses_flags_that_the_run_folder_decides(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_run(tiny_config(train={"epochs": 1}), run, progress=False)
+    before = (run / "final_metrics.json").read_bytes()
+    out = subprocess.run(
+        _hashgnn("train", "--resume", str(run), "--bits", "32", "--patience", "0", "--quiet"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2 and "drop --bits, --patience" in out.stderr, out.stderr
+    assert (run / "final_metrics.json").read_bytes() == before
 
 
 def test_a_malformed_environment_record_is_a_clear_error(tmp_path: Path) -> None:

@@ -46,7 +46,11 @@ def train(
     ] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
     resume: Annotated[
-        Optional[Path], typer.Option(help="Continue the run in this folder from its newest checkpoint.")
+        Optional[Path],
+        typer.Option(
+            help="Continue the run in this folder from its newest checkpoint; with --epochs / --max-minutes, "
+            "train on past its budget (a finished run included)."
+        ),
     ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Positive edges per batch.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
@@ -144,14 +148,42 @@ def train(
                 ("--method", method),
                 ("--config", config),
                 ("--out", out),
-                ("--set", settings),
+                ("--set", settings or None),
+                ("--encoder", encoder),
+                ("--bits", bits),
+                ("--seed", seed),
+                ("--batch-size", batch_size),
+                ("--lr", lr),
+                ("--negatives", negatives),
+                ("--beta-schedule", beta_schedule),
+                ("--beta-epochs", beta_epochs),
+                ("--guidance", guidance),
+                ("--ranking-loss", ranking_loss),
+                ("--valid-fraction", valid_fraction),
+                ("--patience", patience),
+                ("--eval-every", eval_every),
+                ("--continuous-weight", continuous_weight),
+                ("--user-col", user_col),
+                ("--item-col", item_col),
+                ("--rating-col", rating_col),
+                ("--min-rating", min_rating),
+                ("--time-col", time_col),
+                ("--sep", sep),
+                ("--user-features", user_features),
+                ("--item-features", item_features),
+                ("--no-atomic-features", no_atomic_features or None),
+                ("--split", split),
+                ("--test-fraction", test_fraction),
+                ("--overwrite", overwrite or None),
             )
-            if v
+            # a flag given as 0 counts: only "not given" (None) is left out
+            if v is not None
         ]
         if given:
             raise HashgnnError(
                 f"--resume takes its settings from the run folder; drop {', '.join(given)} "
-                "(only --mirror, --cache-dir, --device, --threads and --tracker, this machine's, may be given)"
+                "(only --mirror, --cache-dir, --device, --threads and --tracker, this machine's, and "
+                "--epochs / --max-minutes, a larger budget, may be given)"
             )
         final = resume_run(
             resume,
@@ -162,6 +194,8 @@ def train(
             threads=threads,
             tracker=tracker,
             tracker_uri=tracker_uri,
+            epochs=epochs,
+            max_minutes=max_minutes,
         )
         run_dir = resume
     else:

@@ -462,11 +462,17 @@ def resume_run(
     threads: int | None = None,
     tracker: str | None = None,
     tracker_uri: str | None = None,
+    epochs: int | None = None,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its newest checkpoint; a finished run is only re-exported.
 
     Where data comes from and where the run executes (``mirror``, ``cache_dir``, ``device``,
     ``threads``) are this machine's choice: the run folder's config never decides them.
+
+    ``epochs`` / ``max_minutes`` extend the run's budget (a finished run trains on from its last
+    epoch, exactly as if it had been started with the larger budget); :func:`_extend` says when
+    that is refused. The folder's config is rewritten with the new budget before training goes on.
     """
     run_dir = Path(run_dir)
     if not (run_dir / Run.CONFIG).exists():
@@ -478,14 +484,91 @@ def resume_run(
     # train_run), or the ranks would refuse each other.
     other_rank = distributed.launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0
     with contextlib.nullcontext() if other_rank else RunLock(run_dir, "--resume"):
-        cfg = RunConfig.load(run_dir / Run.CONFIG).on_this_machine(mirror, cache_dir, device, threads)
+        saved = RunConfig.load(run_dir / Run.CONFIG)
+        cfg = saved.on_this_machine(mirror, cache_dir, device, threads)
+        extended: dict[str, list[Any]] = {}
+        if epochs is not None or max_minutes is not None:
+            cfg, extended = _extend(cfg, run_dir, epochs, max_minutes)
         trainer = _make_trainer(cfg, run_dir, progress, resuming=True)
         trainer.resume()
+        if extended:
+            _check_extension(trainer, saved.train, run_dir)
         if not other_rank:
-            trainer.run.record_environment("resume")
+            if extended:
+                for key, (_, value) in extended.items():
+                    setattr(saved.train, key.split(".")[1], value)
+                saved.save(trainer.run.file(Run.CONFIG))
+            trainer.run.record_environment("resume", extended=extended or None)
         trainer.tracker = track
         track.start(cfg.portable().to_dict(), run_dir, True)
         return _fit_and_finish(trainer)
+
+
+def _extend(
+    cfg: RunConfig, run_dir: Path, epochs: int | None, max_minutes: float | None
+) -> tuple[RunConfig, dict[str, list[Any]]]:
+    """``cfg`` with a larger budget, and ``{"train.epochs": [old, new], ...}`` for what changed.
+
+    Only the epoch trainer's runs extend: a fitted method (``spectral_distill``, ...) picks its
+    epochs on validation and refits, so a longer budget is a new run.
+    """
+    if get_method(cfg.model.method).fit is not None:
+        raise HashgnnError(
+            f"{run_dir}: method {cfg.model.method!r} is fitted (its epochs are picked on validation, "
+            f"then refit), so its budget cannot be extended; train a new run with --set train.epochs=N"
+        )
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    if max_minutes is not None and max_minutes <= 0:
+        raise ConfigError(f"--max-minutes must be positive, got {max_minutes}")
+    t = cfg.train
+    changed: dict[str, list[Any]] = {}
+    if epochs is not None and epochs != t.epochs:
+        changed["train.epochs"] = [t.epochs, epochs]
+    if max_minutes is not None and max_minutes != t.max_minutes:
+        changed["train.max_minutes"] = [t.max_minutes, max_minutes]
+    new = RunConfig.from_dict(cfg.to_dict())
+    for key, (_, value) in changed.items():
+        setattr(new.train, key.split(".")[1], value)
+    return new, changed
+
+
+def _check_extension(trainer: Any, before: Any, run_dir: Path) -> None:
+    """Refuse a budget that cannot continue the epochs already trained as they were trained."""
+    cfg, state, done = trainer.cfg, trainer.state, trainer.start_epoch
+    t = cfg.train
+    if state.get("stopped_early"):
+        raise HashgnnError(
+            f"{run_dir}: the run stopped early (patience {before.patience}: no better validation after "
+            f"epoch {state['best_epoch']}), so more epochs would not change the served weights; "
+            "train a new run with a larger --patience"
+        )
+    if t.epochs != before.epochs and t.epochs <= done:
+        raise HashgnnError(
+            f"{run_dir}: {done} epochs are trained already; --epochs must be larger than {done}, got {t.epochs}"
+        )
+    if state.get("stopped_by_time"):
+        if t.max_minutes is not None and 60.0 * t.max_minutes <= state["train_seconds"]:
+            raise HashgnnError(
+                f"{run_dir}: the run stopped at its time budget after {state['train_seconds'] / 60:.1f} "
+                "minutes of training; give a larger --max-minutes to train on"
+            )
+        state["stopped_by_time"] = False
+    method = get_method(cfg.model.method)
+    # The epochs already trained must have had the schedule the new budget gives them (beta,
+    # stages, hash_gumbel's temperature over the soft epochs), or the run would not be one run.
+    for e in range(done):
+        if method.schedule(e, cfg.model, before) != method.schedule(e, cfg.model, t):
+            raise HashgnnError(
+                f"{run_dir}: method {cfg.model.method!r} schedules its epochs over the whole budget "
+                f"(epoch {e} would train differently with {t.epochs} epochs), so it cannot be extended; "
+                "train a new run with the budget you want"
+            )
+    if method.is_staged(cfg.model, before) != method.is_staged(cfg.model, t):
+        raise HashgnnError(
+            f"{run_dir}: with {t.epochs} epochs method {cfg.model.method!r} would gain a stage it was not "
+            "built for; train a new run with the budget you want"
+        )
 
 
 def _fit_and_finish(trainer: Any, resumable: bool = True) -> dict[str, Any]:
