@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from hashgnn.codes.artifacts import RunCodes
 from hashgnn.codes.packing import pack_codes
-from hashgnn.config import RunConfig
+from hashgnn.config import RunConfig, TrainConfig
 from hashgnn.data import Interactions, absolute_dataset, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.io import WriteError, write_safetensors, write_text
@@ -471,8 +471,8 @@ def resume_run(
     ``threads``) are this machine's choice: the run folder's config never decides them.
 
     ``epochs`` / ``max_minutes`` extend the run's budget (a finished run trains on from its last
-    epoch, exactly as if it had been started with the larger budget); :func:`_extend` says when
-    that is refused. The folder's config is rewritten with the new budget before training goes on.
+    epoch, exactly as if it had been started with the larger budget); :func:`_check_extension`
+    says when that is refused. The folder's config is rewritten with the new budget before training goes on.
     """
     run_dir = Path(run_dir)
     if not (run_dir / Run.CONFIG).exists():
@@ -533,7 +533,7 @@ def _extend(
     return new, changed
 
 
-def _check_extension(trainer: Any, before: Any, run_dir: Path) -> None:
+def _check_extension(trainer: Any, before: TrainConfig, run_dir: Path) -> None:
     """Refuse a budget that cannot continue the epochs already trained as they were trained."""
     cfg, state, done = trainer.cfg, trainer.state, trainer.start_epoch
     t = cfg.train
