@@ -23,9 +23,16 @@ from hashgnn.config import RunConfig, override
 from hashgnn.errors import HashgnnError
 from hashgnn.methods import ENCODERS, METHOD_NAMES
 
+# What --resume accepts: this machine's choices, the output, and a larger budget; the run folder decides the rest.
+_RESUME_FLAGS = frozenset(
+    ("resume", "mirror", "cache_dir", "device", "threads", "tracker", "tracker_uri", "json_out", "quiet", "nproc")
+    + ("epochs", "max_minutes")
+)
+
 
 @app.command("train")
 def train(
+    ctx: typer.Context,
     dataset: Annotated[
         Optional[str],
         typer.Option("--dataset", "-d", help="Registered name, folder with train.txt/test.txt, or table file."),
@@ -141,43 +148,13 @@ def train(
         raise typer.Exit(launch_torchrun(nproc))
 
     if resume is not None:
+        # Every flag given on the command line counts (a 0 or an empty string too), whatever its value.
         given = [
-            n
-            for n, v in (
-                ("--dataset", dataset),
-                ("--method", method),
-                ("--config", config),
-                ("--out", out),
-                ("--set", settings or None),
-                ("--encoder", encoder),
-                ("--bits", bits),
-                ("--seed", seed),
-                ("--batch-size", batch_size),
-                ("--lr", lr),
-                ("--negatives", negatives),
-                ("--beta-schedule", beta_schedule),
-                ("--beta-epochs", beta_epochs),
-                ("--guidance", guidance),
-                ("--ranking-loss", ranking_loss),
-                ("--valid-fraction", valid_fraction),
-                ("--patience", patience),
-                ("--eval-every", eval_every),
-                ("--continuous-weight", continuous_weight),
-                ("--user-col", user_col),
-                ("--item-col", item_col),
-                ("--rating-col", rating_col),
-                ("--min-rating", min_rating),
-                ("--time-col", time_col),
-                ("--sep", sep),
-                ("--user-features", user_features),
-                ("--item-features", item_features),
-                ("--no-atomic-features", no_atomic_features or None),
-                ("--split", split),
-                ("--test-fraction", test_fraction),
-                ("--overwrite", overwrite or None),
-            )
-            # a flag given as 0 counts: only "not given" (None) is left out
-            if v is not None
+            max(param.opts, key=len)
+            for param in ctx.command.params
+            if param.name not in _RESUME_FLAGS
+            # by name: typer vendors its own click, whose ParameterSource is not click's
+            and getattr(ctx.get_parameter_source(param.name or ""), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
         ]
         if given:
             raise HashgnnError(
