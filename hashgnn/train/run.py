@@ -12,6 +12,7 @@ touches the run folder, and the other ranks return an empty dict.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ from safetensors.torch import load_file
 
 from hashgnn.codes.artifacts import RunCodes
 from hashgnn.codes.packing import pack_codes
-from hashgnn.config import RunConfig, TrainConfig
+from hashgnn.config import RunConfig, TrainConfig, override
 from hashgnn.data import Interactions, absolute_dataset, carve_validation, load_interactions
 from hashgnn.errors import ConfigError, HashgnnError
 from hashgnn.io import WriteError, write_safetensors, write_text
@@ -485,19 +486,15 @@ def resume_run(
     other_rank = distributed.launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0
     with contextlib.nullcontext() if other_rank else RunLock(run_dir, "--resume"):
         saved = RunConfig.load(run_dir / Run.CONFIG)
-        cfg = saved.on_this_machine(mirror, cache_dir, device, threads)
-        extended: dict[str, list[Any]] = {}
-        if epochs is not None or max_minutes is not None:
-            cfg, extended = _extend(cfg, run_dir, epochs, max_minutes)
+        target, extended = _extend(saved, run_dir, epochs, max_minutes)
+        cfg = target.on_this_machine(mirror, cache_dir, device, threads)
         trainer = _make_trainer(cfg, run_dir, progress, resuming=True)
         trainer.resume()
         if extended:
             _check_extension(trainer, saved.train, run_dir)
         if not other_rank:
             if extended:
-                for key, (_, value) in extended.items():
-                    setattr(saved.train, key.split(".")[1], value)
-                saved.save(trainer.run.file(Run.CONFIG))
+                target.save(trainer.run.file(Run.CONFIG))
             trainer.run.record_environment("resume", extended=extended or None)
         trainer.tracker = track
         track.start(cfg.portable().to_dict(), run_dir, True)
@@ -505,32 +502,31 @@ def resume_run(
 
 
 def _extend(
-    cfg: RunConfig, run_dir: Path, epochs: int | None, max_minutes: float | None
+    saved: RunConfig, run_dir: Path, epochs: int | None, max_minutes: float | None
 ) -> tuple[RunConfig, dict[str, list[Any]]]:
-    """``cfg`` with a larger budget, and ``{"train.epochs": [old, new], ...}`` for what changed.
+    """``saved`` with the budget raised where given, and ``{"train.epochs": [old, new], ...}`` for what changed.
 
     Only the epoch trainer's runs extend: a fitted method (``spectral_distill``, ...) picks its
     epochs on validation and refits, so a longer budget is a new run.
     """
-    if get_method(cfg.model.method).fit is not None:
+    t = saved.train
+    changed = {
+        f"train.{key}": [getattr(t, key), value]
+        for key, value in (("epochs", epochs), ("max_minutes", max_minutes))
+        if value is not None and value != getattr(t, key)
+    }
+    if not changed:
+        return saved, changed
+    if get_method(saved.model.method).fit is not None:
         raise HashgnnError(
-            f"{run_dir}: method {cfg.model.method!r} is fitted (its epochs are picked on validation, "
+            f"{run_dir}: method {saved.model.method!r} is fitted (its epochs are picked on validation, "
             f"then refit), so its budget cannot be extended; train a new run with --set train.epochs=N"
         )
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
     if max_minutes is not None and max_minutes <= 0:
         raise ConfigError(f"--max-minutes must be positive, got {max_minutes}")
-    t = cfg.train
-    changed: dict[str, list[Any]] = {}
-    if epochs is not None and epochs != t.epochs:
-        changed["train.epochs"] = [t.epochs, epochs]
-    if max_minutes is not None and max_minutes != t.max_minutes:
-        changed["train.max_minutes"] = [t.max_minutes, max_minutes]
-    new = RunConfig.from_dict(cfg.to_dict())
-    for key, (_, value) in changed.items():
-        setattr(new.train, key.split(".")[1], value)
-    return new, changed
+    return dataclasses.replace(saved, train=override(t, epochs=epochs, max_minutes=max_minutes)), changed
 
 
 def _check_extension(trainer: Any, before: TrainConfig, run_dir: Path) -> None:
